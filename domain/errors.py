@@ -71,3 +71,13 @@ class UpstreamFailed(DomainError):
     """A backing service answered with an error (502)."""
     code = "upstream_failed"
     message = "A backing service failed."
+
+
+class TooLarge(DomainError):
+    code = "too_large"
+    message = "The request body is too large."
+
+
+class UnsupportedMediaType(DomainError):
+    code = "unsupported_media_type"
+    message = "This content type is not supported."
