@@ -1,0 +1,58 @@
+"""Outgoing email: a console backend (the default, logs the message) and SMTP (in an executor)."""
+import asyncio
+import email.message
+import logging
+import smtplib
+
+from domain.errors import Unavailable
+
+log = logging.getLogger("mail")
+
+
+def build_message(sender, to, subject, body):
+    message = email.message.EmailMessage()
+    message["From"], message["To"], message["Subject"] = sender, to, subject
+    message.set_content(body)
+    return message
+
+
+class ConsoleMailer:
+    """For development: the email is logged, so a reset link can be followed from the terminal.
+    The log line carries the link on purpose; production configures SMTP."""
+
+    def __init__(self, sender):
+        self.sender = sender
+
+    async def send(self, to, subject, body):
+        log.info("email (console backend) to=%s subject=%s\n%s", to, subject, body)
+
+
+class SmtpMailer:
+    def __init__(self, sender, host, port, use_tls=False, username="", password="", timeout=10):
+        self.sender = sender
+        self._options = dict(host=host, port=port, use_tls=use_tls, username=username,
+                             password=password, timeout=timeout)
+
+    async def send(self, to, subject, body):
+        message = build_message(self.sender, to, subject, body)
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self._deliver, message)
+        except (OSError, smtplib.SMTPException) as e:
+            log.error("email to %s not sent: %s", to, type(e).__name__)
+            raise Unavailable("The email could not be sent. Try again shortly.") from None
+
+    def _deliver(self, message):
+        o = self._options
+        with smtplib.SMTP(o["host"], o["port"], timeout=o["timeout"]) as smtp:
+            if o["use_tls"]:
+                smtp.starttls()
+            if o["username"]:
+                smtp.login(o["username"], o["password"])
+            smtp.send_message(message)
+
+
+def make_mailer(settings):
+    if settings.mail_backend == "smtp":
+        return SmtpMailer(settings.mail_default_sender, settings.mail_server, settings.mail_port,
+                          settings.mail_use_tls, settings.mail_username, settings.mail_password)
+    return ConsoleMailer(settings.mail_default_sender)

@@ -1,0 +1,104 @@
+"""The one module that knows the database driver.
+
+Everything else uses the collections handed out here through the common async collection API
+(find_one, insert_one, update_one, find_one_and_update, find(...).to_list, ...), which motor,
+PyMongo's async client and mongomock-motor share; switching drivers touches this file only.
+Driver exceptions are re-exported under our own names for the same reason.
+"""
+import asyncio
+import logging
+
+import bson
+import pymongo
+from pymongo import errors as driver_errors
+
+log = logging.getLogger("store")
+
+ASCENDING, DESCENDING = pymongo.ASCENDING, pymongo.DESCENDING
+ReturnDocument = pymongo.ReturnDocument
+ObjectId = bson.ObjectId
+DuplicateKeyError = driver_errors.DuplicateKeyError
+# The driver errors that mean "the database cannot be reached right now" (503, retry later).
+UNAVAILABLE_ERRORS = (driver_errors.ConnectionFailure, driver_errors.ServerSelectionTimeoutError,
+                      driver_errors.NetworkTimeout, driver_errors.AutoReconnect,
+                      driver_errors.ExecutionTimeout)
+
+
+def parse_id(text):
+    """An ObjectId from its 24-hex string, or None for anything else (callers answer 404)."""
+    if isinstance(text, str) and len(text) == 24 and bson.ObjectId.is_valid(text):
+        return bson.ObjectId(text)
+    return None
+
+
+class Store:
+    """The database and its collections. `in_memory` stores cannot evaluate geo operators."""
+
+    COLLECTIONS = ("users", "events", "messages", "activities", "revoked_tokens", "reset_tokens")
+
+    def __init__(self, client, dbname, in_memory):
+        self.client = client
+        self.db = client[dbname]
+        self.in_memory = in_memory
+        for name in self.COLLECTIONS:
+            setattr(self, name, self.db[name])
+        self.indexes_ready = False
+
+    @classmethod
+    def connect(cls, uri, dbname, timeout_ms=5000):
+        """Returns at once: the driver connects lazily, so the server starts while MongoDB is down."""
+        if not uri:
+            import mongomock_motor
+            return cls(mongomock_motor.AsyncMongoMockClient(), dbname, in_memory=True)
+        import motor.motor_asyncio
+        client = motor.motor_asyncio.AsyncIOMotorClient(
+            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True)
+        database = client.get_default_database(default=dbname)
+        return cls(client, database.name, in_memory=False)
+
+    async def ping(self):
+        if self.in_memory:
+            return True
+        await self.db.command("ping")
+        return True
+
+    async def ensure_indexes(self):
+        """The old backend's indexes, the normalized unique keys, and TTL expiry for tokens."""
+        await self._backfill_normalized_names()
+        users, events = self.users, self.events
+        await users.create_index("email_lower", unique=True)
+        await users.create_index("username_lower", unique=True)
+        await events.create_index([("location", "2dsphere")])
+        await events.create_index("organizer_id")
+        await events.create_index([("date", ASCENDING), ("_id", ASCENDING)])
+        await self.messages.create_index([("event_id", ASCENDING), ("timestamp", ASCENDING)])
+        await self.messages.create_index([("event_id", ASCENDING), ("client_msg_id", ASCENDING)])
+        await self.activities.create_index([("actor_id", ASCENDING), ("timestamp", DESCENDING)])
+        await self.activities.create_index([("timestamp", DESCENDING)])
+        await self.revoked_tokens.create_index("expires_at", expireAfterSeconds=0)
+        await self.reset_tokens.create_index("expires_at", expireAfterSeconds=0)
+        self.indexes_ready = True
+
+    async def _backfill_normalized_names(self):
+        # Users written by the old backend have no lower-cased copies; unique indexes need them.
+        async for user in self.users.find({"email_lower": {"$exists": False}}, {"email": 1, "username": 1}):
+            await self.users.update_one({"_id": user["_id"]}, {"$set": {
+                "email_lower": str(user.get("email", "")).lower(),
+                "username_lower": str(user.get("username", "")).lower()}})
+
+    async def keep_indexes_until_ready(self, retry_seconds=5.0):
+        """Creates the indexes as soon as the database answers; the server serves meanwhile."""
+        while not self.indexes_ready:
+            try:
+                await self.ensure_indexes()
+                log.info("database indexes are in place")
+            except UNAVAILABLE_ERRORS as e:
+                log.warning("database not reachable yet (%s); retrying in %.0f s", type(e).__name__, retry_seconds)
+                await asyncio.sleep(retry_seconds)
+            except driver_errors.PyMongoError as e:
+                # e.g. case-variant duplicates left by the old backend: serve anyway, say why.
+                log.error("could not create indexes: %s", e)
+                return
+
+    def close(self):
+        self.client.close()

@@ -1,0 +1,36 @@
+"""Times: always aware UTC inside, ISO 8601 with `Z` on the wire."""
+import datetime
+
+UTC = datetime.timezone.utc
+
+
+def utcnow():
+    # MongoDB keeps milliseconds; truncating here makes a stored time equal to the one we return.
+    now = datetime.datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def as_utc(moment):
+    """Drivers may hand back naive datetimes (mongomock, or motor without tz_aware): they are UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def to_iso(moment):
+    if moment is None:
+        return None
+    return as_utc(moment).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text):
+    """An aware datetime from ISO 8601 text with an offset; None when the text is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    return as_utc(moment).replace(microsecond=moment.microsecond // 1000 * 1000)

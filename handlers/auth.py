@@ -1,0 +1,78 @@
+"""Auth endpoints: register, login, logout, forgot and reset password, and the caller's own profile."""
+from domain.users import own_user
+from handlers.base import BaseHandler
+from handlers.docs import operation
+
+
+class RegisterHandler(BaseHandler):
+    authentication = "none"
+    docs = {"post": operation("Register a new user", request="RegisterRequest", response="AuthResult",
+                              status=201, errors=[409], public=True)}
+
+    async def post(self):
+        body = self.json_body("RegisterRequest")
+        user, token = await self.services.accounts.register(
+            body["username"], body["email"], body["password"], body.get("role", "attendee"))
+        self.reply({"user": own_user(user), "token": token}, "Registered.", status=201)
+
+
+class LoginHandler(BaseHandler):
+    authentication = "none"
+    docs = {"post": operation("Log in with email and password", request="LoginRequest", response="AuthResult",
+                              errors=[429], public=True)}
+
+    async def post(self):
+        body = self.json_body("LoginRequest")
+        user, token = await self.services.accounts.login(body["email"], body["password"], self.client_address())
+        self.reply({"user": own_user(user), "token": token}, "Logged in.")
+
+
+class LogoutHandler(BaseHandler):
+    docs = {"post": operation("Log out: revoke the presented token", request="EmptyRequest", response="Empty"),
+            "get": operation("Log out: revoke the presented token", response="Empty")}
+    async def post(self):
+        self.json_body("EmptyRequest")
+        await self.services.accounts.logout(self.claims)
+        self.reply({}, "Logged out.")
+
+    async def get(self):
+        await self.services.accounts.logout(self.claims)
+        self.reply({}, "Logged out.")
+
+
+class ForgotPasswordHandler(BaseHandler):
+    authentication = "none"
+    docs = {"post": operation("Ask for a password reset email", request="ForgotPasswordRequest", response="Empty",
+                              public=True)}
+
+    async def post(self):
+        body = self.json_body("ForgotPasswordRequest")
+        message = await self.services.accounts.request_password_reset(body["email"])
+        self.reply({}, message)
+
+
+class ResetPasswordHandler(BaseHandler):
+    authentication = "none"
+    docs = {"post": operation("Choose a new password with a reset token", request="ResetPasswordRequest",
+                              response="Empty", public=True)}
+
+    async def post(self):
+        body = self.json_body("ResetPasswordRequest")
+        await self.services.accounts.reset_password(body["token"], body["password"])
+        self.reply({}, "Your password has been changed. Log in with the new one.")
+
+
+class MeHandler(BaseHandler):
+    docs = {"get": operation("The caller's own profile", response="OwnUser")}
+    async def get(self):
+        self.reply(own_user(self.current_user))
+
+
+ROUTES = [
+    (r"/api/v1/auth/register", RegisterHandler),
+    (r"/api/v1/auth/login", LoginHandler),
+    (r"/api/v1/auth/logout", LogoutHandler),
+    (r"/api/v1/auth/forgot-password", ForgotPasswordHandler),
+    (r"/api/v1/auth/reset-password", ResetPasswordHandler),
+    (r"/api/v1/users/me", MeHandler),
+]

@@ -1,0 +1,180 @@
+"""The handler base every endpoint shares: body limits, JSON in and out, authentication, errors."""
+import ipaddress
+import json
+import logging
+import uuid
+
+import tornado.web
+
+from domain.errors import Forbidden, InvalidInput, NotAuthenticated, TooLarge
+from handlers.errors import error_response
+from handlers.logs import request_id_var
+
+log = logging.getLogger("handlers")
+
+_REQUEST_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def client_address(request, trusted_proxies):
+    """The client's address: X-Forwarded-For is believed only when a trusted proxy sent it."""
+    address = request.remote_ip
+    if address not in trusted_proxies:
+        return address
+    # Walk the chain from the nearest hop; the first hop that is not a trusted proxy is the client.
+    hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break
+        address = hop
+        if hop not in trusted_proxies:
+            break
+    return address
+
+
+# Streaming the body lets us refuse an oversize one from its headers, before it is buffered.
+@tornado.web.stream_request_body
+class BaseHandler(tornado.web.RequestHandler):
+    # "required": a valid bearer token or 401; "none": public endpoint.
+    authentication = "required"
+
+    def initialize(self, services, route=None):
+        self.services = services
+        services.inflight += 1
+        self._counted = True
+        self.config = services.settings
+        self.route_name = route
+        self._body = bytearray()
+        self.claims = None
+        self.request_id = self._incoming_request_id() or uuid.uuid4().hex
+        request_id_var.set(self.request_id)
+        self.set_default_headers()  # again, now that the request id and settings are known
+
+    # --- response basics -------------------------------------------------------------------
+
+    def set_default_headers(self):
+        self.clear_header("Server")  # no version banner
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+        if not hasattr(self, "services"):  # Tornado calls this once before initialize()
+            return
+        self.set_header("X-Request-ID", self.request_id)
+        origin = self.request.headers.get("Origin")
+        if origin and origin in self.config.allowed_origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Headers", "Authorization, Content-Type")
+            self.set_header("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE, OPTIONS")
+            self.set_header("Access-Control-Max-Age", "600")
+        self.set_header("Vary", "Origin")
+
+    def _incoming_request_id(self):
+        # Accept a proxy's request id so one id follows a request across hops, if it is sane.
+        incoming = self.request.headers.get("X-Request-ID", "")
+        if 8 <= len(incoming) <= 64 and set(incoming) <= _REQUEST_ID_CHARS:
+            return incoming
+        return None
+
+    def on_finish(self):
+        self._uncount()
+
+    def on_connection_close(self):
+        self._uncount()
+
+    def _uncount(self):
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.services.inflight -= 1
+
+    def compute_etag(self):
+        return None  # responses are per user and not cached (Cache-Control: no-store)
+
+    def reply(self, data=None, message="OK", status=200):
+        self.set_status(status)
+        self.finish(json.dumps({"message": message, "data": data if data is not None else {}}))
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status, body, headers = error_response(exc, fallback_status=status_code)
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        if status == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ, value, tb):
+        status = error_response(value)[0]
+        if status >= 500 and status != 503:
+            log.error("unhandled error in %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
+        elif status == 503:
+            log.warning("backing service unavailable: %s", type(value).__name__)
+
+    def allowed_methods(self):
+        return [m for m in self.SUPPORTED_METHODS
+                if getattr(type(self), m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
+
+    # --- request ---------------------------------------------------------------------------
+
+    def body_limit(self):
+        return self.config.max_body_bytes
+
+    async def prepare(self):
+        limit = self.body_limit()
+        length = self.request.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > limit:
+            raise TooLarge(f"The request body is larger than {limit} bytes.")
+        if self.request.method == "OPTIONS":
+            return
+        if self.authentication == "required":
+            await self.authenticate()
+
+    def data_received(self, chunk):
+        if len(self._body) + len(chunk) > self.body_limit():
+            # Chunked bodies have no Content-Length to refuse up front; stop here, answer 413.
+            self.send_error(413, exc_info=(TooLarge, TooLarge(), None))
+            return
+        self._body += chunk
+
+    @property
+    def body(self):
+        return bytes(self._body)
+
+    def client_address(self):
+        return client_address(self.request, self.config.trusted_proxies)
+
+    def json_body(self, schema):
+        """The body as a JSON object, validated against schemas/<schema>.json."""
+        if not self._body.strip():
+            document = {}
+        else:
+            try:
+                document = json.loads(self._body)
+            except (ValueError, UnicodeDecodeError):
+                raise InvalidInput("The body is not valid JSON.", code="malformed_json") from None
+        return self.services.validator.validate(schema, document)
+
+    async def authenticate(self):
+        """Bearer tokens only: a token in a REST query string would end up in logs and histories."""
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise NotAuthenticated("Authentication is required: send Authorization: Bearer <token>.")
+        self.current_user, self.claims = await self.services.accounts.authenticate(token.strip())
+
+    def require_role(self, role):
+        if self.current_user.get("role") != role:
+            raise Forbidden(f"Only users with the {role} role can do this.", code="role_required")
+
+    def options(self, *args):
+        self.set_status(204)
+        self.finish()
+
+
+class NotFoundHandler(BaseHandler):
+    """Unknown paths get the JSON 404 of the contract."""
+    authentication = "none"
+
+    def prepare(self):
+        raise tornado.web.HTTPError(404, "no such resource")

@@ -1,0 +1,45 @@
+"""The one place that turns an exception into an HTTP status and the contract's error body."""
+import http
+
+import tornado.web
+
+from domain import errors, store
+
+STATUS = {
+    errors.InvalidInput: 400,
+    errors.NotAuthenticated: 401,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.TooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+    errors.Refused: 422,
+    errors.RateLimited: 429,
+    errors.UpstreamFailed: 502,
+    errors.Unavailable: 503,
+}
+
+CODES = {400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
+         405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
+         422: "refused", 429: "rate_limited", 500: "internal_error", 502: "upstream_failed",
+         503: "unavailable"}
+
+
+def error_response(exc, fallback_status=500):
+    """(status, body, headers) for an exception; nothing about internals ever reaches the body."""
+    if isinstance(exc, errors.DomainError):
+        status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
+        body = {"message": exc.message, "code": exc.code, **exc.extra}
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.RateLimited) else {}
+        return status, body, headers
+    if isinstance(exc, store.UNAVAILABLE_ERRORS):
+        return 503, {"message": errors.Unavailable.message, "code": "database_unavailable"}, {"Retry-After": "5"}
+    if isinstance(exc, tornado.web.HTTPError):
+        return plain_error(exc.status_code, exc.log_message if exc.status_code < 500 else None)
+    return plain_error(fallback_status)
+
+
+def plain_error(status, detail=None):
+    phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "Error"
+    message = f"{phrase}: {detail}" if detail and "%" not in detail else f"{phrase}."
+    return status, {"message": message, "code": CODES.get(status, "error")}, {}
