@@ -9,7 +9,7 @@ from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, ops
+from handlers import auth, openapi, ops
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 
@@ -22,6 +22,7 @@ class Services:
     accounts: Accounts
     mailer: object
     inflight: int = 0  # requests being handled, so shutdown can wait for them
+    openapi: dict = None
 
 
 def build_services(settings, store=None, mailer=None):
@@ -29,13 +30,14 @@ def build_services(settings, store=None, mailer=None):
     mailer = mailer or make_mailer(settings)
     accounts = Accounts(store, settings, PasswordHasher(settings.bcrypt_rounds),
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
-    return Services(settings=settings, store=store, validator=Validator(load_schemas()),
-                    accounts=accounts, mailer=mailer)
+    validator = Validator(load_schemas())
+    return Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
+                    openapi=openapi.build_openapi(route_table(), validator.schemas))
 
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
-    return [*auth.ROUTES, *ops.ROUTES]
+    return [*auth.ROUTES, *ops.ROUTES, *openapi.ROUTES]
 
 
 def make_app(services):

@@ -19,7 +19,7 @@ class RegisterHandler(BaseHandler):
 class LoginHandler(BaseHandler):
     authentication = "none"
     docs = {"post": operation("Log in with email and password", request="LoginRequest", response="AuthResult",
-                              errors=[429], public=True)}
+                              errors=[401, 429], public=True)}
 
     async def post(self):
         body = self.json_body("LoginRequest")

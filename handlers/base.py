@@ -33,6 +33,12 @@ def client_address(request, trusted_proxies):
     return address
 
 
+def implemented_methods(handler_class):
+    """The HTTP methods a handler class answers (lower case), CORS preflight aside."""
+    return [m.lower() for m in handler_class.SUPPORTED_METHODS if m != "OPTIONS"
+            and getattr(handler_class, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
+
+
 # Streaming the body lets us refuse an oversize one from its headers, before it is buffered.
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
@@ -101,7 +107,7 @@ class BaseHandler(tornado.web.RequestHandler):
         for name, value in headers.items():
             self.set_header(name, value)
         if status == 405:
-            self.set_header("Allow", ", ".join(self.allowed_methods()))
+            self.set_header("Allow", ", ".join(m.upper() for m in implemented_methods(type(self))))
         self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb):
@@ -110,10 +116,6 @@ class BaseHandler(tornado.web.RequestHandler):
             log.error("unhandled error in %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
         elif status == 503:
             log.warning("backing service unavailable: %s", type(value).__name__)
-
-    def allowed_methods(self):
-        return [m for m in self.SUPPORTED_METHODS
-                if getattr(type(self), m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
 
     # --- request ---------------------------------------------------------------------------
 
