@@ -14,7 +14,7 @@ from domain.errors import InvalidInput
 
 # The mean Earth radius (IUGG). MongoDB's 2dsphere uses 6378100 m, so its distances, and the
 # reach of its maxDistance, come out 0.11% larger than ours for the same points.
-EARTH_RADIUS_M = 6371008.8
+EARTH_RADIUS_M = 6378100.0  # MongoDB 2dsphere radius, so both stores find the same events
 
 # Widens the prefilter boxes (about 0.1 mm) so that float rounding can never make the box drop
 # a point that the exact distance keeps.
