@@ -12,9 +12,9 @@ from shapely.validation import explain_validity
 
 from domain.errors import InvalidInput
 
-# The mean Earth radius (IUGG). MongoDB's 2dsphere uses 6378100 m, so its distances, and the
-# reach of its maxDistance, come out 0.11% larger than ours for the same points.
-EARTH_RADIUS_M = 6378100.0  # MongoDB 2dsphere radius, so both stores find the same events
+# MongoDB's 2dsphere radius (kRadiusOfEarthInMeters), not the mean radius, so that the in-memory
+# store and $geoNear find the same events at the same distances.
+EARTH_RADIUS_M = 6378100.0
 
 # Widens the prefilter boxes (about 0.1 mm) so that float rounding can never make the box drop
 # a point that the exact distance keeps.
