@@ -27,6 +27,7 @@ DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 DEFAULT_RADIUS_KM, MAX_RADIUS_KM = 10.0, 500.0
 MAX_TEXT_LENGTH, MAX_CATEGORY_LENGTH = 100, 50
 BY_DATE, BY_DISTANCE = "date", "distance"
+_UNENCODED_PLUS = re.compile(r" (\d\d:?\d\d)$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,7 +168,8 @@ def _bounded_text(text, longest):
 
 
 def _time(text):
-    moment = parse_iso(text)
+    # An unencoded "+01:00" offset reaches us as " 01:00"; take it as the client meant it.
+    moment = parse_iso(_UNENCODED_PLUS.sub(r"+\1", text))
     if moment is None:
         raise ValueError("must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
     return moment
@@ -286,11 +288,11 @@ async def _nearest_with_geo_near(store, query, projection):
     geo_near = {"near": {"type": "Point", "coordinates": [lng, lat]}, "key": "location",
                 "distanceField": "distance_m", "maxDistance": query.radius_m, "spherical": True,
                 "query": filters(query)}
+    pipeline = [{"$geoNear": geo_near}]
     if query.cursor:
         geo_near["minDistance"] = query.cursor.position
-    pipeline = [
-        {"$geoNear": geo_near},
-        {"$match": _after(query.cursor, "distance_m")},
+        pipeline.append({"$match": _after(query.cursor, "distance_m")})
+    pipeline += [
         # $geoNear leaves the order of equal distances open; the cursor needs it fixed by _id.
         {"$sort": {"distance_m": ASCENDING, "_id": ASCENDING}},
         {"$limit": query.limit + 1},

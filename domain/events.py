@@ -11,6 +11,7 @@ before that update only finds what the error message should say; it never decide
 `rsvp_count` is rewritten from the `rsvps` array in that same update, so the two cannot drift,
 and events written by the old backend, which have no `rsvp_count`, are counted by their array.
 """
+import collections
 import datetime
 import logging
 import math
@@ -145,11 +146,35 @@ def _check_consistent(event):
             raise _bad("/geofence", "must contain the event's location")
 
 
+class GeofenceCache:
+    """Geofences by event version (id, updated_at). A venue polygon is validated, projected and
+    prepared once per version instead of on every arrival: about 4 ms for 1,000 corners, while
+    a check against the prepared fence takes microseconds and arrivals come in bursts."""
+
+    def __init__(self, size=256):
+        self.size = size
+        self._fences = collections.OrderedDict()
+
+    def fence_for(self, event):
+        key = (event["_id"], event.get("updated_at"))
+        fence = self._fences.get(key)
+        if fence is None:
+            fence = Geofence.for_event(event["location"], event.get("geofence_radius", DEFAULT_GEOFENCE_RADIUS_M),
+                                       event.get("geofence"))
+            self._fences[key] = fence
+            if len(self._fences) > self.size:
+                self._fences.popitem(last=False)
+        else:
+            self._fences.move_to_end(key)
+        return fence
+
+
 class Events:
     def __init__(self, store, settings, clock=utcnow):
         self.store = store
         self.settings = settings
         self.clock = clock
+        self.geofences = GeofenceCache()
         # Called as listener(event_id) after an event is deleted, e.g. to close its chat room.
         self.deleted_listeners = []
         # How many people are in an event's live chat now; the chat replaces this.
@@ -211,12 +236,12 @@ class Events:
         changes = _stored_fields(body)
         for _ in range(ATTEMPTS):
             event = await self._owned(event_id, organizer, {"rsvps": 0, "arrivals": 0, "photo_gallery": 0})
-            _check_consistent({**event, **changes})
-            capacity = changes.get("capacity")
-            if capacity is not None and capacity < await self._rsvp_count(event_id):
-                raise _capacity_below_rsvps()
             if not changes:
                 break
+            _check_consistent({**event, **changes})
+            capacity = changes.get("capacity")
+            if capacity is not None and capacity < (await self._summary(event_id))["rsvp_count"]:
+                raise _capacity_below_rsvps()
             result = await self.store.events.update_one(
                 self._unchanged_since_read(event, changes),
                 {"$set": {**changes, "updated_at": self.clock()}})
@@ -235,9 +260,6 @@ class Events:
         if changes.get("capacity") is not None:
             condition["$expr"] = {"$lte": [_RSVP_COUNT, changes["capacity"]]}
         return condition
-
-    async def _rsvp_count(self, event_id):
-        return (await self._summary(event_id))["rsvp_count"]
 
     async def delete(self, event_text_id, organizer):
         """Deletes the event, its chat history, and its id from its users' lists."""
@@ -331,9 +353,7 @@ class Events:
         for _ in range(ATTEMPTS):
             now = self.clock()
             event = await self._summary(event_id, user_id)
-            fence = Geofence.for_event(event["location"], event.get("geofence_radius", DEFAULT_GEOFENCE_RADIUS_M),
-                                       event.get("geofence"))
-            inside, outside_m = fence.admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
+            inside, outside_m = self.geofences.fence_for(event).admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
             answer = {"arrived": True, "distance_m": round(outside_m, 1)}
             if event["has_arrived"]:
                 return answer

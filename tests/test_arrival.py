@@ -154,3 +154,16 @@ async def test_a_bad_arrival_body_is_a_400(api, body, path):
     event, _, token = await started_event(api)
     reply = await api.call("POST", f"/api/v1/events/{event['id']}/arrival", body, token=token)
     assert reply.status == 400 and reply.json["errors"][0]["path"] == path
+
+
+async def test_arrivals_are_checked_against_the_venue_as_changed(api):
+    _, organizer = await api.register(role="organizer")
+    event = await publish(api, organizer, date=hours_from_now(-0.5), geofence=L_VENUE)
+    tokens = [(await api.register())[1] for _ in range(2)]
+    for token in tokens:
+        await api.call("POST", f"/api/v1/events/{event['id']}/rsvp", token=token)
+    assert (await arrive(api, event, tokens[0], offset(100, 100))).status == 422
+    square = outline((-50, -50), (150, -50), (150, 150), (-50, 150))
+    assert (await api.call("PATCH", f"/api/v1/events/{event['id']}", {"geofence": square},
+                           token=organizer)).status == 200
+    assert (await arrive(api, event, tokens[1], offset(100, 100))).status == 200

@@ -249,3 +249,10 @@ async def test_a_cursor_from_another_query_is_refused(api, organizer):
 
 async def test_discovery_needs_a_token(api):
     assert (await api.call("GET", "/api/v1/events")).status == 401
+
+
+async def test_a_time_offset_whose_plus_was_not_url_encoded_is_understood(api, organizer):
+    _, token = organizer
+    await publish(api, token, title="at eight", date="2030-06-01T20:00:00+02:00")
+    found = await api.call("GET", "/api/v1/events?from=2030-06-01T19:59:00+02:00", token=token)
+    assert found.status == 200 and [item["title"] for item in found.data["items"]] == ["at eight"]
