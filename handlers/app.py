@@ -4,12 +4,13 @@ import dataclasses
 import tornado.web
 
 from domain.accounts import Accounts
+from domain.events import Events
 from domain.mailer import make_mailer
 from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, openapi, ops
+from handlers import auth, events, openapi, ops
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 
@@ -21,6 +22,7 @@ class Services:
     validator: Validator
     accounts: Accounts
     mailer: object
+    events: Events
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
 
@@ -32,12 +34,13 @@ def build_services(settings, store=None, mailer=None):
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
     validator = Validator(load_schemas())
     return Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
+                    events=Events(store, settings),
                     openapi=openapi.build_openapi(route_table(), validator.schemas))
 
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
-    return [*auth.ROUTES, *ops.ROUTES, *openapi.ROUTES]
+    return [*auth.ROUTES, *events.ROUTES, *ops.ROUTES, *openapi.ROUTES]
 
 
 def make_app(services):

@@ -1,0 +1,318 @@
+"""Finding events: filters, date order or nearest first, and cursor pages.
+
+`find_events` is the one entry point. Without a centre the order is (date, _id); with one it is
+(distance, _id), inside the radius only. MongoDB answers a nearby query with one `$geoNear` on
+the 2dsphere index, the filters in its `query`; the in-memory store cannot evaluate geo
+operators, so there the filtered candidates' locations are fetched and `geo.find_nearest`
+orders them by the same great-circle distance.
+
+Cursors are keyset positions, (date, _id) or (distance, _id) of the last item served, so a
+page never repeats or skips an item while events are added or removed elsewhere in the order.
+"""
+import base64
+import binascii
+import dataclasses
+import datetime
+import hashlib
+import json
+import math
+import re
+
+from domain import geo
+from domain.errors import InvalidInput
+from domain.store import ASCENDING, parse_id
+from domain.times import parse_iso, to_iso
+
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+DEFAULT_RADIUS_KM, MAX_RADIUS_KM = 10.0, 500.0
+MAX_TEXT_LENGTH, MAX_CATEGORY_LENGTH = 100, 50
+BY_DATE, BY_DISTANCE = "date", "distance"
+_UNENCODED_PLUS = re.compile(r" (\d\d:?\d\d)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cursor:
+    """Where the previous page stopped: the sort key of its last item."""
+    order: str          # BY_DATE or BY_DISTANCE
+    position: object    # a datetime, or a distance in meters exactly as the search computed it
+    last_id: object     # the last item's ObjectId
+    query_key: str      # which query the cursor belongs to
+
+    def encode(self):
+        position = to_iso(self.position) if self.order == BY_DATE else self.position
+        raw = json.dumps({"o": self.order, "p": position, "i": str(self.last_id), "q": self.query_key})
+        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text):
+        """The cursor in `text`, or InvalidInput: cursors are opaque, so any damage is the client's."""
+        try:
+            raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            order, last_id, query_key = raw["o"], parse_id(raw["i"]), raw["q"]
+            if order == BY_DATE:
+                position = parse_iso(raw["p"])
+            elif order == BY_DISTANCE and isinstance(raw["p"], (int, float)) and math.isfinite(raw["p"]):
+                position = float(raw["p"])
+            else:
+                position = None
+        except (ValueError, TypeError, KeyError, binascii.Error):
+            position = last_id = None
+        if position is None or last_id is None or not isinstance(query_key, str):
+            raise _invalid("cursor", "is not a cursor this server handed out")
+        return cls(order, position, last_id, query_key)
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscoveryQuery:
+    category: str = None
+    date_from: datetime.datetime = None
+    date_to: datetime.datetime = None
+    text: str = None
+    organizer_id: object = None
+    near: tuple = None          # (lng, lat) for a nearby search
+    radius_m: float = DEFAULT_RADIUS_KM * 1000
+    limit: int = DEFAULT_LIMIT
+    cursor: Cursor = None
+
+    @property
+    def order(self):
+        return BY_DISTANCE if self.near else BY_DATE
+
+    def key(self):
+        """A short fingerprint of everything that decides the result's membership and order."""
+        parts = (self.category, to_iso(self.date_from), to_iso(self.date_to), self.text,
+                 str(self.organizer_id), self.near, self.radius_m)
+        return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
+
+    def resumed_from(self, cursor_text):
+        """This query continuing after the page that handed out cursor_text (None: from the start)."""
+        if cursor_text is None:
+            return self
+        cursor = Cursor.decode(_cursor_text(cursor_text))
+        if cursor.order != self.order or cursor.query_key != self.key():
+            raise _invalid("cursor", "belongs to a different query; start again without it")
+        return dataclasses.replace(self, cursor=cursor)
+
+
+@dataclasses.dataclass(frozen=True)
+class Page:
+    items: list           # documents as the caller's projection shaped them, nearby ones with distance_m
+    next_cursor: str      # None on the last page
+
+
+def _invalid(parameter, message):
+    return InvalidInput(f"The query parameter {parameter} is not valid.",
+                        errors=[{"path": parameter, "message": message}], code="invalid_query")
+
+
+def parse_discovery_query(args):
+    """A DiscoveryQuery from the raw query parameters (name -> text or None). Every bad value
+    is reported at once as InvalidInput, with one error per parameter."""
+    fields, errors = {}, []
+
+    def take(name, parse):
+        text = args.get(name)
+        if text is None:
+            return None
+        try:
+            return parse(text)
+        except ValueError as e:
+            errors.append({"path": name, "message": str(e)})
+            return None
+
+    fields["category"] = take("category", lambda t: _bounded_text(t, MAX_CATEGORY_LENGTH))
+    fields["text"] = take("q", lambda t: _bounded_text(t, MAX_TEXT_LENGTH))
+    fields["date_from"] = take("from", _time)
+    fields["date_to"] = take("to", _time)
+    fields["organizer_id"] = take("organizer_id", _object_id)
+    lat = take("lat", lambda t: _number(t, -90.0, 90.0))
+    lng = take("lng", lambda t: _number(t, -180.0, 180.0))
+    radius_km = take("radius_km", _radius_km)
+    fields["limit"] = take("limit", _limit)
+    cursor = args.get("cursor")
+
+    present = [name for name in ("lat", "lng") if args.get(name) is not None]
+    if len(present) == 1:
+        missing = "lng" if present == ["lat"] else "lat"
+        errors.append({"path": missing, "message": f"is required with {present[0]}"})
+    if args.get("radius_km") is not None and not present:
+        errors.append({"path": "radius_km", "message": "needs lat and lng"})
+    if fields["date_from"] and fields["date_to"] and fields["date_from"] > fields["date_to"]:
+        errors.append({"path": "to", "message": "must not be before from"})
+    if errors:
+        raise InvalidInput("Some query parameters are not valid.", errors=errors, code="invalid_query")
+
+    if lat is not None and lng is not None:
+        fields["near"] = (lng, lat)
+        fields["radius_m"] = (radius_km or DEFAULT_RADIUS_KM) * 1000
+    query = DiscoveryQuery(**{name: value for name, value in fields.items() if value is not None})
+    return query.resumed_from(cursor)
+
+
+def parse_page_args(args):
+    """(limit, cursor text) from the query parameters of a list that has no filters."""
+    limit = args.get("limit")
+    if limit is None:
+        return DEFAULT_LIMIT, args.get("cursor")
+    try:
+        return _limit(limit), args.get("cursor")
+    except ValueError as e:
+        raise _invalid("limit", str(e)) from None
+
+
+def _bounded_text(text, longest):
+    text = text.strip()
+    if not text or len(text) > longest:
+        raise ValueError(f"must be 1 to {longest} characters")
+    return text
+
+
+def _time(text):
+    # An unencoded "+01:00" offset reaches us as " 01:00"; take it as the client meant it.
+    moment = parse_iso(_UNENCODED_PLUS.sub(r"+\1", text))
+    if moment is None:
+        raise ValueError("must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
+    return moment
+
+
+def _object_id(text):
+    value = parse_id(text)
+    if value is None:
+        raise ValueError("must be a 24-hex id")
+    return value
+
+
+def _number(text, low, high):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN fails too
+        raise ValueError(f"must be a number from {low:g} to {high:g}")
+    return value
+
+
+def _radius_km(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= MAX_RADIUS_KM:
+        raise ValueError(f"must be a number above 0 and at most {MAX_RADIUS_KM:g}")
+    return value
+
+
+def _limit(text):
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
+        raise ValueError(f"must be a whole number from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+def _cursor_text(text):
+    if not text or len(text) > 500:
+        raise _invalid("cursor", "is not a cursor this server handed out")
+    return text
+
+
+# --- the search --------------------------------------------------------------------------------
+
+def filters(query):
+    """The MongoDB filter of everything but the centre, the radius and the cursor."""
+    parts = []
+    if query.category:
+        parts.append({"category": query.category})
+    if query.date_from or query.date_to:
+        bounds = {}
+        if query.date_from:
+            bounds["$gte"] = query.date_from
+        if query.date_to:
+            bounds["$lte"] = query.date_to
+        parts.append({"date": bounds})
+    if query.organizer_id:
+        parts.append({"organizer_id": query.organizer_id})
+    if query.text:
+        # Escaped: the client's text is matched literally, never run as a regular expression.
+        pattern = {"$regex": re.escape(query.text), "$options": "i"}
+        parts.append({"$or": [{"title": pattern}, {"description": pattern}]})
+    return _all_of(parts)
+
+
+def _all_of(parts):
+    parts = [part for part in parts if part]
+    if not parts:
+        return {}
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _after(cursor, key_field):
+    """Items strictly after the cursor in (key_field, _id) order."""
+    if cursor is None:
+        return {}
+    return {"$or": [{key_field: {"$gt": cursor.position}},
+                    {key_field: cursor.position, "_id": {"$gt": cursor.last_id}}]}
+
+
+async def find_events(store, query, projection):
+    """One page of events matching `query`, each shaped by `projection` (a $project stage's
+    body), nearby ones with `distance_m`. The same events in the same order on either store."""
+    if query.near is None:
+        documents = await _by_date(store, query, projection)
+    elif store.in_memory:
+        documents = await _nearest_in_memory(store, query, projection)
+    else:
+        documents = await _nearest_with_geo_near(store, query, projection)
+    return _page(query, documents)
+
+
+def _page(query, documents):
+    if len(documents) <= query.limit:
+        return Page(documents, None)
+    documents = documents[:query.limit]
+    last = documents[-1]
+    position = last["date"] if query.order == BY_DATE else last["distance_m"]
+    return Page(documents, Cursor(query.order, position, last["_id"], query.key()).encode())
+
+
+async def _by_date(store, query, projection):
+    pipeline = [
+        {"$match": _all_of([filters(query), _after(query.cursor, "date")])},
+        {"$sort": {"date": ASCENDING, "_id": ASCENDING}},
+        {"$limit": query.limit + 1},
+        {"$project": {**projection, "date": 1}},
+    ]
+    return await store.events.aggregate(pipeline).to_list(None)
+
+
+async def _nearest_with_geo_near(store, query, projection):
+    lng, lat = query.near
+    geo_near = {"near": {"type": "Point", "coordinates": [lng, lat]}, "key": "location",
+                "distanceField": "distance_m", "maxDistance": query.radius_m, "spherical": True,
+                "query": filters(query)}
+    pipeline = [{"$geoNear": geo_near}]
+    if query.cursor:
+        geo_near["minDistance"] = query.cursor.position
+        pipeline.append({"$match": _after(query.cursor, "distance_m")})
+    pipeline += [
+        # $geoNear leaves the order of equal distances open; the cursor needs it fixed by _id.
+        {"$sort": {"distance_m": ASCENDING, "_id": ASCENDING}},
+        {"$limit": query.limit + 1},
+        {"$project": {**projection, "distance_m": 1}},
+    ]
+    return await store.events.aggregate(pipeline).to_list(None)
+
+
+async def _nearest_in_memory(store, query, projection):
+    candidates = await store.events.find(filters(query), {"location": 1}).to_list(None)
+    hits = geo.find_nearest(candidates, *query.near, query.radius_m)
+    if query.cursor:
+        mark = (query.cursor.position, str(query.cursor.last_id))
+        hits = [(distance, doc) for distance, doc in hits if (distance, str(doc["_id"])) > mark]
+    hits = hits[:query.limit + 1]
+    distances = {doc["_id"]: distance for distance, doc in hits}
+    shaped = await store.events.aggregate([
+        {"$match": {"_id": {"$in": list(distances)}}},
+        {"$project": projection},
+    ]).to_list(None)
+    by_id = {doc["_id"]: doc for doc in shaped}
+    return [{**by_id[event_id], "distance_m": distance}
+            for event_id, distance in distances.items() if event_id in by_id]
