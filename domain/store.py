@@ -18,6 +18,7 @@ ASCENDING, DESCENDING = pymongo.ASCENDING, pymongo.DESCENDING
 ReturnDocument = pymongo.ReturnDocument
 ObjectId = bson.ObjectId
 DuplicateKeyError = driver_errors.DuplicateKeyError
+BulkWriteError = driver_errors.BulkWriteError
 # The driver errors that mean "the database cannot be reached right now" (503, retry later).
 UNAVAILABLE_ERRORS = (driver_errors.ConnectionFailure, driver_errors.ServerSelectionTimeoutError,
                       driver_errors.NetworkTimeout, driver_errors.AutoReconnect,
@@ -72,7 +73,12 @@ class Store:
         await events.create_index("organizer_id")
         await events.create_index([("date", ASCENDING), ("_id", ASCENDING)])
         await self.messages.create_index([("event_id", ASCENDING), ("timestamp", ASCENDING)])
-        await self.messages.create_index([("event_id", ASCENDING), ("client_msg_id", ASCENDING)])
+        # Chat: a room's order and "everything after message X" are _id order within the event;
+        # a sender's client_msg_id is stored once per room, also across restarts.
+        await self.messages.create_index([("event_id", ASCENDING), ("_id", ASCENDING)])
+        await self.messages.create_index(
+            [("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)],
+            unique=True, partialFilterExpression={"client_msg_id": {"$exists": True}})
         await self.activities.create_index([("actor_id", ASCENDING), ("timestamp", DESCENDING)])
         await self.activities.create_index([("timestamp", DESCENDING)])
         await self.revoked_tokens.create_index("expires_at", expireAfterSeconds=0)

@@ -10,7 +10,7 @@ from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, events, openapi, ops
+from handlers import auth, chat, events, messages, openapi, ops
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 
@@ -23,6 +23,7 @@ class Services:
     accounts: Accounts
     mailer: object
     events: Events
+    chat: chat.ChatService
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
 
@@ -33,14 +34,19 @@ def build_services(settings, store=None, mailer=None):
     accounts = Accounts(store, settings, PasswordHasher(settings.bcrypt_rounds),
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
     validator = Validator(load_schemas())
+    events_service = Events(store, settings)
+    chat_service = chat.ChatService(settings, store)
+    accounts.revocation_listeners.append(chat_service.close_revoked)
+    events_service.deleted_listeners.append(chat_service.close_event)
+    events_service.online_counter = chat_service.online_count
     return Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
-                    events=Events(store, settings),
-                    openapi=openapi.build_openapi(route_table(), validator.schemas))
+                    events=events_service, chat=chat_service,
+                    openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL))
 
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
-    return [*auth.ROUTES, *events.ROUTES, *ops.ROUTES, *openapi.ROUTES]
+    return [*auth.ROUTES, *events.ROUTES, *messages.ROUTES, *chat.ROUTES, *ops.ROUTES, *openapi.ROUTES]
 
 
 def make_app(services):

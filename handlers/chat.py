@@ -1,0 +1,389 @@
+"""Live chat over WebSocket at /ws/chat/<event_id>: the handshake, per-connection limits, frames.
+
+Chat is three units: this transport (who may connect, what a frame may be, how a connection
+ends), the room hub (handlers/chat_hub.py: presence and fan-out) and the message log
+(domain/chat.py: storage, order, replay). `ChatService` holds the live state of the process
+that ties them together: the open sockets by user and by event.
+"""
+import asyncio
+import functools
+import json
+import logging
+
+import tornado.websocket
+
+from domain import store as db
+from domain.chat import MAX_CATCH_UP, MAX_TEXT_CHARS, RECENT_COUNT, MessageLog, chat_event_id
+from domain.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, RateLimited, Unavailable
+from domain.ratelimit import TokenBucketLimiter
+from handlers.chat_hub import RoomHub, encode_json
+from handlers.errors import error_response
+
+log = logging.getLogger("chat")
+
+MAX_FRAME_BYTES = 64 * 1024
+CLOSE_GOING_AWAY, CLOSE_TOO_SLOW = 1001, 1013
+CLOSE_TOKEN_REVOKED, CLOSE_EVENT_DELETED = 4401, 4404
+FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend"}
+IDLE, JOINING, JOINED = "idle", "joining", "joined"
+
+
+def _frame_error(code, message, **extra):
+    return DomainError(message, code, **extra)
+
+
+class ChatService:
+    """The live side of chat in this process: open sockets by user and by event, the rooms,
+    the message log, and the per-connection rate limit."""
+
+    def __init__(self, settings, store):
+        self.settings = settings
+        self.hub = RoomHub(settings.chat_max_buffer_bytes)
+        self.log = MessageLog(store, self._publish)
+        self.limiter = TokenBucketLimiter(settings.chat_burst, settings.chat_messages_per_second)
+        self.accepting = True
+        self._by_user = {}
+        self._by_event = {}
+
+    def _publish(self, event_id, messages):
+        room = str(event_id)
+        for message in messages:
+            self.hub.broadcast(room, {"type": "new_message", "message": message})
+
+    def online_count(self, event_id):
+        """Users in the event's live chat now (`event_id` as text)."""
+        return self.hub.online_count(event_id)
+
+    # --- admission and bookkeeping ------------------------------------------------------
+
+    def check_accepting(self):
+        if not self.accepting:
+            raise Unavailable("The server is restarting; connect again shortly.", code="shutting_down")
+
+    def check_admission(self, user_id):
+        self.check_accepting()
+        cap = self.settings.chat_max_connections_per_user
+        if len(self._by_user.get(user_id, ())) >= cap:
+            refusal = RateLimited(5, f"At most {cap} chat connections per user can be open at once.")
+            refusal.code = "too_many_connections"
+            raise refusal
+
+    def opened(self, socket):
+        self._by_user.setdefault(socket.user_id, set()).add(socket)
+        self._by_event.setdefault(socket.event_id, set()).add(socket)
+
+    def closed(self, socket):
+        for registry, key in ((self._by_user, socket.user_id), (self._by_event, socket.event_id)):
+            sockets = registry.get(key)
+            if sockets is not None:
+                sockets.discard(socket)
+                if not sockets:
+                    del registry[key]
+
+    # --- endings ------------------------------------------------------------------------
+
+    def close_revoked(self, user_id, jti=None, issued_before=None):
+        """Accounts' revocation listener: closes the user's sockets opened with those tokens (4401)."""
+        for socket in list(self._by_user.get(user_id, ())):
+            if socket.opened_with(jti, issued_before):
+                socket.close(CLOSE_TOKEN_REVOKED, "token revoked")
+
+    def close_event(self, event_id):
+        """Events' deletion listener: drops the room's queued messages and closes its sockets (4404)."""
+        self.log.discard(db.parse_id(event_id))
+        self._close_sockets_of(event_id, CLOSE_EVENT_DELETED, "event deleted")
+
+    async def shutdown(self, timeout=5.0):
+        """Stops admitting connections and messages, stores and publishes everything queued,
+        then closes every socket with 1001 and waits up to `timeout` seconds in all for the
+        closing handshakes, so the last echoes leave the process. An acknowledged message is
+        always stored; an unacknowledged one is the client's to send again."""
+        self.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            await asyncio.wait_for(self.log.drain(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("chat messages still queued at shutdown after %.0f s", timeout)
+        for event_id in list(self._by_event):
+            self._close_sockets_of(event_id, CLOSE_GOING_AWAY, "server shutting down")
+        while self._by_user and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    def _close_sockets_of(self, event_id, code, reason):
+        # The whole room at once, without a user_left per member to those still there.
+        self.hub.close_room(event_id, code, reason)
+        for socket in list(self._by_event.get(event_id, ())):
+            socket.close(code, reason)  # those that never joined; a no-op for the others
+
+
+class ChatSocket(tornado.websocket.WebSocketHandler):
+    """One client's connection to one event's chat."""
+
+    def initialize(self, services, route=None):
+        self.services = services
+        self.chat = services.chat
+        self.route_name = route
+        self.state = IDLE
+
+    def set_default_headers(self):
+        self.clear_header("Server")
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+
+    # --- the handshake: every refusal is an HTTP answer before the upgrade ---------------
+
+    async def get(self, event_id):
+        origin = self.request.headers.get("Origin")
+        # Native apps send no Origin; browsers always do, and only listed sites may connect.
+        if origin is not None and origin not in self.services.settings.allowed_origins:
+            raise Forbidden("This origin may not open the chat.", code="origin_not_allowed")
+        self.chat.check_accepting()
+        user, claims = await self.services.accounts.authenticate(self._token())
+        self.event_oid = await chat_event_id(self.services.store, event_id, user["_id"])
+        self.event_id, self.user_id, self.username = str(self.event_oid), str(user["_id"]), user.get("username", "")
+        self.current_user = {"_id": user["_id"], "username": self.username}  # not the whole document
+        self.token_id, self.token_issued_at = claims["jti"], claims["iat"]
+        # From here to open(), which registers the socket, nothing awaits: the cap holds.
+        self.chat.check_admission(self.user_id)
+        await super().get(event_id)
+
+    def _token(self):
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+        token = self.get_query_argument("token", "")
+        if not token:
+            raise NotAuthenticated("Authentication is required: ?token=<jwt> or Authorization: Bearer <jwt>.")
+        return token
+
+    def check_origin(self, origin):
+        return origin in self.services.settings.allowed_origins
+
+    @property
+    def ping_interval(self):
+        return self.services.settings.chat_ping_interval_seconds
+
+    @property
+    def max_message_size(self):
+        return MAX_FRAME_BYTES
+
+    def get_compression_options(self):
+        # Off: the hub writes one prebuilt frame to every member; compression is per connection.
+        return None
+
+    def write_error(self, status_code, **kwargs):
+        status, body, headers = error_response(kwargs.get("exc_info", (None, None, None))[1], status_code)
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ, value, tb):
+        status = error_response(value)[0]
+        if status >= 500 and status != 503:
+            log.error("unhandled error in the chat", exc_info=(typ, value, tb))
+
+    # --- the connection ------------------------------------------------------------------
+
+    def open(self, event_id):
+        self.set_nodelay(True)  # chat frames are small and latency matters more than packets
+        self.chat.opened(self)
+
+    def on_close(self):
+        self._leave_room()
+        self.chat.limiter.reset(self)
+        self.chat.closed(self)
+
+    def opened_with(self, jti, issued_before):
+        """True when the socket was opened with the token `jti` or one issued before `issued_before`."""
+        return (jti is not None and jti == self.token_id) or (
+            issued_before is not None and self.token_issued_at < issued_before)
+
+    def close(self, code=None, reason=None):
+        super().close(code, reason)
+        # Out of the room now, not when the client answers the close (a stuck one never does);
+        # on the next turn of the loop, as the hub may be closing us from inside a fan-out.
+        asyncio.get_running_loop().call_soon(self._leave_room)
+
+    def on_message(self, message):
+        frame = _json_object(message)
+        client_msg_id = frame.get("client_msg_id") if frame is not None else None
+        client_msg_id = client_msg_id if isinstance(client_msg_id, str) else None
+        try:
+            wait = self.chat.limiter.hit(self)
+            if wait:
+                raise _frame_error("rate_limited", "Too many frames; slow down.", retry_after=round(wait, 3))
+            self._dispatch(frame)
+        except DomainError as error:
+            self._send_error(error, client_msg_id)
+
+    def _dispatch(self, frame):
+        if frame is None or not isinstance(frame.get("type"), str):
+            raise _frame_error("invalid_frame", "A frame is a JSON object with a string `type`.")
+        schema = FRAME_SCHEMAS.get(frame["type"])
+        if schema is None:
+            raise _frame_error("unknown_type", f"Unknown frame type; known ones: {', '.join(FRAME_SCHEMAS)}.")
+        try:
+            self.services.validator.validate(schema, frame)
+        except InvalidInput as e:
+            raise InvalidInput("The frame does not have the expected shape.",
+                               errors=e.extra.get("errors"), code="invalid_frame") from None
+        getattr(self, "_on_" + frame["type"])(frame)
+
+    def _on_join_chat(self, frame):
+        if self.state != IDLE:
+            raise _frame_error("already_joined", "This connection has joined already; send leave_chat first.")
+        self.state = JOINING
+        joining = asyncio.ensure_future(self.chat.log.replay(self.event_oid, frame.get("since"), self._subscribe))
+        joining.add_done_callback(self._join_settled)
+
+    def _subscribe(self, messages):
+        # Called by the message log between two published batches, so the replay and what the
+        # room publishes from now on meet without a gap or an overlap.
+        if self.state != JOINING or self.ws_connection is None:
+            return
+        self.state = JOINED
+        first = self.chat.hub.join(self.event_id, self, self.user_id)
+        self._send({"type": "recent_messages", "messages": messages})
+        if first:
+            self._announce("user_joined")
+
+    def _join_settled(self, joining):
+        error = None if joining.cancelled() else joining.exception()
+        if error is None:
+            return
+        if self.state == JOINING:
+            self.state = IDLE
+        self._send_error(error)
+
+    def _on_leave_chat(self, frame):
+        if self.state == IDLE:
+            raise _frame_error("not_joined", "This connection has not joined the chat.")
+        self._leave_room()
+
+    def _on_send_message(self, frame):
+        if self.state == IDLE:
+            raise _frame_error("not_joined", "Send join_chat before send_message.")
+        if not self.chat.accepting:
+            raise Unavailable("The server is restarting; send it again once reconnected.", code="shutting_down")
+        client_msg_id = frame.get("client_msg_id")
+        posted = self.chat.log.post(self.event_oid, self.current_user["_id"], self.username, frame["text"],
+                                    client_msg_id)
+        posted.add_done_callback(functools.partial(self._posted, client_msg_id))
+
+    def _posted(self, client_msg_id, posted):
+        error = posted.exception()
+        if error is not None:
+            self._send_error(error, client_msg_id)
+            return
+        message, repeated = posted.result()
+        if repeated:  # a retry: the original goes back to the sender only; the room has it
+            self._send({"type": "new_message", "message": message})
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _leave_room(self):
+        joined, self.state = self.state == JOINED, IDLE
+        if joined and self.chat.hub.leave(self.event_id, self):
+            self._announce("user_left")
+
+    def _announce(self, kind):
+        self.chat.hub.broadcast(self.event_id, {
+            "type": kind, "user": {"id": self.user_id, "username": self.username},
+            "online_count": self.chat.hub.online_count(self.event_id)})
+
+    def _send_error(self, error, client_msg_id=None):
+        if not isinstance(error, DomainError):
+            if not isinstance(error, db.UNAVAILABLE_ERRORS):
+                log.error("chat frame failed", exc_info=error)
+            error = Unavailable("The chat cannot be reached right now. Try again shortly.", code="unavailable")
+        frame = {"type": "error", "code": error.code, "message": error.message, **error.extra}
+        if client_msg_id is not None:
+            frame["client_msg_id"] = client_msg_id
+        self._send(frame)
+
+    def _send(self, payload):
+        """Writes to this connection alone, bounded like the hub's writes: a client that does not
+        read its answers is closed (1013) before they pile up."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return
+        if _unsent_bytes(connection) > self.chat.hub.max_buffer_bytes:
+            self.close(CLOSE_TOO_SLOW, "too slow")
+            return
+        self.write_message(encode_json(payload))
+
+
+def _json_object(message):
+    if isinstance(message, bytes):
+        return None
+    try:
+        frame = json.loads(message)
+    except (ValueError, RecursionError):
+        return None
+    return frame if isinstance(frame, dict) else None
+
+
+def _unsent_bytes(connection):
+    # IOStream has no public accessor for its backlog; _write_buffer is None once closed.
+    stream = connection.stream
+    return 0 if stream.closed() else len(stream._write_buffer)
+
+
+CHAT_PROTOCOL = {
+    "path": "/ws/chat/{event_id}",
+    "client_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in FRAME_SCHEMAS.items()},
+    "server_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in (
+        ("recent_messages", "ChatRecentMessages"), ("user_joined", "ChatUserJoined"),
+        ("user_left", "ChatUserLeft"), ("new_message", "ChatNewMessage"), ("error", "ChatError"))},
+    "description": f"""## Live chat: WebSocket `/ws/chat/{{event_id}}`
+
+**Handshake.** `GET /ws/chat/{{event_id}}?token=<jwt>` (or `Authorization: Bearer <jwt>`) with the
+usual WebSocket upgrade headers. Refusals are plain HTTP answers with the JSON error body, before
+any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer nor RSVPed:
+`not_a_member`; or a browser `Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
+event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
+(`shutting_down`, or the database is unavailable). Requests without `Origin` (native apps) are
+allowed. No compression; the server pings every few seconds (setting), so dead peers are dropped.
+
+**Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`
+from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNewMessage`,
+`ChatError` from the server).
+
+- `{{"type": "join_chat", "since": "<message id>"?}}` → `recent_messages` to this connection: the
+  last {RECENT_COUNT} messages oldest first, or with `since` every message after that one (at most
+  {MAX_CATCH_UP}; beyond that `too_far_behind`: read `GET /api/v1/events/{{event_id}}/messages`
+  and join without `since`). Then `user_joined` to the room if this is the user's first
+  connection there. A `since` that is not a message of this chat is refused (`unknown_since`):
+  recovery never silently skips anything.
+- `{{"type": "leave_chat"}}` → `user_left` to the room if it was the user's last connection there;
+  the connection stays open.
+- `{{"type": "send_message", "text": "...", "client_msg_id": "..."?}}` → stored, then `new_message`
+  to everyone joined, the sender included; that echo (with `client_msg_id`) is the
+  acknowledgement. Text is 1 to {MAX_TEXT_CHARS} characters after trimming. Sending a
+  `client_msg_id` again (a retry after a lost echo, also after a reconnect) echoes the stored
+  message to the sender only and stores nothing. `client_msg_id` is unique per sender and event.
+  Sends are accepted from `join_chat` on, before its answer too.
+
+**Order.** Every member receives a room's `new_message` frames in one order, the order in which
+they were stored (message ids increase in that order). `recent_messages` and the `new_message`
+frames after it meet exactly: nothing missed, nothing twice.
+
+**Errors** (`{{"type": "error", "code", "message"}}`, plus `client_msg_id` when a send was
+refused, `errors` for a malformed frame, `retry_after` in seconds for `rate_limited`); the
+connection stays open: `invalid_frame` (not a JSON object, or not the frame's shape),
+`unknown_type`, `not_joined`, `already_joined`, `rate_limited` (a token bucket per connection:
+sustained rate and burst from settings; every frame counts), `invalid_text`, `unknown_since`,
+`too_far_behind`, `unavailable` (not stored: send it again with the same `client_msg_id`),
+`shutting_down`, `event_not_found`.
+
+**Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
+acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client
+does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes` setting);
+4401 the token was revoked (logout, password reset); 4404 the event was deleted.
+""",
+}
+
+ROUTES = [(r"/ws/chat/([^/]+)", ChatSocket)]

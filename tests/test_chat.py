@@ -1,0 +1,301 @@
+"""Live chat with real WebSocket clients: delivery, one order, acknowledgement, retries, recovery."""
+import asyncio
+
+import pytest
+
+from domain.chat import MAX_CATCH_UP, RECENT_COUNT
+from domain.store import ObjectId
+from tests.chat_client import ChatRoom
+
+pytestmark = pytest.mark.gen_test
+FAST = dict(chat_messages_per_second=10_000, chat_burst=10_000)
+
+
+@pytest.fixture
+def room(api, base_url, services, http_server):
+    room = ChatRoom(api, base_url, services)
+    yield room
+    room.close_all()
+
+
+async def stored_texts(services, event_id):
+    docs = await services.store.messages.find({"event_id": ObjectId(event_id)}).sort("_id", 1).to_list(None)
+    return [doc["text"] for doc in docs]
+
+
+async def test_two_clients_see_each_others_messages_in_the_same_order(room):
+    await room.create(attendees=1)
+    (_, token_a), (_, token_b) = room.members
+    alice, bob = await room.joined(token_a), await room.joined(token_b)
+    await alice.say("hello from alice")
+    await bob.say("hello from bob")
+    seen_by_alice = [m["text"] for m in await alice.messages(2)]
+    seen_by_bob = [m["text"] for m in await bob.messages(2)]
+    assert seen_by_alice == seen_by_bob
+    assert set(seen_by_alice) == {"hello from alice", "hello from bob"}
+    assert seen_by_alice == await stored_texts(room.services, room.event_id)
+
+
+async def test_the_senders_echo_is_the_stored_message_with_its_client_msg_id(room):
+    await room.create(attendees=0)
+    organizer, token = room.members[0]
+    client = await room.joined(token)
+    await client.say("  doors open at eight  ", client_msg_id="m-1")
+    [message] = await client.messages(1)
+    assert message["client_msg_id"] == "m-1"
+    assert message["text"] == "doors open at eight"  # trimmed
+    assert message["user_id"] == organizer["id"] and message["username"] == organizer["username"]
+    assert message["event_id"] == room.event_id and message["timestamp"].endswith("Z")
+    stored = await room.services.store.messages.find_one({"_id": ObjectId(message["id"])})
+    assert stored["text"] == "doors open at eight" and stored["client_msg_id"] == "m-1"
+
+
+async def test_a_message_without_client_msg_id_has_none(room):
+    await room.create(attendees=0)
+    client = await room.joined(room.organizer_token)
+    await client.say("no id")
+    [message] = await client.messages(1)
+    assert "client_msg_id" not in message
+
+
+async def test_a_retried_client_msg_id_is_stored_once_and_echoes_the_original_to_the_sender_only(room):
+    await room.create(attendees=1)
+    (_, token_a), (_, token_b) = room.members
+    sender, other = await room.joined(token_a), await room.joined(token_b)
+    await sender.say("only once", client_msg_id="retry-me")
+    [original] = await sender.messages(1)
+    await sender.say("only once", client_msg_id="retry-me")
+    await sender.say("only once", client_msg_id="retry-me")
+    assert await sender.messages(2) == [original, original]
+    await sender.say("next", client_msg_id="another")
+    assert [m["text"] for m in await other.messages(2)] == ["only once", "next"]  # no second copy
+    assert await stored_texts(room.services, room.event_id) == ["only once", "next"]
+
+
+async def test_a_retry_after_reconnecting_gets_the_original(room):
+    await room.create(attendees=0)
+    first = await room.joined(room.organizer_token)
+    await first.say("sent before the drop", client_msg_id="c-7")
+    [original] = await first.messages(1)
+    first.close()
+    again = await room.joined(room.organizer_token)
+    await again.say("sent before the drop", client_msg_id="c-7")
+    assert await again.messages(1) == [original]
+    assert await stored_texts(room.services, room.event_id) == ["sent before the drop"]
+
+
+@pytest.mark.settings(**FAST)
+async def test_retries_sent_together_store_one_message(room):
+    await room.create(attendees=0)
+    client = await room.joined(room.organizer_token)
+    for _ in range(5):
+        await client.say("impatient", client_msg_id="same")
+    received = await client.messages(5)
+    assert len({m["id"] for m in received}) == 1
+    assert await stored_texts(room.services, room.event_id) == ["impatient"]
+
+
+async def test_the_same_client_msg_id_from_two_senders_is_two_messages(room):
+    await room.create(attendees=1)
+    (_, token_a), (_, token_b) = room.members
+    a, b = await room.joined(token_a), await room.joined(token_b)
+    await a.say("from a", client_msg_id="1")
+    await a.messages(1)
+    await b.say("from b", client_msg_id="1")
+    assert [m["text"] for m in await b.messages(2)] == ["from a", "from b"]
+
+
+@pytest.mark.settings(**FAST)
+async def test_joining_replays_the_last_50_messages_oldest_first(room):
+    await room.create(attendees=1)
+    (_, token_a), (_, token_b) = room.members
+    talker = await room.joined(token_a)
+    for n in range(RECENT_COUNT + 5):
+        await talker.say(f"message {n}")
+    await talker.messages(RECENT_COUNT + 5)
+    latecomer = await room.connect(token_b)
+    replay = await latecomer.join()
+    assert [m["text"] for m in replay] == [f"message {n}" for n in range(5, RECENT_COUNT + 5)]
+
+
+@pytest.mark.settings(**FAST)
+async def test_a_client_that_reconnects_with_since_gets_exactly_what_it_missed(room):
+    await room.create(attendees=1)
+    (_, token_a), (_, token_b) = room.members
+    talker, listener = await room.joined(token_a), await room.joined(token_b)
+    for n in range(3):
+        await talker.say(f"before {n}")
+    last_seen = (await listener.messages(3))[-1]
+    listener.close()
+    for n in range(4):
+        await talker.say(f"missed {n}")
+    await talker.messages(7)
+    back = await room.connect(token_b)
+    replay = await back.join(since=last_seen["id"])
+    assert [m["text"] for m in replay] == [f"missed {n}" for n in range(4)]
+    await talker.say("live again")
+    assert [m["text"] for m in await back.messages(1)] == ["live again"]
+
+
+@pytest.mark.settings(**FAST)
+async def test_joining_while_others_send_misses_nothing_and_doubles_nothing(room):
+    await room.create(attendees=2)
+    (_, token_a), (_, token_b), (_, token_c) = room.members
+    talker, witness = await room.joined(token_a), await room.joined(token_b)
+    latecomer = await room.connect(token_c)
+    for n in range(60):
+        await talker.say(f"m{n}")
+        if n == 30:
+            await latecomer.send({"type": "join_chat"})
+    everything = [m["id"] for m in await witness.messages(60)]
+    replay = [m["id"] for m in (await latecomer.receive_type("recent_messages"))["messages"]]
+    already = everything.index(replay[-1]) + 1 if replay else 0
+    live = [m["id"] for m in await latecomer.messages(len(everything) - already)]
+    assert replay + live == everything[already - len(replay):]
+
+
+async def test_an_unknown_since_fails_closed(room):
+    await room.create(attendees=0)
+    client = await room.connect(room.organizer_token)
+    await client.send({"type": "join_chat", "since": str(ObjectId())})
+    error = await client.receive_type("error")
+    assert error["code"] == "unknown_since"
+    await client.say("am I in?")
+    assert (await client.receive_type("error"))["code"] == "not_joined"
+    assert await client.join() == []  # joining without since still works
+
+
+async def test_a_since_from_another_event_fails_closed(room):
+    await room.create(attendees=0)
+    here = await room.joined(room.organizer_token)
+    other_room = await ChatRoom(room.api, room.base_url, room.services).create(attendees=0)
+    there = await other_room.joined(other_room.organizer_token)
+    await there.say("elsewhere")
+    [elsewhere] = await there.messages(1)
+    here.close()
+    back = await room.connect(room.organizer_token)
+    await back.send({"type": "join_chat", "since": elsewhere["id"]})
+    assert (await back.receive_type("error"))["code"] == "unknown_since"
+    other_room.close_all()
+
+
+async def test_a_malformed_since_is_an_invalid_frame(room):
+    await room.create(attendees=0)
+    client = await room.connect(room.organizer_token)
+    await client.send({"type": "join_chat", "since": "not-an-id"})
+    error = await client.receive_type("error")
+    assert error["code"] == "invalid_frame" and error["errors"][0]["path"] == "/since"
+
+
+@pytest.mark.settings(**FAST)
+async def test_a_since_too_far_behind_fails_closed(room):
+    await room.create(attendees=0)
+    client = await room.joined(room.organizer_token)
+    await client.say("the last one I saw")
+    [seen] = await client.messages(1)
+    for n in range(MAX_CATCH_UP + 1):
+        await client.say(f"m{n}")
+    await client.messages(MAX_CATCH_UP + 1)
+    late = await room.connect(room.organizer_token)
+    await late.send({"type": "join_chat", "since": seen["id"]})
+    assert (await late.receive_type("error"))["code"] == "too_far_behind"
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.settings(**FAST)
+async def test_twenty_clients_sending_at_once_lose_nothing_and_all_see_one_order(room):
+    senders, per_sender = 20, 50
+    await room.create(attendees=senders - 1)
+    clients = [await room.joined(token, checked=n == 0) for n, (_, token) in enumerate(room.members)]
+
+    async def talk(index, client):
+        for n in range(per_sender):
+            await client.say(f"c{index}-{n}", client_msg_id=f"{index}-{n}")
+
+    await asyncio.gather(*(talk(i, client) for i, client in enumerate(clients)))
+    total = senders * per_sender
+    orders = await asyncio.gather(*(client.messages(total) for client in clients))
+    first = [m["id"] for m in orders[0]]
+    assert all([m["id"] for m in order] == first for order in orders)
+    assert len(set(first)) == total
+    assert first == sorted(first)  # ids grow in stored order
+    stored = await room.services.store.messages.find({"event_id": ObjectId(room.event_id)}).sort(
+        "_id", 1).to_list(None)
+    assert [str(doc["_id"]) for doc in stored] == first
+    for index in range(senders):  # each sender's own messages in the order it sent them
+        mine = [m["text"] for m in orders[0] if m["text"].startswith(f"c{index}-")]
+        assert mine == [f"c{index}-{n}" for n in range(per_sender)]
+
+
+async def test_presence_counts_users_not_connections(room):
+    await room.create(attendees=1)
+    (organizer, token_a), (attendee, token_b) = room.members
+    watcher = await room.joined(token_a)
+    itself = await watcher.receive_type("user_joined")
+    assert itself["user"]["id"] == organizer["id"] and itself["online_count"] == 1
+    first = await room.joined(token_b)
+    joined = await watcher.receive_type("user_joined")
+    assert joined["user"] == {"id": attendee["id"], "username": attendee["username"]}
+    assert joined["online_count"] == 2
+    second = await room.joined(token_b)  # the same user again: no second user_joined
+    second.close()
+    await watcher.say("marker")
+    assert (await watcher.receive_type("new_message", "user_joined", "user_left"))["type"] == "new_message"
+    first.close()
+    left = await watcher.receive_type("user_left")
+    assert left["user"]["id"] == attendee["id"] and left["online_count"] == 1
+
+
+async def test_leave_chat_tells_the_room_and_keeps_the_connection(room):
+    await room.create(attendees=1)
+    (_, token_a), (attendee, token_b) = room.members
+    watcher, leaver = await room.joined(token_a), await room.joined(token_b)
+    await leaver.send({"type": "leave_chat"})
+    left = await watcher.receive_type("user_left")
+    assert left["user"]["id"] == attendee["id"] and left["online_count"] == 1
+    await leaver.say("still here?")
+    assert (await leaver.receive_type("error"))["code"] == "not_joined"
+    assert await leaver.join() == []
+
+
+async def test_a_message_before_join_chat_is_refused(room):
+    await room.create(attendees=0)
+    client = await room.connect(room.organizer_token)
+    await client.say("too early", client_msg_id="e1")
+    error = await client.receive_type("error")
+    assert error["code"] == "not_joined" and error["client_msg_id"] == "e1"
+    assert await stored_texts(room.services, room.event_id) == []
+
+
+async def test_joining_twice_is_refused(room):
+    await room.create(attendees=0)
+    client = await room.joined(room.organizer_token)
+    await client.send({"type": "join_chat"})
+    assert (await client.receive_type("error"))["code"] == "already_joined"
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t ", "x" * 2001])
+async def test_message_text_is_1_to_2000_characters_after_trimming(room, text):
+    await room.create(attendees=0)
+    client = await room.joined(room.organizer_token)
+    await client.say(text, client_msg_id="t")
+    error = await client.receive_type("error")
+    assert error["code"] == "invalid_text" and error["client_msg_id"] == "t"
+    await client.say(" " + "y" * 2000 + " ")
+    assert len((await client.messages(1))[0]["text"]) == 2000
+
+
+async def test_the_organizer_view_and_stats_count_messages_and_people_online(room):
+    await room.create(attendees=2)
+    (_, token_a), (_, token_b), (_, token_c) = room.members
+    a, b = await room.joined(token_a), await room.joined(token_b)
+    await room.joined(token_b)
+    await a.say("one")
+    await b.say("two")
+    await a.messages(2)
+    stats = await room.api.call("GET", f"/api/v1/events/{room.event_id}/stats", token=token_c)
+    assert stats.status == 200, stats
+    assert stats.data["message_count"] == 2 and stats.data["online_count"] == 2
+    mine = await room.api.call("GET", "/api/v1/organizer/events", token=room.organizer_token)
+    [event] = mine.data["items"]
+    assert event["stats"]["message_count"] == 2 and event["stats"]["online_count"] == 2
