@@ -127,7 +127,8 @@ def test_presence_is_per_room():
 
 @pytest.mark.gen_test
 async def test_every_member_receives_every_broadcast_in_the_same_order(
-    hub, connect, http_server, http_port):
+    hub, connect, http_server, http_port
+):
     clients = [await connect(http_port, f"u{i}") for i in range(5)]
     sequence = 0
     for burst in (1, 30, 1, 1, 17, 50):
@@ -144,7 +145,8 @@ async def test_every_member_receives_every_broadcast_in_the_same_order(
 
 @pytest.mark.gen_test
 async def test_payloads_of_every_length_form_decode_on_a_real_client(
-    hub, connect, http_server, http_port):
+    hub, connect, http_server, http_port
+):
     client = await connect(http_port, "u1")
     envelope = len(encode_json({"type": "big", "text": ""}))
     # JSON text lengths at the edges of the 7-bit, 16-bit and 64-bit length encodings.
@@ -159,8 +161,7 @@ async def test_payloads_of_every_length_form_decode_on_a_real_client(
 
 
 @pytest.mark.gen_test
-async def test_non_ascii_text_arrives_intact(
-    hub, connect, http_server, http_port):
+async def test_non_ascii_text_arrives_intact(hub, connect, http_server, http_port):
     client = await connect(http_port, "u1")
     hub.broadcast(ROOM, {"type": "new_message", "text": "Grüße 👋 \ud800"})
 
@@ -372,44 +373,70 @@ async def test_a_client_that_never_reads_is_closed_with_1013_while_the_others_ge
     hub, connect, http_server, http_port
 ):
     readers = [await connect(http_port, f"reader{i}") for i in range(2)]
-    stalled = await RawClient.connect(
-        f"/ws/{ROOM}?user=stalled&small_sndbuf=1", http_port
-    )
-    assert (await stalled.read_frame())[1] == b'{"type": "ready"}'
-    big = "x" * (100 * 1024)
+    stalled = await RawClient.connect(f"/ws/{ROOM}?user=stalled&small_sndbuf=1", http_port)
+    try:
+        assert (await stalled.read_frame())[1] == b'{"type": "ready"}'
+        big = "x" * (100 * 1024)
 
-    sent = 0
-    while hub.dropped_slow_consumers == 0:
-        assert sent < 100, "the stalled client was never dropped"
-        hub.broadcast(ROOM, {"seq": sent, "text": big})
-        sent += 1
-        for reader in readers:  # the readers keep up, so their buffers stay empty
-            assert (await read_json(reader))["seq"] == sent - 1
-    for _ in range(5):
-        hub.broadcast(ROOM, {"seq": sent, "text": big})
-        sent += 1
-        for reader in readers:
-            assert (await read_json(reader))["seq"] == sent - 1
+        sent = 0
+        while hub.dropped_slow_consumers == 0:
+            assert sent < 100, "the stalled client was never dropped"
+            hub.broadcast(ROOM, {"seq": sent, "text": big})
+            sent += 1
+            for reader in readers:  # the readers keep up, so their buffers stay empty
+                assert (await read_json(reader))["seq"] == sent - 1
+        assert hub.online_count(ROOM) == 3  # presence waits for the handler's leave()
+        for _ in range(5):
+            hub.broadcast(ROOM, {"seq": sent, "text": big})
+            sent += 1
+            for reader in readers:
+                assert (await read_json(reader))["seq"] == sent - 1
 
-    # The stalled client, reading at last, finds a prefix of the broadcasts, then 1013.
-    received = []
-    opcode, payload = await stalled.read_frame()
-    while opcode == 0x1:
-        received.append(json.loads(payload)["seq"])
+        # The stalled client, reading at last, finds a prefix of the broadcasts, then 1013.
+        received = []
         opcode, payload = await stalled.read_frame()
-    assert opcode == 0x8
-    assert struct.unpack("!H", payload[:2])[0] == 1013
-    assert received == list(range(len(received)))
-    assert len(received) < sent
+        while opcode == 0x1:
+            received.append(json.loads(payload)["seq"])
+            opcode, payload = await stalled.read_frame()
+        assert opcode == 0x8
+        assert struct.unpack("!H", payload[:2])[0] == 1013
+        assert received == list(range(len(received)))
+        assert len(received) < sent
 
-    await stalled.answer_close()
-    for _ in range(500):  # the server completes the close, then its on_close leaves
-        if hub.online_count(ROOM) == 2:
+        await stalled.answer_close()
+        for _ in range(500):  # the server completes the close, then its on_close leaves
+            if hub.online_count(ROOM) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert hub.online_count(ROOM) == 2
+        assert hub.dropped_slow_consumers == 1
+    finally:
+        stalled.close()
+
+
+@pytest.mark.gen_test
+async def test_a_member_whose_socket_was_reset_is_dropped_and_the_others_still_receive(
+    hub, connect, http_server, http_port
+):
+    reader = await connect(http_port, "reader")
+    reset = await RawClient.connect(f"/ws/{ROOM}?user=reset", http_port)
+    assert (await reset.read_frame())[1] == b'{"type": "ready"}'
+    hub.broadcast(ROOM, {"seq": 0})
+    assert (await read_json(reader))["seq"] == 0
+    assert json.loads((await reset.read_frame())[1])["seq"] == 0
+
+    reset.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    reset.close()  # an RST, which the server meets first in the hub's send
+    for sequence in (1, 2):
+        hub.broadcast(ROOM, {"seq": sequence})
+        await asyncio.sleep(0)
+
+    assert [(await read_json(reader))["seq"] for _ in range(2)] == [1, 2]
+    for _ in range(500):  # closing the stream ends the handler, whose on_close leaves
+        if hub.online_count(ROOM) == 1:
             break
         await asyncio.sleep(0.01)
-    assert hub.online_count(ROOM) == 2
-    assert hub.dropped_slow_consumers == 1
-    stalled.close()
+    assert hub.online_count(ROOM) == 1
 
 
 @pytest.mark.gen_test
