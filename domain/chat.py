@@ -41,7 +41,19 @@ def clean_text(text):
     if not 1 <= len(trimmed) <= MAX_TEXT_CHARS:
         raise InvalidInput(f"A message is 1 to {MAX_TEXT_CHARS} characters after trimming spaces.",
                            code="invalid_text")
+    if not _storable(trimmed):
+        raise InvalidInput("The text is not valid Unicode (a lone surrogate).", code="invalid_text")
     return trimmed
+
+
+def _storable(text):
+    # JSON lets a client send "\ud800", which no database can store: refused here, alone,
+    # rather than failing the batch it would be written with.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def message_json(doc):
@@ -124,6 +136,8 @@ class MessageLog:
         published, `repeated` being True when `client_msg_id` named an earlier message,
         which is then the message given. Bad text raises InvalidInput at once."""
         text = clean_text(text)
+        if client_msg_id is not None and not _storable(client_msg_id):
+            raise InvalidInput("client_msg_id is not valid Unicode (a lone surrogate).", code="invalid_frame")
         result = asyncio.get_running_loop().create_future()
         self._room(event_id).posts.append(_Post(author_id, username, text, client_msg_id, result))
         return result

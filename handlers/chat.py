@@ -135,6 +135,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
     # --- the handshake: every refusal is an HTTP answer before the upgrade ---------------
 
     async def get(self, event_id):
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise InvalidInput("This is a WebSocket endpoint: send an Upgrade: websocket request.",
+                               code="websocket_required")
         origin = self.request.headers.get("Origin")
         # Native apps send no Origin; browsers always do, and only listed sites may connect.
         if origin is not None and origin not in self.services.settings.allowed_origins:
@@ -345,7 +348,8 @@ usual WebSocket upgrade headers. Refusals are plain HTTP answers with the JSON e
 any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer nor RSVPed:
 `not_a_member`; or a browser `Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
 event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
-(`shutting_down`, or the database is unavailable). Requests without `Origin` (native apps) are
+(`shutting_down`, or the database is unavailable), 400 (`websocket_required`: not an upgrade
+request). Requests without `Origin` (native apps) are
 allowed. No compression; the server pings every few seconds (setting), so dead peers are dropped.
 
 **Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`

@@ -133,6 +133,12 @@ async def test_tokens_never_reach_the_access_log(room, caplog):
     assert all("token=[redacted]" in line for line in lines if "/ws/chat/" in line)
 
 
+async def test_a_plain_http_request_is_told_to_upgrade(room):
+    await room.create(attendees=0)
+    reply = await room.api.call("GET", f"/ws/chat/{room.event_id}?token={room.organizer_token}")
+    assert reply.status == 400 and reply.json["code"] == "websocket_required"
+
+
 # --- limits on an open connection ------------------------------------------------------------
 
 @pytest.mark.settings(chat_burst=3, chat_messages_per_second=0.001)
@@ -160,6 +166,8 @@ async def test_frames_beyond_the_rate_limit_get_rate_limited_errors(room):
     ('{"type": "send_message", "text": "hi", "room": "other"}', "invalid_frame"),
     ('{"type": "send_message", "text": "hi", "client_msg_id": ""}', "invalid_frame"),
     ("[" * 10000 + "]" * 10000, "invalid_frame"),
+    ('{"type": "send_message", "text": "\\ud800 half an emoji"}', "invalid_text"),
+    ('{"type": "send_message", "text": "hi", "client_msg_id": "\\udfff"}', "invalid_frame"),
 ])
 async def test_a_bad_frame_gets_an_error_and_the_connection_stays_open(room, frame, code):
     await room.create(attendees=0)
