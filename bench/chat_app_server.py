@@ -3,10 +3,11 @@
     python -m bench.chat_app_server --port 8003 [--store-delay-ms 2]
 
 Differences from `server.py`, each for the benchmark's sake:
-- the in-memory store, without its indexes: mongomock checks a unique index by scanning every
-  stored document on each insert, which would measure mongomock rather than the chat (MongoDB
-  checks it in an index). Everything else about storing is as in production: one
-  `insert_many` per batch, before anything is broadcast;
+- the in-memory store, without its indexes, and with `_id` lookups answered from its
+  dictionary: mongomock scans every stored document for every query, and checks a unique
+  index by scanning every document on each insert, which would measure mongomock rather than
+  the chat (MongoDB does both in an index). Storing is as in production: one `insert_many`
+  per batch, before anything is broadcast;
 - the per-connection rate limit raised out of the way, as the load generator's few publishers
   send far faster than a person;
 - pings every 300 s rather than 30, since the load generator does not answer them (the
@@ -22,6 +23,9 @@ import signal
 from pathlib import Path
 
 import tornado.httpserver
+
+from mongomock import filtering
+from mongomock.collection import Collection
 
 from bench.bare_broadcast_server import raise_open_file_limit
 from domain.settings import load_settings
@@ -46,6 +50,20 @@ class DelayedWrites:
             await asyncio.sleep(self._delay)
             return await attribute(*args, **kwargs)
         return delayed
+
+
+def look_up_ids_directly():
+    """Queries naming one plain `_id` read that document instead of scanning the collection;
+    the whole filter still applies to it, so the answers are the same."""
+    scan = Collection._iter_documents
+
+    def iter_documents(self, query):
+        key = query.get("_id") if isinstance(query, dict) else None
+        if key is None or isinstance(key, dict):
+            return scan(self, query)
+        document = self._store[key] if key in self._store else None
+        return iter([document] if document is not None and filtering.filter_applies(query, document) else [])
+    Collection._iter_documents = iter_documents
 
 
 async def serve(port, address, store_delay_s):
@@ -73,6 +91,7 @@ def main():
     parser.add_argument("--store-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     raise_open_file_limit()
+    look_up_ids_directly()
     asyncio.run(serve(args.port, args.address, args.store_delay_ms / 1000))
 
 
