@@ -34,13 +34,12 @@ def _frame_error(code, message, **extra):
 
 class ChatService:
     """The live side of chat in this process: open sockets by user and by event, the rooms,
-    the message log, and the per-connection rate limit."""
+    and the message log."""
 
     def __init__(self, settings, store):
         self.settings = settings
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
         self.log = MessageLog(store, self._publish)
-        self.limiter = TokenBucketLimiter(settings.chat_burst, settings.chat_messages_per_second)
         self.accepting = True
         self._by_user = {}
         self._by_event = {}
@@ -192,11 +191,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, event_id):
         self.set_nodelay(True)  # chat frames are small and latency matters more than packets
+        settings = self.services.settings
+        # A bucket of its own: one shared limiter would scan all its keys past 10,000 of them.
+        self.limiter = TokenBucketLimiter(settings.chat_burst, settings.chat_messages_per_second)
         self.chat.opened(self)
 
     def on_close(self):
         self._leave_room()
-        self.chat.limiter.reset(self)
         self.chat.closed(self)
 
     def opened_with(self, jti, issued_before):
@@ -215,7 +216,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         client_msg_id = frame.get("client_msg_id") if frame is not None else None
         client_msg_id = client_msg_id if isinstance(client_msg_id, str) else None
         try:
-            wait = self.chat.limiter.hit(self)
+            wait = self.limiter.hit("frames")
             if wait:
                 raise _frame_error("rate_limited", "Too many frames; slow down.", retry_after=round(wait, 3))
             self._dispatch(frame)
