@@ -160,7 +160,8 @@ def main():
 
     if args.part in ("all", "fanout"):
         for scenario in SCENARIOS.values():
-            print_fanout_table(scenario, [bench_server(*server, scenario, pin) for server in (bare, app)])
+            print_fanout_table(scenario, [bench_server(name, command, scenario, roster, pin)
+                                          for name, command, roster in (bare, app)])
             sys.stdout.flush()
     if args.part in ("all", "storage"):
         print_fanout_table(BUSY_ROOM, [bench_busy_room(*server, pin) for server in (bare, app, app_slow_store)])

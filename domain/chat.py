@@ -233,12 +233,13 @@ class MessageLog:
             for post in posts:
                 _settle(post.result, error=_as_domain_error(error))
             return
+        messages = [message_json(post.doc) for post in stored]
         try:
-            self.publish(event_id, [message_json(post.doc) for post in stored])
+            self.publish(event_id, messages)
         except Exception:
             log.exception("publishing chat messages failed")  # they are stored: history has them
-        for post in stored:
-            _settle(post.result, (message_json(post.doc), False))
+        for post, message in zip(stored, messages):
+            _settle(post.result, (message, False))
         # What is left repeats a client_msg_id: of an earlier message, or of one in this batch.
         known = {**originals, **{post.key: post.doc for post in stored if post.key is not None}}
         for post in posts:

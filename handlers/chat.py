@@ -25,6 +25,8 @@ MAX_FRAME_BYTES = 64 * 1024
 CLOSE_GOING_AWAY, CLOSE_TOO_SLOW = 1001, 1013
 CLOSE_TOKEN_REVOKED, CLOSE_EVENT_DELETED = 4401, 4404
 FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend"}
+SEND_FIELDS = frozenset(("type", "text", "client_msg_id"))
+MAX_CLIENT_MSG_ID = 64  # as in schemas/ChatSend.json
 IDLE, JOINING, JOINED = "idle", "joining", "joined"
 
 
@@ -230,7 +232,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if schema is None:
             raise _frame_error("unknown_type", f"Unknown frame type; known ones: {', '.join(FRAME_SCHEMAS)}.")
         try:
-            self.services.validator.validate(schema, frame)
+            if not _plainly_valid_send(frame):
+                self.services.validator.validate(schema, frame)
         except InvalidInput as e:
             raise InvalidInput("The frame does not have the expected shape.",
                                errors=e.extra.get("errors"), code="invalid_frame") from None
@@ -328,6 +331,18 @@ def _json_object(message):
     except (ValueError, RecursionError):
         return None
     return frame if isinstance(frame, dict) else None
+
+
+def _plainly_valid_send(frame):
+    """True for a send_message frame that schemas/ChatSend.json certainly accepts. Most frames
+    are these, and checking them by hand saves the schema's ~30 µs a frame; any other frame
+    goes through the schema, which also says what is wrong with it."""
+    if frame["type"] != "send_message" or not frame.keys() <= SEND_FIELDS or not isinstance(frame.get("text"), str):
+        return False
+    if "client_msg_id" not in frame:
+        return True
+    client_msg_id = frame["client_msg_id"]
+    return isinstance(client_msg_id, str) and 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID
 
 
 def _unsent_bytes(connection):

@@ -50,6 +50,13 @@ async def test_the_senders_echo_is_the_stored_message_with_its_client_msg_id(roo
     assert stored["text"] == "doors open at eight" and stored["client_msg_id"] == "m-1"
 
 
+async def test_a_client_msg_id_is_up_to_64_characters(room):
+    await room.create(attendees=0)
+    client = await room.joined(room.organizer_token)
+    await client.say("long id", client_msg_id="i" * 64)
+    assert (await client.messages(1))[0]["client_msg_id"] == "i" * 64
+
+
 async def test_a_message_without_client_msg_id_has_none(room):
     await room.create(attendees=0)
     client = await room.joined(room.organizer_token)

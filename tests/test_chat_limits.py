@@ -12,6 +12,7 @@ import tornado.httpclient
 import tornado.iostream
 
 from domain.store import ObjectId
+from handlers.chat import _plainly_valid_send
 from tests.chat_client import WAIT_SECONDS, ChatClient, ChatRoom
 
 pytestmark = pytest.mark.gen_test
@@ -165,6 +166,9 @@ async def test_frames_beyond_the_rate_limit_get_rate_limited_errors(room):
     ('{"type": "send_message", "text": 42}', "invalid_frame"),
     ('{"type": "send_message", "text": "hi", "room": "other"}', "invalid_frame"),
     ('{"type": "send_message", "text": "hi", "client_msg_id": ""}', "invalid_frame"),
+    ('{"type": "send_message", "text": "hi", "client_msg_id": null}', "invalid_frame"),
+    ('{"type": "send_message", "text": "hi", "client_msg_id": "%s"}' % ("x" * 65), "invalid_frame"),
+    ('{"type": "leave_chat", "text": "hi"}', "invalid_frame"),
     ("[" * 10000 + "]" * 10000, "invalid_frame"),
     ('{"type": "send_message", "text": "\\ud800 half an emoji"}', "invalid_text"),
     ('{"type": "send_message", "text": "hi", "client_msg_id": "\\udfff"}', "invalid_frame"),
@@ -264,3 +268,19 @@ async def test_a_client_that_never_reads_is_disconnected_while_the_others_keep_r
         pass
     assert await stuck.close_code() == 1013
     stuck.stream.close()
+
+
+@pytest.mark.parametrize("frame", [
+    {"type": "send_message", "text": "hi"},
+    {"type": "send_message", "text": "", "client_msg_id": "x" * 64},
+    {"type": "send_message", "text": "hi", "client_msg_id": "x" * 65},
+    {"type": "send_message", "text": "hi", "client_msg_id": ""},
+    {"type": "send_message", "text": "hi", "client_msg_id": None},
+    {"type": "send_message", "text": None},
+    {"type": "send_message"},
+    {"type": "send_message", "text": "hi", "extra": 1},
+    {"type": "join_chat"},
+])
+async def test_send_frames_passed_without_the_schema_are_ones_the_schema_accepts(services, frame):
+    if _plainly_valid_send(frame):
+        services.validator.validate("ChatSend", frame)
