@@ -56,6 +56,7 @@ DEFAULT_SERVERS = {
 }
 
 WINDOW = 4  # messages in flight per room in the max-rate run
+NAME_WIDTH = 10  # server names wider than this push their row out of line
 SAFETY_WINDOW = 64  # the open-loop run skips a room this far behind (reported)
 WARMUP_S, MEASURE_S, DRAIN_S = 1.0, 4.0, 5.0
 SETTLE_S = 0.3
@@ -203,10 +204,11 @@ def client_frame(text: str) -> bytes:
 
 
 JOIN_FRAME = client_frame('{"type":"join_chat"}')
+JOINED_MARK = b"recent_messages"
 
 
 class Client:
-    __slots__ = ("sock", "room", "sampled", "carry", "unsent")
+    __slots__ = ("sock", "room", "sampled", "carry", "unsent", "joined", "greeting")
 
     def __init__(self, sock: socket.socket, room: int, sampled: bool) -> None:
         self.sock = sock
@@ -214,6 +216,8 @@ class Client:
         self.sampled = sampled
         self.carry = b""
         self.unsent = b""
+        self.joined = False
+        self.greeting = b""  # the tail of what arrived before recent_messages
 
 
 @dataclass
@@ -258,9 +262,16 @@ class LoadGenerator:
                 by_room[client.room].append(client)
         self.publishers = by_room
 
-    def join_all(self, server: "ServerProcess") -> None:
+    def join_all(self, server: "ServerProcess", limit_s: float = 120.0) -> None:
+        """Joins every client, waits for each one's recent_messages (quiet alone is not
+        proof: a server starved of CPU is quiet too), then for the announcements to end."""
         for client in self.clients.values():
             self._send(client, JOIN_FRAME)
+        deadline = time.monotonic() + limit_s
+        while not all(client.joined for client in self.clients.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("not every client got recent_messages after join_chat")
+            self.pump(SETTLE_S)
         self.settle(server)
         # A real server's recent_messages may replay stamps from an earlier run.
         self.counters.delivered = [0] * len(self.counters.delivered)
@@ -293,6 +304,10 @@ class LoadGenerator:
         return len(events)
 
     def _count(self, client: Client, data: bytes, now_ns: int) -> None:
+        if not client.joined:
+            greeting = client.greeting + data
+            client.joined = JOINED_MARK in greeting
+            client.greeting = greeting[-len(JOINED_MARK) :]
         if client.sampled:
             buffer = client.carry + data
             stamps = STAMP.findall(buffer)
@@ -493,7 +508,8 @@ def print_fanout_table(scenario: Scenario, results: list[ServerResult]) -> None:
         f"{scenario.publishers_per_room} publisher(s) per room"
     )
     print(
-        f"{'server':<8}{'run':<6}{'pub msg/s':>11}{'deliv/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server':<{NAME_WIDTH}}{'run':<6}{'pub msg/s':>11}{'deliv/s':>11}"
+        f"{'p50 ms':>9}{'p99 ms':>9}"
         f"{'srv CPU':>9}{'deliv/CPU-s':>13}{'gen CPU':>9}{'lost':>6}{'setup s':>9}"
     )
     for result in results:
@@ -502,7 +518,7 @@ def print_fanout_table(scenario: Scenario, results: list[ServerResult]) -> None:
                 f"  ({run.skipped_publishes} publishes skipped)" if run.skipped_publishes else ""
             )
             print(
-                f"{result.server:<8}{label:<6}{run.published_per_s:>11.0f}"
+                f"{result.server:<{NAME_WIDTH}}{label:<6}{run.published_per_s:>11.0f}"
                 f"{run.delivered_per_s:>11.0f}{run.percentile_ms(0.5):>9.2f}"
                 f"{run.percentile_ms(0.99):>9.2f}{run.server_cpu:>9.0%}"
                 f"{run.delivered_per_server_cpu_s:>13.0f}"
@@ -549,7 +565,7 @@ def bench_idle(name: str, command: str, roster, connections: int, pin: bool) -> 
         joined = server.rss_bytes()
         count = len(load.clients)
         print(
-            f"{name:<8}{count:>8}{baseline / 2**20:>14.1f}"
+            f"{name:<{NAME_WIDTH}}{count:>8}{baseline / 2**20:>14.1f}"
             f"{(connected - baseline) / count / 1024:>18.1f}"
             f"{(joined - baseline) / count / 1024:>16.1f}{load.counters.lost:>6}"
         )
@@ -577,18 +593,21 @@ def main() -> None:
     )
     parser.add_argument("--roster", help="module:function giving per-room WebSocket URLs")
     parser.add_argument("--idle-connections", type=int, default=10_000)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let the scheduler place server and generator"
+    )
     args = parser.parse_args()
 
     servers = parse_servers(args.server)
     roster = load_roster(args.roster)
     limit = raise_open_file_limit()
-    pin = (os.cpu_count() or 1) >= 2
+    pin = (os.cpu_count() or 1) >= 2 and not args.no_pin
     if pin:
         os.sched_setaffinity(0, {GENERATOR_CPU})
     print(
         f"servers pinned to CPU {SERVER_CPU}, load generator to CPU {GENERATOR_CPU}"
         if pin
-        else "one CPU: server and load generator share it"
+        else "server and load generator not pinned"
     )
     print(
         f"open files limit {limit}; CPU columns are the fraction of one core used during "
@@ -615,7 +634,7 @@ def main() -> None:
             "server RSS growth per connection"
         )
         print(
-            f"{'server':<8}{'conns':>8}{'base RSS MiB':>14}{'KiB/conn open':>18}"
+            f"{'server':<{NAME_WIDTH}}{'conns':>8}{'base RSS MiB':>14}{'KiB/conn open':>18}"
             f"{'KiB/conn joined':>16}{'lost':>6}"
         )
         for name, command in reversed(servers.items()):
