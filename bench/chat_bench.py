@@ -240,6 +240,7 @@ class LoadGenerator:
         self.counters = Counters([0] * rooms, [0] * rooms, [len(u) for u in urls_by_room])
         self.record_from_ns, self.record_until_ns = 0, 0
         self.touched_rooms: set[int] = set()
+        self._backlogged: set[Client] = set()  # clients with a frame not wholly sent yet
         self._next_publisher = [0] * rooms
         self._message_seq = 0
         all_urls = [(r, url) for r, urls in enumerate(urls_by_room) for url in urls]
@@ -286,6 +287,8 @@ class LoadGenerator:
                 return
 
     def pump(self, timeout_s: float) -> int:
+        for client in list(self._backlogged):
+            self._send(client)
         events = self.epoll.poll(timeout_s, 4096)
         for fd, _ in events:
             client = self.clients.get(fd)
@@ -334,13 +337,17 @@ class LoadGenerator:
         self.counters.lost += 1
         self.counters.room_size[client.room] -= 1
 
-    def _send(self, client: Client, frame: bytes) -> None:
+    def _send(self, client: Client, frame: bytes = b"") -> None:
         data = client.unsent + frame
         try:
             sent = client.sock.send(data)
         except BlockingIOError:
             sent = 0
         client.unsent = data[sent:]
+        if client.unsent:
+            self._backlogged.add(client)
+        else:
+            self._backlogged.discard(client)
 
     def publish(self, room: int) -> None:
         publishers = self.publishers[room]
