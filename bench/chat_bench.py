@@ -56,6 +56,7 @@ DEFAULT_SERVERS = {
 }
 
 WINDOW = 4  # messages in flight per room in the max-rate run
+NAME_WIDTH = 10  # server names wider than this push their row out of line
 SAFETY_WINDOW = 64  # the open-loop run skips a room this far behind (reported)
 WARMUP_S, MEASURE_S, DRAIN_S = 1.0, 4.0, 5.0
 SETTLE_S = 0.3
@@ -203,10 +204,11 @@ def client_frame(text: str) -> bytes:
 
 
 JOIN_FRAME = client_frame('{"type":"join_chat"}')
+JOINED_MARK = b"recent_messages"
 
 
 class Client:
-    __slots__ = ("sock", "room", "sampled", "carry", "unsent")
+    __slots__ = ("sock", "room", "sampled", "carry", "unsent", "joined", "greeting")
 
     def __init__(self, sock: socket.socket, room: int, sampled: bool) -> None:
         self.sock = sock
@@ -214,6 +216,8 @@ class Client:
         self.sampled = sampled
         self.carry = b""
         self.unsent = b""
+        self.joined = False
+        self.greeting = b""  # the tail of what arrived before recent_messages
 
 
 @dataclass
@@ -236,6 +240,7 @@ class LoadGenerator:
         self.counters = Counters([0] * rooms, [0] * rooms, [len(u) for u in urls_by_room])
         self.record_from_ns, self.record_until_ns = 0, 0
         self.touched_rooms: set[int] = set()
+        self._backlogged: set[Client] = set()  # clients with a frame not wholly sent yet
         self._next_publisher = [0] * rooms
         self._message_seq = 0
         all_urls = [(r, url) for r, urls in enumerate(urls_by_room) for url in urls]
@@ -258,9 +263,16 @@ class LoadGenerator:
                 by_room[client.room].append(client)
         self.publishers = by_room
 
-    def join_all(self, server: "ServerProcess") -> None:
+    def join_all(self, server: "ServerProcess", limit_s: float = 120.0) -> None:
+        """Joins every client, waits for each one's recent_messages (quiet alone is not
+        proof: a server starved of CPU is quiet too), then for the announcements to end."""
         for client in self.clients.values():
             self._send(client, JOIN_FRAME)
+        deadline = time.monotonic() + limit_s
+        while not all(client.joined for client in self.clients.values()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("not every client got recent_messages after join_chat")
+            self.pump(SETTLE_S)
         self.settle(server)
         # A real server's recent_messages may replay stamps from an earlier run.
         self.counters.delivered = [0] * len(self.counters.delivered)
@@ -275,6 +287,8 @@ class LoadGenerator:
                 return
 
     def pump(self, timeout_s: float) -> int:
+        for client in list(self._backlogged):
+            self._send(client)
         events = self.epoll.poll(timeout_s, 4096)
         for fd, _ in events:
             client = self.clients.get(fd)
@@ -293,6 +307,10 @@ class LoadGenerator:
         return len(events)
 
     def _count(self, client: Client, data: bytes, now_ns: int) -> None:
+        if not client.joined:
+            greeting = client.greeting + data
+            client.joined = JOINED_MARK in greeting
+            client.greeting = greeting[-len(JOINED_MARK) :]
         if client.sampled:
             buffer = client.carry + data
             stamps = STAMP.findall(buffer)
@@ -319,13 +337,17 @@ class LoadGenerator:
         self.counters.lost += 1
         self.counters.room_size[client.room] -= 1
 
-    def _send(self, client: Client, frame: bytes) -> None:
+    def _send(self, client: Client, frame: bytes = b"") -> None:
         data = client.unsent + frame
         try:
             sent = client.sock.send(data)
         except BlockingIOError:
             sent = 0
         client.unsent = data[sent:]
+        if client.unsent:
+            self._backlogged.add(client)
+        else:
+            self._backlogged.discard(client)
 
     def publish(self, room: int) -> None:
         publishers = self.publishers[room]
@@ -493,7 +515,8 @@ def print_fanout_table(scenario: Scenario, results: list[ServerResult]) -> None:
         f"{scenario.publishers_per_room} publisher(s) per room"
     )
     print(
-        f"{'server':<8}{'run':<6}{'pub msg/s':>11}{'deliv/s':>11}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server':<{NAME_WIDTH}}{'run':<6}{'pub msg/s':>11}{'deliv/s':>11}"
+        f"{'p50 ms':>9}{'p99 ms':>9}"
         f"{'srv CPU':>9}{'deliv/CPU-s':>13}{'gen CPU':>9}{'lost':>6}{'setup s':>9}"
     )
     for result in results:
@@ -502,7 +525,7 @@ def print_fanout_table(scenario: Scenario, results: list[ServerResult]) -> None:
                 f"  ({run.skipped_publishes} publishes skipped)" if run.skipped_publishes else ""
             )
             print(
-                f"{result.server:<8}{label:<6}{run.published_per_s:>11.0f}"
+                f"{result.server:<{NAME_WIDTH}}{label:<6}{run.published_per_s:>11.0f}"
                 f"{run.delivered_per_s:>11.0f}{run.percentile_ms(0.5):>9.2f}"
                 f"{run.percentile_ms(0.99):>9.2f}{run.server_cpu:>9.0%}"
                 f"{run.delivered_per_server_cpu_s:>13.0f}"
@@ -549,7 +572,7 @@ def bench_idle(name: str, command: str, roster, connections: int, pin: bool) -> 
         joined = server.rss_bytes()
         count = len(load.clients)
         print(
-            f"{name:<8}{count:>8}{baseline / 2**20:>14.1f}"
+            f"{name:<{NAME_WIDTH}}{count:>8}{baseline / 2**20:>14.1f}"
             f"{(connected - baseline) / count / 1024:>18.1f}"
             f"{(joined - baseline) / count / 1024:>16.1f}{load.counters.lost:>6}"
         )
@@ -577,18 +600,21 @@ def main() -> None:
     )
     parser.add_argument("--roster", help="module:function giving per-room WebSocket URLs")
     parser.add_argument("--idle-connections", type=int, default=10_000)
+    parser.add_argument(
+        "--no-pin", action="store_true", help="let the scheduler place server and generator"
+    )
     args = parser.parse_args()
 
     servers = parse_servers(args.server)
     roster = load_roster(args.roster)
     limit = raise_open_file_limit()
-    pin = (os.cpu_count() or 1) >= 2
+    pin = (os.cpu_count() or 1) >= 2 and not args.no_pin
     if pin:
         os.sched_setaffinity(0, {GENERATOR_CPU})
     print(
         f"servers pinned to CPU {SERVER_CPU}, load generator to CPU {GENERATOR_CPU}"
         if pin
-        else "one CPU: server and load generator share it"
+        else "server and load generator not pinned"
     )
     print(
         f"open files limit {limit}; CPU columns are the fraction of one core used during "
@@ -615,7 +641,7 @@ def main() -> None:
             "server RSS growth per connection"
         )
         print(
-            f"{'server':<8}{'conns':>8}{'base RSS MiB':>14}{'KiB/conn open':>18}"
+            f"{'server':<{NAME_WIDTH}}{'conns':>8}{'base RSS MiB':>14}{'KiB/conn open':>18}"
             f"{'KiB/conn joined':>16}{'lost':>6}"
         )
         for name, command in reversed(servers.items()):
