@@ -252,38 +252,29 @@ def _after(cursor, key_field):
                     {key_field: cursor.position, "_id": {"$gt": cursor.last_id}}]}
 
 
-async def find_events(store, query, projection):
-    """One page of events matching `query`, each shaped by `projection` (a $project stage's
-    body), nearby ones with `distance_m`. The same events in the same order on either store."""
+async def find_events(store, query, viewer_id):
+    """One page of event summaries (see `summarize`) for `viewer_id` matching `query`, nearby
+    ones with `distance_m`: the same events in the same order on either store."""
     if query.near is None:
-        documents = await _by_date(store, query, projection)
+        summaries = await read_summaries(store, _all_of([filters(query), _after(query.cursor, "date")]), viewer_id,
+                                         sort=[("date", ASCENDING), ("_id", ASCENDING)], limit=query.limit + 1)
     elif store.in_memory:
-        documents = await _nearest_in_memory(store, query, projection)
+        summaries = await _nearest_in_memory(store, query, viewer_id)
     else:
-        documents = await _nearest_with_geo_near(store, query, projection)
-    return _page(query, documents)
+        summaries = await _nearest_with_geo_near(store, query, viewer_id)
+    return _page(query, summaries)
 
 
-def _page(query, documents):
-    if len(documents) <= query.limit:
-        return Page(documents, None)
-    documents = documents[:query.limit]
-    last = documents[-1]
+def _page(query, summaries):
+    if len(summaries) <= query.limit:
+        return Page(summaries, None)
+    summaries = summaries[:query.limit]
+    last = summaries[-1]
     position = last["date"] if query.order == BY_DATE else last["distance_m"]
-    return Page(documents, Cursor(query.order, position, last["_id"], query.key()).encode())
+    return Page(summaries, Cursor(query.order, position, last["_id"], query.key()).encode())
 
 
-async def _by_date(store, query, projection):
-    pipeline = [
-        {"$match": _all_of([filters(query), _after(query.cursor, "date")])},
-        {"$sort": {"date": ASCENDING, "_id": ASCENDING}},
-        {"$limit": query.limit + 1},
-        {"$project": {**projection, "date": 1}},
-    ]
-    return await store.events.aggregate(pipeline).to_list(None)
-
-
-async def _nearest_with_geo_near(store, query, projection):
+async def _nearest_with_geo_near(store, query, viewer_id):
     lng, lat = query.near
     geo_near = {"near": {"type": "Point", "coordinates": [lng, lat]}, "key": "location",
                 "distanceField": "distance_m", "maxDistance": query.radius_m, "spherical": True,
@@ -296,23 +287,75 @@ async def _nearest_with_geo_near(store, query, projection):
         # $geoNear leaves the order of equal distances open; the cursor needs it fixed by _id.
         {"$sort": {"distance_m": ASCENDING, "_id": ASCENDING}},
         {"$limit": query.limit + 1},
-        {"$project": {**projection, "distance_m": 1}},
+        {"$project": {**summary_projection(viewer_id), "distance_m": 1}},
     ]
     return await store.events.aggregate(pipeline).to_list(None)
 
 
-async def _nearest_in_memory(store, query, projection):
-    candidates = await store.events.find(filters(query), {"location": 1}).to_list(None)
+async def _nearest_in_memory(store, query, viewer_id):
+    # The boxes stand in for the 2dsphere index: the store hands over only the locations that
+    # can be within the radius, and find_nearest measures those exactly.
+    within_boxes = {"$or": [
+        {"location.coordinates.0": {"$gte": min_lng, "$lte": max_lng},
+         "location.coordinates.1": {"$gte": min_lat, "$lte": max_lat}}
+        for min_lng, min_lat, max_lng, max_lat in geo.bounding_boxes(*query.near, query.radius_m)]}
+    candidates = await store.events.find(_all_of([filters(query), within_boxes]), {"location": 1}).to_list(None)
     hits = geo.find_nearest(candidates, *query.near, query.radius_m)
     if query.cursor:
         mark = (query.cursor.position, str(query.cursor.last_id))
         hits = [(distance, doc) for distance, doc in hits if (distance, str(doc["_id"])) > mark]
-    hits = hits[:query.limit + 1]
-    distances = {doc["_id"]: distance for distance, doc in hits}
-    shaped = await store.events.aggregate([
-        {"$match": {"_id": {"$in": list(distances)}}},
-        {"$project": projection},
-    ]).to_list(None)
-    by_id = {doc["_id"]: doc for doc in shaped}
+    distances = {doc["_id"]: distance for distance, doc in hits[:query.limit + 1]}
+    summaries = await read_summaries(store, {"_id": {"$in": list(distances)}}, viewer_id)
+    by_id = {summary["_id"]: summary for summary in summaries}
     return [{**by_id[event_id], "distance_m": distance}
             for event_id, distance in distances.items() if event_id in by_id]
+
+
+# --- events as lists and pages show them ------------------------------------------------------
+
+SHOWN_FIELDS = ("title", "description", "date", "end_date", "category", "location_address", "location",
+                "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at")
+# Summaries count these arrays and say whether the viewer is in them, never ship them.
+_COUNTED = {"rsvp_count": "rsvps", "arrival_count": "arrivals", "photo_count": "photo_gallery"}
+_VIEWER_IN = {"is_rsvped": "rsvps", "has_arrived": "arrivals"}
+
+
+def summary_projection(viewer_id):
+    """`summarize` as a $project body, so MongoDB does the counting next to the data."""
+    counted = {name: {"$size": {"$ifNull": [f"${array}", []]}} for name, array in _COUNTED.items()}
+    # The stored count, or the array's length for events the old backend wrote.
+    counted["rsvp_count"] = {"$ifNull": ["$rsvp_count", counted["rsvp_count"]]}
+    return {
+        **{field: 1 for field in SHOWN_FIELDS},
+        **counted,
+        **{name: {"$in": [viewer_id, {"$ifNull": [f"${array}", []]}]} for name, array in _VIEWER_IN.items()},
+    }
+
+
+def summarize(event, viewer_id):
+    """The event's shown fields, its counts, and whether viewer_id has RSVPed and arrived."""
+    summary = {field: event[field] for field in ("_id", *SHOWN_FIELDS) if field in event}
+    summary.update({name: len(event.get(array) or []) for name, array in _COUNTED.items()})
+    if event.get("rsvp_count") is not None:
+        summary["rsvp_count"] = event["rsvp_count"]
+    summary.update({name: viewer_id in (event.get(array) or []) for name, array in _VIEWER_IN.items()})
+    return summary
+
+
+async def read_summaries(store, match, viewer_id, sort=None, limit=None):
+    """Summaries of the events matching `match`, in `sort` order, at most `limit`."""
+    if store.in_memory:
+        # The in-memory driver's aggregate copies the whole collection first; a find does not.
+        cursor = store.events.find(match)
+        if sort:
+            cursor = cursor.sort(sort)
+        if limit:
+            cursor = cursor.limit(limit)
+        return [summarize(event, viewer_id) for event in await cursor.to_list(None)]
+    pipeline = [{"$match": match}]
+    if sort:
+        pipeline.append({"$sort": dict(sort)})
+    if limit:
+        pipeline.append({"$limit": limit})
+    pipeline.append({"$project": summary_projection(viewer_id)})
+    return await store.events.aggregate(pipeline).to_list(None)

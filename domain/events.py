@@ -11,6 +11,7 @@ before that update only finds what the error message should say; it never decide
 `rsvp_count` is rewritten from the `rsvps` array in that same update, so the two cannot drift,
 and events written by the old backend, which have no `rsvp_count`, are counted by their array.
 """
+import asyncio
 import collections
 import datetime
 import logging
@@ -31,23 +32,8 @@ DEFAULT_GEOFENCE_RADIUS_M = 100
 ATTEMPTS = 3
 
 _RSVPS = {"$ifNull": ["$rsvps", []]}
-_ARRIVALS = {"$ifNull": ["$arrivals", []]}
 # The stored count, or the array's length for events the old backend wrote.
 _RSVP_COUNT = {"$ifNull": ["$rsvp_count", {"$size": _RSVPS}]}
-_SHOWN_FIELDS = ("title", "description", "date", "end_date", "category", "location_address", "location",
-                 "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at")
-
-
-def summary_projection(viewer_id):
-    """A $project body that shapes an event for `viewer_id` without shipping its id arrays."""
-    return {
-        **{field: 1 for field in _SHOWN_FIELDS},
-        "rsvp_count": _RSVP_COUNT,
-        "arrival_count": {"$size": _ARRIVALS},
-        "photo_count": {"$size": {"$ifNull": ["$photo_gallery", []]}},
-        "is_rsvped": {"$in": [viewer_id, _RSVPS]},
-        "has_arrived": {"$in": [viewer_id, _ARRIVALS]},
-    }
 
 
 def event_json(summary, usernames):
@@ -183,10 +169,7 @@ class Events:
     # --- reading ---------------------------------------------------------------------------
 
     async def _summary(self, event_id, viewer_id=None):
-        found = await self.store.events.aggregate([
-            {"$match": {"_id": event_id}},
-            {"$project": summary_projection(viewer_id)},
-        ]).to_list(1)
+        found = await discovery.read_summaries(self.store, {"_id": event_id}, viewer_id)
         if not found:
             raise NotFound("There is no such event.", code="event_not_found")
         return found[0]
@@ -203,7 +186,7 @@ class Events:
 
     async def discover(self, query, viewer):
         """A page of events as the contract shows them: {items, next_cursor}."""
-        page = await discovery.find_events(self.store, query, summary_projection(viewer["_id"]))
+        page = await discovery.find_events(self.store, query, viewer["_id"])
         return {"items": await self._present(page.items), "next_cursor": page.next_cursor}
 
     # --- publishing ------------------------------------------------------------------------
@@ -401,16 +384,16 @@ class Events:
         }
 
     async def _message_counts(self, event_ids):
-        grouped = await self.store.messages.aggregate([
-            {"$match": {"event_id": {"$in": event_ids}}},
-            {"$group": {"_id": "$event_id", "count": {"$sum": 1}}},
-        ]).to_list(None)
-        return {group["_id"]: group["count"] for group in grouped}
+        # One indexed count per event (a page holds at most 100) rather than a $group, which
+        # the in-memory driver would run over a copy of every message.
+        counts = await asyncio.gather(*(self.store.messages.count_documents({"event_id": event_id})
+                                        for event_id in event_ids))
+        return dict(zip(event_ids, counts))
 
     async def organizer_events(self, organizer, limit, cursor):
         """The organizer's events by date, each with its stats: {items, next_cursor}."""
         query = discovery.DiscoveryQuery(organizer_id=organizer["_id"], limit=limit).resumed_from(cursor)
-        page = await discovery.find_events(self.store, query, summary_projection(organizer["_id"]))
+        page = await discovery.find_events(self.store, query, organizer["_id"])
         counts = await self._message_counts([summary["_id"] for summary in page.items])
         shown = await self._present(page.items)
         items = [{**event, "stats": self._stats(summary, counts.get(summary["_id"], 0))}
