@@ -6,6 +6,9 @@ the 2dsphere index, the filters in its `query`; the in-memory store cannot evalu
 operators, so there the filtered candidates' locations are fetched and `geo.find_nearest`
 orders them by the same great-circle distance.
 
+Events come out as summaries: their shown fields, the counts of their id arrays and whether the
+viewer is in them (`summarize`), never the arrays themselves.
+
 Cursors are keyset positions, (date, _id) or (distance, _id) of the last item served, so a
 page never repeats or skips an item while events are added or removed elsewhere in the order.
 """
@@ -19,7 +22,7 @@ import math
 import re
 
 from domain import geo
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, Unavailable
 from domain.store import ASCENDING, parse_id
 from domain.times import parse_iso, to_iso
 
@@ -56,7 +59,7 @@ class Cursor:
             else:
                 position = None
         except (ValueError, TypeError, KeyError, binascii.Error):
-            position = last_id = None
+            position = last_id = query_key = None
         if position is None or last_id is None or not isinstance(query_key, str):
             raise _invalid("cursor", "is not a cursor this server handed out")
         return cls(order, position, last_id, query_key)
@@ -96,7 +99,7 @@ class DiscoveryQuery:
 
 @dataclasses.dataclass(frozen=True)
 class Page:
-    items: list           # documents as the caller's projection shaped them, nearby ones with distance_m
+    items: list           # event summaries (see `summarize`), nearby ones with distance_m
     next_cursor: str      # None on the last page
 
 
@@ -182,21 +185,22 @@ def _object_id(text):
     return value
 
 
-def _number(text, low, high):
+def _float(text):
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        value = math.nan
-    if not low <= value <= high:  # NaN fails too
+        return math.nan  # fails every range check below, as "nan" and "inf" do
+
+
+def _number(text, low, high):
+    value = _float(text)
+    if not low <= value <= high:
         raise ValueError(f"must be a number from {low:g} to {high:g}")
     return value
 
 
 def _radius_km(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = _float(text)
     if not 0 < value <= MAX_RADIUS_KM:
         raise ValueError(f"must be a number above 0 and at most {MAX_RADIUS_KM:g}")
     return value
@@ -275,6 +279,9 @@ def _page(query, summaries):
 
 
 async def _nearest_with_geo_near(store, query, viewer_id):
+    if not store.indexes_ready:
+        # $geoNear fails without its 2dsphere index, which a fresh database gets moments after start.
+        raise Unavailable("Nearby search is getting ready. Try again shortly.")
     lng, lat = query.near
     geo_near = {"near": {"type": "Point", "coordinates": [lng, lat]}, "key": "location",
                 "distanceField": "distance_m", "maxDistance": query.radius_m, "spherical": True,
