@@ -22,7 +22,7 @@ import math
 import re
 
 from domain import geo
-from domain.errors import InvalidInput, Unavailable
+from domain.errors import InvalidInput
 from domain.store import ASCENDING, parse_id
 from domain.times import parse_iso, to_iso
 
@@ -279,9 +279,6 @@ def _page(query, summaries):
 
 
 async def _nearest_with_geo_near(store, query, viewer_id):
-    if not store.indexes_ready:
-        # $geoNear fails without its 2dsphere index, which a fresh database gets moments after start.
-        raise Unavailable("Nearby search is getting ready. Try again shortly.")
     lng, lat = query.near
     geo_near = {"near": {"type": "Point", "coordinates": [lng, lat]}, "key": "location",
                 "distanceField": "distance_m", "maxDistance": query.radius_m, "spherical": True,
