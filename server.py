@@ -21,6 +21,10 @@ from handlers.logs import configure_logging
 log = logging.getLogger("server")
 
 
+class CannotStart(Exception):
+    pass
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(description="Event backend: REST API and live chat.")
     parser.add_argument("--settings", default="settings.yaml", help="settings file (default settings.yaml)")
@@ -41,7 +45,11 @@ async def serve(settings, notifier):
     app = make_app(services)
     largest_body = max(settings.max_body_bytes, settings.photo_max_bytes) + 64 * 1024
     server = tornado.httpserver.HTTPServer(app, max_body_size=largest_body, idle_connection_timeout=120)
-    server.listen(settings.port, settings.address)
+    try:
+        server.listen(settings.port, settings.address)
+    except OSError as e:
+        store.close()
+        raise CannotStart(f"cannot listen on {settings.address}:{settings.port}: {e.strerror}") from None
     indexes = asyncio.ensure_future(store.keep_indexes_until_ready())
     log.info("listening on %s:%d", settings.address, settings.port)
 
@@ -140,6 +148,9 @@ def main(argv=None):
     notifier = SystemdNotifier.from_environment()
     try:
         asyncio.run(serve(settings, notifier))
+    except CannotStart as e:
+        log.error("%s", e)
+        return 1
     finally:
         notifier.close()
     return 0

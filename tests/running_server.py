@@ -80,11 +80,14 @@ class RunningServer:
         environment.update(extra)
         return environment
 
-    def start(self):
+    def launch(self):
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
                 [sys.executable, "server.py", "--port", str(self.port), "--address", "127.0.0.1"],
                 cwd=ROOT, env=self.environment, stdout=stdout, stderr=stderr)
+
+    def start(self):
+        self.launch()
         self.ready_message = self.notify.wait_for("READY=1", self.process)
 
     def terminate(self):

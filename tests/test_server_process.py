@@ -116,3 +116,18 @@ async def test_shutdown_hooks_run_in_order_and_a_failing_one_does_not_stop_the_r
 
     await server_module.shut_down(http_server, services, grace_seconds=5)
     assert calls == ["chat", "broken", "flush"]
+
+
+
+def test_a_port_in_use_stops_the_start_with_one_json_line_and_exit_code_1():
+    server = RunningServer()
+    try:
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", server.port))
+            taken.listen()
+            server.launch()
+            assert server.wait() == 1
+        assert f"cannot listen on 127.0.0.1:{server.port}" in server.log_entries()[-1]["message"]
+        assert "Traceback" not in server.output()
+    finally:
+        server.close()
