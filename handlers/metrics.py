@@ -35,9 +35,11 @@ class ServerMetrics:
         self.latency = Histogram("http_request_duration_seconds", "Time to answer an HTTP request",
                                  ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry)
         self.in_flight = Gauge("http_requests_in_flight", "HTTP requests being handled", registry=registry)
-        self.rate_limit_refusals = Counter("rate_limit_refusals", "Requests (429) and chat messages refused by a rate limit",
+        self.rate_limit_refusals = Counter("rate_limit_refusals",
+                                           "Requests (429) and chat messages refused by a rate limit",
                                            ["route"], registry=registry)
-        self.database_errors = Counter("database_errors", "Requests that failed because the database did not answer (503)",
+        self.database_errors = Counter("database_errors",
+                                       "Requests that failed because the database did not answer (503)",
                                        ["route"], registry=registry)
         self.open_websockets = Gauge("chat_open_websockets", "Open chat WebSocket connections", registry=registry)
         self.rooms = Gauge("chat_rooms", "Chat rooms with at least one open connection", registry=registry)

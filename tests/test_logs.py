@@ -54,8 +54,8 @@ async def test_an_error_line_carries_the_error_code(api, json_lines):
 
 def test_a_message_of_several_lines_stays_one_line_and_secrets_in_it_are_redacted():
     jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"
-    record = logging.LogRecord("x", logging.ERROR, __file__, 1,
-                               "GET /ws/chat/1?token=%s\nAuthorization: Bearer opaque-secret\nsaw %s", ("abc123", jwt_like), None)
+    message = "GET /ws/chat/1?token=%s\nAuthorization: Bearer opaque-secret\nsaw %s"
+    record = logging.LogRecord("x", logging.ERROR, __file__, 1, message, ("abc123", jwt_like), None)
     line = JsonFormatter().format(record)
     assert "\n" not in line
     assert "abc123" not in line and "opaque-secret" not in line and "c2lnbmF0dXJl" not in line
