@@ -9,9 +9,10 @@ from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, openapi, ops
+from handlers import auth, metrics, openapi, ops
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
+from handlers.metrics import ServerMetrics
 
 
 @dataclasses.dataclass
@@ -23,6 +24,10 @@ class Services:
     mailer: object
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
+    metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
+    # Async callables without arguments, awaited in order on SIGTERM once no new connections are
+    # accepted, before requests in flight are waited for: e.g. the chat closes its sockets with 1001.
+    shutdown_hooks: list = dataclasses.field(default_factory=list)
 
 
 def build_services(settings, store=None, mailer=None):
@@ -31,22 +36,28 @@ def build_services(settings, store=None, mailer=None):
     accounts = Accounts(store, settings, PasswordHasher(settings.bcrypt_rounds),
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
     validator = Validator(load_schemas())
-    return Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
-                    openapi=openapi.build_openapi(route_table(), validator.schemas))
+    services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
+                        openapi=openapi.build_openapi(route_table(), validator.schemas))
+    services.metrics.in_flight.set_function(lambda: services.inflight)
+    return services
 
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
-    return [*auth.ROUTES, *ops.ROUTES, *openapi.ROUTES]
+    return [*auth.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
 
 
 def make_app(services):
+    def request_finished(handler):
+        log_request(handler)
+        services.metrics.observe_request(handler)
+
     handlers = [(pattern, cls, dict(services=services, route=pattern)) for pattern, cls in route_table()]
     return tornado.web.Application(
         handlers,
         default_handler_class=NotFoundHandler,
         default_handler_args=dict(services=services),
-        log_function=log_request,
+        log_function=request_finished,
         debug=False,
         compress_response=False,
     )
