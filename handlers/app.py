@@ -9,7 +9,7 @@ from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, openapi, ops
+from handlers import auth, feed, openapi, ops, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 
@@ -37,7 +37,8 @@ def build_services(settings, store=None, mailer=None):
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
-    return [*auth.ROUTES, *ops.ROUTES, *openapi.ROUTES]
+    # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
+    return [*auth.ROUTES, *users.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES]
 
 
 def make_app(services):
