@@ -9,7 +9,7 @@ from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, metrics, openapi, ops
+from handlers import auth, feed, metrics, openapi, ops, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -44,7 +44,8 @@ def build_services(settings, store=None, mailer=None):
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
-    return [*auth.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
+    # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
+    return [*auth.ROUTES, *users.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
 
 
 def make_app(services):

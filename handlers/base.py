@@ -180,7 +180,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.current_user.get("role") != role:
             raise Forbidden(f"Only users with the {role} role can do this.", code="role_required")
 
-    def options(self, *args):
+    def options(self, *args, **kwargs):
         self.set_status(204)
         self.finish()
 
