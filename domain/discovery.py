@@ -12,57 +12,58 @@ viewer is in them (`summarize`), never the arrays themselves.
 Cursors are keyset positions, (date, _id) or (distance, _id) of the last item served, so a
 page never repeats or skips an item while events are added or removed elsewhere in the order.
 """
-import base64
-import binascii
 import dataclasses
 import datetime
-import hashlib
-import json
 import math
 import re
 
 from domain import geo
 from domain.errors import InvalidInput
-from domain.store import ASCENDING, parse_id
-from domain.times import parse_iso, to_iso
+from domain.store import ASCENDING, ObjectId, parse_id
+from domain.times import UTC, as_utc, parse_iso
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 DEFAULT_RADIUS_KM, MAX_RADIUS_KM = 10.0, 500.0
 MAX_TEXT_LENGTH, MAX_CATEGORY_LENGTH = 100, 50
 BY_DATE, BY_DISTANCE = "date", "distance"
+CURSOR_PATTERN = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?(e-[0-9]{1,3})?-[0-9a-f]{24}$"
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = datetime.timedelta(milliseconds=1)
 _UNENCODED_PLUS = re.compile(r" (\d\d:?\d\d)$")
 
 
 @dataclasses.dataclass(frozen=True)
 class Cursor:
-    """Where the previous page stopped: the sort key of its last item."""
-    order: str          # BY_DATE or BY_DISTANCE
-    position: object    # a datetime, or a distance in meters exactly as the search computed it
-    last_id: object     # the last item's ObjectId
-    query_key: str      # which query the cursor belongs to
+    """Where the previous page stopped: the sort key of its last item, written
+    "<position>-<last id>". The position is the item's date in epoch milliseconds, or its
+    distance in meters exactly as the search computed it, so equal distances resume exactly.
+    Every string of CURSOR_PATTERN is a real position in either order; any other is a 400."""
+    position: float
+    last_id: object
+
+    @classmethod
+    def after(cls, order, item):
+        if order == BY_DATE:
+            return cls((as_utc(item["date"]) - EPOCH) // MILLISECOND, item["_id"])
+        return cls(item["distance_m"], item["_id"])
 
     def encode(self):
-        position = to_iso(self.position) if self.order == BY_DATE else self.position
-        raw = json.dumps({"o": self.order, "p": position, "i": str(self.last_id), "q": self.query_key})
-        return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+        return f"{self.position!r}-{self.last_id}"
 
     @classmethod
     def decode(cls, text):
-        """The cursor in `text`, or InvalidInput: cursors are opaque, so any damage is the client's."""
+        if not re.fullmatch(CURSOR_PATTERN, text):
+            raise _invalid("cursor", f"must be a next_cursor of this list ({CURSOR_PATTERN})")
+        position, last_id = text.rsplit("-", 1)
+        return cls(float(position), ObjectId(last_id))
+
+    def moment(self):
+        """The position as a time; beyond the calendar's ends, the end it passed."""
         try:
-            raw = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            order, last_id, query_key = raw["o"], parse_id(raw["i"]), raw["q"]
-            if order == BY_DATE:
-                position = parse_iso(raw["p"])
-            elif order == BY_DISTANCE and isinstance(raw["p"], (int, float)) and math.isfinite(raw["p"]):
-                position = float(raw["p"])
-            else:
-                position = None
-        except (ValueError, TypeError, KeyError, binascii.Error):
-            position = last_id = query_key = None
-        if position is None or last_id is None or not isinstance(query_key, str):
-            raise _invalid("cursor", "is not a cursor this server handed out")
-        return cls(order, position, last_id, query_key)
+            return EPOCH + datetime.timedelta(milliseconds=self.position)
+        except OverflowError:
+            return datetime.datetime.min.replace(tzinfo=UTC) if self.position < 0 else \
+                datetime.datetime.max.replace(tzinfo=UTC)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,20 +82,11 @@ class DiscoveryQuery:
     def order(self):
         return BY_DISTANCE if self.near else BY_DATE
 
-    def key(self):
-        """A short fingerprint of everything that decides the result's membership and order."""
-        parts = (self.category, to_iso(self.date_from), to_iso(self.date_to), self.text,
-                 str(self.organizer_id), self.near, self.radius_m)
-        return hashlib.sha256(repr(parts).encode()).hexdigest()[:12]
-
     def resumed_from(self, cursor_text):
         """This query continuing after the page that handed out cursor_text (None: from the start)."""
         if cursor_text is None:
             return self
-        cursor = Cursor.decode(_cursor_text(cursor_text))
-        if cursor.order != self.order or cursor.query_key != self.key():
-            raise _invalid("cursor", "belongs to a different query; start again without it")
-        return dataclasses.replace(self, cursor=cursor)
+        return dataclasses.replace(self, cursor=Cursor.decode(cursor_text))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,8 +132,6 @@ def parse_discovery_query(args):
         errors.append({"path": missing, "message": f"is required with {present[0]}"})
     if args.get("radius_km") is not None and not present:
         errors.append({"path": "radius_km", "message": "needs lat and lng"})
-    if fields["date_from"] and fields["date_to"] and fields["date_from"] > fields["date_to"]:
-        errors.append({"path": "to", "message": "must not be before from"})
     if errors:
         raise InvalidInput("Some query parameters are not valid.", errors=errors, code="invalid_query")
 
@@ -170,9 +160,18 @@ def _bounded_text(text, longest):
     return text
 
 
+def parse_time(text):
+    """An aware UTC datetime from ISO 8601 text with an offset; None for anything else,
+    including times whose UTC equivalent falls outside years 1-9999."""
+    try:
+        return parse_iso(text)
+    except OverflowError:
+        return None
+
+
 def _time(text):
     # An unencoded "+01:00" offset reaches us as " 01:00"; take it as the client meant it.
-    moment = parse_iso(_UNENCODED_PLUS.sub(r"+\1", text))
+    moment = parse_time(_UNENCODED_PLUS.sub(r"+\1", text))
     if moment is None:
         raise ValueError("must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
     return moment
@@ -212,12 +211,6 @@ def _limit(text):
     return int(text)
 
 
-def _cursor_text(text):
-    if not text or len(text) > 500:
-        raise _invalid("cursor", "is not a cursor this server handed out")
-    return text
-
-
 # --- the search --------------------------------------------------------------------------------
 
 def filters(query):
@@ -252,8 +245,9 @@ def _after(cursor, key_field):
     """Items strictly after the cursor in (key_field, _id) order."""
     if cursor is None:
         return {}
-    return {"$or": [{key_field: {"$gt": cursor.position}},
-                    {key_field: cursor.position, "_id": {"$gt": cursor.last_id}}]}
+    position = cursor.moment() if key_field == "date" else cursor.position
+    return {"$or": [{key_field: {"$gt": position}},
+                    {key_field: position, "_id": {"$gt": cursor.last_id}}]}
 
 
 async def find_events(store, query, viewer_id):
@@ -273,9 +267,7 @@ def _page(query, summaries):
     if len(summaries) <= query.limit:
         return Page(summaries, None)
     summaries = summaries[:query.limit]
-    last = summaries[-1]
-    position = last["date"] if query.order == BY_DATE else last["distance_m"]
-    return Page(summaries, Cursor(query.order, position, last["_id"], query.key()).encode())
+    return Page(summaries, Cursor.after(query.order, summaries[-1]).encode())
 
 
 async def _nearest_with_geo_near(store, query, viewer_id):
@@ -285,7 +277,9 @@ async def _nearest_with_geo_near(store, query, viewer_id):
                 "query": filters(query)}
     pipeline = [{"$geoNear": geo_near}]
     if query.cursor:
-        geo_near["minDistance"] = query.cursor.position
+        if query.cursor.position > query.radius_m:
+            return []
+        geo_near["minDistance"] = max(0.0, query.cursor.position)
         pipeline.append({"$match": _after(query.cursor, "distance_m")})
     pipeline += [
         # $geoNear leaves the order of equal distances open; the cursor needs it fixed by _id.

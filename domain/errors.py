@@ -23,7 +23,7 @@ class InvalidInput(DomainError):
     message = "The request is not valid."
 
     def __init__(self, message=None, errors=None, code=None):
-        super().__init__(message, code, errors=errors or [])
+        super().__init__(message, code, **({"errors": errors} if errors else {}))
 
 
 class NotAuthenticated(DomainError):

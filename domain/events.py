@@ -22,7 +22,7 @@ from domain import store as db
 from domain.activities import EVENT_CREATED, RSVP, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
-from domain.times import as_utc, parse_iso, to_iso, utcnow
+from domain.times import UTC, as_utc, to_iso, utcnow
 
 log = logging.getLogger("events")
 
@@ -86,7 +86,7 @@ def _bad(path, message, text="The event is not valid."):
 
 
 def _parse_time(text, path):
-    moment = parse_iso(text)
+    moment = discovery.parse_time(text)
     if moment is None:
         raise _bad(path, "must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
     return moment
@@ -316,7 +316,7 @@ class Events:
     def _end(self, event):
         if event.get("end_date") is not None:
             return as_utc(event["end_date"])
-        return as_utc(event["date"]) + datetime.timedelta(hours=self.settings.default_event_hours)
+        return _shifted(event["date"], datetime.timedelta(hours=self.settings.default_event_hours))
 
     def _is_over(self, event, now):
         return now >= self._end(event)
@@ -362,7 +362,7 @@ class Events:
         return datetime.timedelta(minutes=self.settings.arrival_opens_minutes_before)
 
     def _arrival_opens(self, event):
-        return as_utc(event["date"]) - self._opens_before()
+        return _shifted(event["date"], -self._opens_before())
 
     # --- numbers ---------------------------------------------------------------------------
 
@@ -399,6 +399,15 @@ class Events:
         items = [{**event, "stats": self._stats(summary, counts.get(summary["_id"], 0))}
                  for event, summary in zip(shown, page.items)]
         return {"items": items, "next_cursor": page.next_cursor}
+
+
+def _shifted(moment, delta):
+    """moment + delta, held at the calendar's ends (events may be dated in year 1 or 9999)."""
+    try:
+        return as_utc(moment) + delta
+    except OverflowError:
+        return datetime.datetime.max.replace(tzinfo=UTC) if delta > datetime.timedelta(0) else \
+            datetime.datetime.min.replace(tzinfo=UTC)
 
 
 def _event_id(text):

@@ -75,7 +75,11 @@ class Store:
         await events.create_index([("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)])
         await self.messages.create_index([("event_id", ASCENDING), ("timestamp", ASCENDING)])
         await self.messages.create_index([("event_id", ASCENDING), ("client_msg_id", ASCENDING)])
-        await self.activities.create_index([("actor_id", ASCENDING), ("timestamp", DESCENDING)])
+        # Followers lists: users whose `following` holds someone, in _id order.
+        await users.create_index([("following", ASCENDING), ("_id", ASCENDING)])
+        # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
+        await self.activities.create_index(
+            [("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)])
         await self.activities.create_index([("timestamp", DESCENDING)])
         await self.revoked_tokens.create_index("expires_at", expireAfterSeconds=0)
         await self.reset_tokens.create_index("expires_at", expireAfterSeconds=0)

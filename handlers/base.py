@@ -33,6 +33,21 @@ def client_address(request, trusted_proxies):
     return address
 
 
+def implemented_methods(handler_class):
+    """The HTTP methods a handler class answers (lower case), CORS preflight aside."""
+    return [m.lower() for m in handler_class.SUPPORTED_METHODS if m != "OPTIONS"
+            and getattr(handler_class, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
+
+
+def client_protocol(request, trusted_proxies):
+    """http or https as the client connected: X-Forwarded-Proto is believed only from a trusted proxy."""
+    if request.remote_ip not in trusted_proxies:
+        return request.protocol
+    # The nearest proxy's value is the last one; it is the one that proxy vouches for.
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+    return forwarded if forwarded in ("http", "https") else request.protocol
+
+
 # Streaming the body lets us refuse an oversize one from its headers, before it is buffered.
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
@@ -48,6 +63,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._body = bytearray()
         self.claims = None
         self.request_id = self._incoming_request_id() or uuid.uuid4().hex
+        self.request.protocol = client_protocol(self.request, self.config.trusted_proxies)
         request_id_var.set(self.request_id)
         self.set_default_headers()  # again, now that the request id and settings are known
 
@@ -97,11 +113,12 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, body, headers = error_response(exc, fallback_status=status_code)
+        self.error_code = body["code"]  # for the access log and the metrics (database errors)
         self.set_status(status)
         for name, value in headers.items():
             self.set_header(name, value)
         if status == 405:
-            self.set_header("Allow", ", ".join(self.allowed_methods()))
+            self.set_header("Allow", ", ".join(m.upper() for m in implemented_methods(type(self))))
         self.finish(json.dumps(body))
 
     def log_exception(self, typ, value, tb):
@@ -110,10 +127,6 @@ class BaseHandler(tornado.web.RequestHandler):
             log.error("unhandled error in %s %s", self.request.method, self.request.path, exc_info=(typ, value, tb))
         elif status == 503:
             log.warning("backing service unavailable: %s", type(value).__name__)
-
-    def allowed_methods(self):
-        return [m for m in self.SUPPORTED_METHODS
-                if getattr(type(self), m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
 
     # --- request ---------------------------------------------------------------------------
 
@@ -167,7 +180,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.current_user.get("role") != role:
             raise Forbidden(f"Only users with the {role} role can do this.", code="role_required")
 
-    def options(self, *args):
+    def options(self, *args, **kwargs):
         self.set_status(204)
         self.finish()
 

@@ -17,6 +17,8 @@ class Operation:
     public: bool = False         # True when no bearer token is needed
     multipart: str = None        # for uploads: the multipart field name
     description: str = ""
+    envelope: bool = True        # False: the body is the response schema itself, not {message, data}
+    content_type: str = "application/json"
 
 
 def operation(summary, **fields):

@@ -9,14 +9,17 @@ import itertools
 import json
 import os
 import pathlib
+import re
 import uuid
 
+import jsonschema
 import pytest
 import tornado.httpclient
 
 from domain.settings import load_settings
 from domain.store import Store
-from handlers.app import build_services, make_app
+from handlers.app import build_services, make_app, route_table
+from handlers.openapi import openapi_path
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_MONGO_URI = os.environ.get("TEST_MONGO_URI", "")
@@ -73,12 +76,43 @@ class Reply:
         return f"<Reply {self.status} {self.text[:300]}>"
 
 
+class ContractCheck:
+    """Checks every response the suite receives against the OpenAPI document the server publishes."""
+
+    def __init__(self, document):
+        self.document = document
+        self.routes = []
+        for pattern, _ in route_table():
+            path, _ = openapi_path(pattern)
+            if path in document["paths"]:
+                self.routes.append((re.compile(pattern + "$"), document["paths"][path]))
+
+    def check(self, method, path, reply):
+        operation = next((item.get(method.lower()) for regex, item in self.routes if regex.match(path)), None)
+        if operation is None or method == "OPTIONS":
+            if reply.status >= 400:
+                self._validate({"$ref": "#/components/schemas/Error"}, reply)
+            return
+        documented = operation["responses"].get(str(reply.status))
+        assert documented, f"{method} {path} answered {reply.status}, which its documentation does not list"
+        for content_type, media in documented.get("content", {}).items():
+            if content_type == "application/json":
+                self._validate(media["schema"], reply)
+
+    def _validate(self, schema, reply):
+        assert reply.json is not None, f"not JSON: {reply}"
+        root = {**schema, "components": self.document["components"]}
+        errors = list(jsonschema.Draft202012Validator(root).iter_errors(reply.json))
+        assert not errors, f"response does not match its documented schema: {errors[0].message} in {reply}"
+
+
 class Api:
     """Talks to the app under test as a mobile client would: JSON over HTTP."""
 
-    def __init__(self, http_client, base_url):
+    def __init__(self, http_client, base_url, contract=None):
         self.http = http_client
         self.base_url = base_url
+        self.contract = contract
 
     async def call(self, method, path, body=None, token=None, headers=None, raw=None):
         headers = dict(headers or {})
@@ -93,7 +127,10 @@ class Api:
             self.base_url + path, method=method, headers=headers, body=raw,
             allow_nonstandard_methods=True, request_timeout=60)
         response = await self.http.fetch(request, raise_error=False)
-        return Reply(response)
+        reply = Reply(response)
+        if self.contract:
+            self.contract.check(method, path.split("?")[0], reply)
+        return reply
 
     async def register(self, role="attendee", username=None, email=None, password=PASSWORD):
         """A new user; returns (user, token)."""
@@ -107,5 +144,5 @@ class Api:
 
 
 @pytest.fixture
-def api(http_client, base_url):
-    return Api(http_client, base_url)
+def api(http_client, base_url, services):
+    return Api(http_client, base_url, ContractCheck(services.openapi))

@@ -1,0 +1,80 @@
+"""Settings: the file, the environment, and refusals that name the setting."""
+import subprocess
+import sys
+
+import pytest
+
+from domain.settings import SettingsError, load_settings
+from tests.conftest import ROOT
+
+SETTINGS = ROOT / "settings.yaml"
+STRONG = "s" * 40
+
+
+def test_defaults_come_from_settings_yaml():
+    settings = load_settings(SETTINGS, environ={})
+    assert settings.port == 5000 and settings.mongo_dbname == "event_management"
+    assert settings.bcrypt_rounds == 12 and settings.max_body_bytes == 1024 * 1024
+
+
+def test_the_old_backends_environment_names_override_the_file():
+    settings = load_settings(SETTINGS, environ={
+        "MONGO_DBNAME": "legacy", "PORT": "8080", "CLOUD_STORAGE_BUCKET": "photos",
+        "MAIL_SERVER": "smtp.example.com", "ALLOWED_ORIGINS": "https://a.example, https://b.example",
+        "MAIL_USE_TLS": "true"})
+    assert settings.mongo_dbname == "legacy" and settings.port == 8080
+    assert settings.cloud_storage_bucket == "photos" and settings.mail_server == "smtp.example.com"
+    assert settings.allowed_origins == ["https://a.example", "https://b.example"]
+    assert settings.mail_use_tls is True
+
+
+@pytest.mark.parametrize("environ, named", [
+    ({"PORT": "eighty"}, "setting port (from PORT)"),
+    ({"PORT": "0"}, "setting port (from PORT)"),
+    ({"BCRYPT_LOG_ROUNDS": "3"}, "setting bcrypt_rounds"),
+    ({"ENV": "staging"}, "setting env"),
+    ({"MAIL_USE_TLS": "perhaps"}, "setting mail_use_tls"),
+])
+def test_a_bad_value_is_refused_naming_the_setting(environ, named):
+    with pytest.raises(SettingsError) as refused:
+        load_settings(SETTINGS, environ=environ)
+    assert str(refused.value).startswith(named)
+
+
+def test_an_unknown_key_in_the_file_is_refused(tmp_path):
+    path = tmp_path / "settings.yaml"
+    path.write_text(SETTINGS.read_text() + "\nprot: 80\n")
+    with pytest.raises(SettingsError, match="setting prot: unknown"):
+        load_settings(path, environ={})
+
+
+def test_production_refuses_missing_placeholder_or_short_secrets():
+    for secret in ("", "changeme", "short-secret"):
+        with pytest.raises(SettingsError, match="setting secret_key"):
+            load_settings(SETTINGS, environ={"ENV": "production", "SECRET_KEY": secret, "JWT_SECRET_KEY": STRONG})
+    with pytest.raises(SettingsError, match="setting jwt_secret_key"):
+        load_settings(SETTINGS, environ={"ENV": "production", "SECRET_KEY": STRONG})
+    settings = load_settings(SETTINGS, environ={"ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": STRONG})
+    assert settings.jwt_secret_key == STRONG and not settings.generated_secrets
+
+
+def test_development_generates_random_secrets_per_process():
+    first, second = load_settings(SETTINGS, environ={}), load_settings(SETTINGS, environ={})
+    assert first.generated_secrets and len(first.jwt_secret_key) >= 32
+    assert first.jwt_secret_key != second.jwt_secret_key
+    assert STRONG not in repr(load_settings(SETTINGS, environ={"SECRET_KEY": STRONG}))
+
+
+def test_the_server_stops_with_one_line_naming_a_bad_setting(tmp_path):
+    bad = tmp_path / "settings.yaml"
+    bad.write_text(SETTINGS.read_text().replace("port: 5000", "port: lots"))
+    result = subprocess.run([sys.executable, "server.py", "--settings", str(bad)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"cannot start: setting port (from {bad}): 'lots' is not a valid int"]
+
+
+def test_the_server_refuses_to_start_in_production_without_secrets():
+    result = subprocess.run([sys.executable, "server.py"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={"ENV": "production", "PATH": "/usr/bin:/bin"})
+    assert result.returncode == 2 and "setting secret_key (SECRET_KEY)" in result.stderr
