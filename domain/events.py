@@ -336,27 +336,35 @@ class Events:
         for _ in range(ATTEMPTS):
             now = self.clock()
             event = await self._summary(event_id, user_id)
-            inside, outside_m = self.geofences.fence_for(event).admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
-            answer = {"arrived": True, "distance_m": round(outside_m, 1)}
-            if event["has_arrived"]:
-                return answer
-            if not event["is_rsvped"]:
-                raise Conflict("RSVP to the event before checking in.", code="rsvp_required")
-            if now < self._arrival_opens(event):
-                raise Conflict(f"Check-in opens at {to_iso(self._arrival_opens(event))}.", code="arrival_not_open")
-            if self._is_over(event, now):
-                raise Conflict("The event is over.", code="event_ended")
-            if not inside:
-                raise Refused("You are not at the event yet.", code="outside_geofence",
-                              distance_m=answer["distance_m"])
-            # Conditional on the RSVP and the window as well: either may have changed since the read.
-            result = await self.store.events.update_one(
-                {"_id": event_id, "rsvps": user_id, "arrivals": {"$ne": user_id},
-                 "date": {"$lte": now + self._opens_before()}, **_not_over(now, self.settings.default_event_hours)},
-                {"$push": {"arrivals": user_id}})
-            if result.matched_count:
-                return answer
+            distance_m = self._judge_arrival(event, point, accuracy_m, now)
+            if event["has_arrived"] or await self._record_arrival(event_id, user_id, now):
+                return {"arrived": True, "distance_m": distance_m}
         raise Conflict("The event changed while you were checking in. Try again.", code="arrival_conflict")
+
+    def _judge_arrival(self, event, point, accuracy_m, now):
+        """The point's distance to the fence, rounded; raises unless the arrival counts (or already did)."""
+        fence = self.geofences.fence_for(event)
+        inside, outside_m = fence.admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
+        distance_m = round(outside_m, 1)
+        if event["has_arrived"]:
+            return distance_m
+        if not event["is_rsvped"]:
+            raise Conflict("RSVP to the event before checking in.", code="rsvp_required")
+        if now < self._arrival_opens(event):
+            raise Conflict(f"Check-in opens at {to_iso(self._arrival_opens(event))}.", code="arrival_not_open")
+        if self._is_over(event, now):
+            raise Conflict("The event is over.", code="event_ended")
+        if not inside:
+            raise Refused("You are not at the event yet.", code="outside_geofence", distance_m=distance_m)
+        return distance_m
+
+    async def _record_arrival(self, event_id, user_id, now):
+        # Conditional on the RSVP and the window as well: either may have changed since the read.
+        result = await self.store.events.update_one(
+            {"_id": event_id, "rsvps": user_id, "arrivals": {"$ne": user_id},
+             "date": {"$lte": now + self._opens_before()}, **_not_over(now, self.settings.default_event_hours)},
+            {"$push": {"arrivals": user_id}})
+        return result.matched_count == 1
 
     def _opens_before(self):
         return datetime.timedelta(minutes=self.settings.arrival_opens_minutes_before)
