@@ -1,12 +1,12 @@
 """Event endpoints: publish and edit, discover, RSVP, arrive, stats, and the organizer's list."""
-from domain.discovery import (CURSOR_PATTERN, DEFAULT_RADIUS_KM, MAX_LIMIT, MAX_RADIUS_KM, parse_discovery_query,
-                              parse_page_args)
+from domain.discovery import (CURSOR_PATTERN, DEFAULT_LIMIT, DEFAULT_RADIUS_KM, MAX_LIMIT, MAX_RADIUS_KM,
+                              parse_discovery_query, parse_page_args)
 from handlers.base import BaseHandler
 from handlers.docs import operation
 
 _TIME = {"type": "string", "format": "date-time"}
 PAGE_QUERY = (
-    ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20}, "Items per page."),
+    ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Items per page."),
     ("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
      "next_cursor of the previous page, as given (opaque); omit for the first page."),
 )
