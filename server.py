@@ -1,17 +1,28 @@
-"""Entry point: python server.py [--port N] [--settings PATH]"""
+"""Entry point: python server.py [--port N] [--settings PATH]
+
+Under systemd (Type=notify) it reports READY=1 once it listens and knows how the database is
+doing, WATCHDOG=1 while the event loop turns, and STOPPING=1 when a SIGTERM starts the shutdown.
+"""
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 
 import tornado.httpserver
 
 from domain.settings import SettingsError, load_settings
+from domain.store import UNAVAILABLE_ERRORS
+from domain.systemd import SystemdNotifier, watchdog_interval
 from handlers.app import build_services, make_app
 from handlers.logs import configure_logging
 
 log = logging.getLogger("server")
+
+
+class CannotStart(Exception):
+    pass
 
 
 def parse_args(argv):
@@ -22,38 +33,108 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-async def serve(settings):
+async def serve(settings, notifier):
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop_requested.set)
+
     services = build_services(settings)
     store = services.store
+    warn_about_development_settings(settings, store)
+    app = make_app(services)
+    largest_body = max(settings.max_body_bytes, settings.photo_max_bytes) + 64 * 1024
+    server = tornado.httpserver.HTTPServer(app, max_body_size=largest_body, idle_connection_timeout=120)
+    try:
+        server.listen(settings.port, settings.address)
+    except OSError as e:
+        store.close()
+        raise CannotStart(f"cannot listen on {settings.address}:{settings.port}: {e.strerror}") from None
+    indexes = asyncio.ensure_future(store.keep_indexes_until_ready())
+    log.info("listening on %s:%d", settings.address, settings.port)
+
+    database = await database_state(store)
+    notifier.ready(f"listening on {settings.address}:{settings.port}; {database}")
+    watchdog = start_watchdog(notifier)
+
+    await stop_requested.wait()
+    server.stop()
+    notifier.stopping("shutting down: finishing requests in flight")
+    log.info("shutting down: no new connections; %d requests in flight, waiting up to %.0f s",
+             services.inflight, settings.shutdown_grace_seconds)
+    await shut_down(server, services, settings.shutdown_grace_seconds)
+    if watchdog:
+        watchdog.cancel()
+    indexes.cancel()
+    store.close()
+    log.info("stopped")
+
+
+def warn_about_development_settings(settings, store):
     if store.in_memory:
         log.warning("MONGO_URI is not set: using the in-memory store; data will not survive a restart")
     if settings.generated_secrets:
         log.warning("SECRET_KEY/JWT_SECRET_KEY not set: generated random ones for this process; "
                     "tokens stop working when it restarts")
-    app = make_app(services)
-    largest_body = max(settings.max_body_bytes, settings.photo_max_bytes) + 64 * 1024
-    server = tornado.httpserver.HTTPServer(app, max_body_size=largest_body, idle_connection_timeout=120)
-    server.listen(settings.port, settings.address)
-    indexes = asyncio.ensure_future(store.keep_indexes_until_ready())
-    log.info("listening on %s:%d", settings.address, settings.port)
+    if settings.env == "production" and settings.mail_backend == "console":
+        log.warning("MAIL_BACKEND=console in production: emails are not delivered and their bodies "
+                    "are kept out of the log; set MAIL_BACKEND=smtp")
 
-    stopping = asyncio.Event()
+
+async def database_state(store):
+    """Ready means serving: with the database down requests answer 503 and the index task retries,
+    which beats systemd restarting us in a loop until the database is back."""
+    try:
+        await store.ping()
+        return "database answering"
+    except UNAVAILABLE_ERRORS:
+        return "database not answering yet, retrying"
+
+
+def start_watchdog(notifier):
+    interval = watchdog_interval(os.environ)
+    if not notifier.enabled or interval is None:
+        return None
+    return asyncio.ensure_future(feed_watchdog(notifier, interval))
+
+
+async def feed_watchdog(notifier, interval):
+    # Sent from the event loop on purpose: a loop stuck on blocking work stops the pings and
+    # systemd restarts the process.
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval)
+
+
+async def shut_down(server, services, grace_seconds):
+    """Within the grace period: shutdown hooks (the chat closes its sockets with 1001), requests
+    in flight, then background work such as emails; whatever is left is cut off."""
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    await stopping.wait()
-
-    log.info("shutting down: no new connections; waiting up to %.0f s for requests in flight",
-             settings.shutdown_grace_seconds)
-    server.stop()
-    deadline = loop.time() + settings.shutdown_grace_seconds
+    deadline = loop.time() + grace_seconds
+    await within(deadline, run_shutdown_hooks(services.shutdown_hooks), "shutdown hooks")
     while services.inflight and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    await services.accounts.drain()
+    if services.inflight:
+        log.warning("%d requests still in flight after %.0f s: closing their connections",
+                    services.inflight, grace_seconds)
+    await within(deadline, services.accounts.drain(), "background work (emails)")
     await server.close_all_connections()
-    indexes.cancel()
-    store.close()
-    log.info("stopped")
+
+
+async def run_shutdown_hooks(hooks):
+    for hook in hooks:
+        try:
+            await hook()
+        except Exception:
+            log.exception("shutdown hook %s failed", getattr(hook, "__qualname__", hook))
+
+
+async def within(deadline, awaitable, what):
+    try:
+        async with asyncio.timeout_at(deadline):
+            await awaitable
+    except TimeoutError:
+        log.warning("%s not finished within the shutdown grace period", what)
 
 
 def main(argv=None):
@@ -64,7 +145,14 @@ def main(argv=None):
         print(f"cannot start: {e}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    notifier = SystemdNotifier.from_environment()
+    try:
+        asyncio.run(serve(settings, notifier))
+    except CannotStart as e:
+        log.error("%s", e)
+        return 1
+    finally:
+        notifier.close()
     return 0
 
 

@@ -137,7 +137,7 @@ class Accounts:
         record = await self.store.reset_tokens.find_one_and_delete(
             {"_id": _reset_token_digest(token), "expires_at": {"$gt": self.clock()}})
         if record is None:
-            raise InvalidInput("The reset token is not valid or has expired.", code="invalid_reset_token")
+            raise NotAuthenticated("The reset token is not valid or has expired.", code="invalid_reset_token")
         password_hash = await self.hasher.hash(new_password)
         now = self.clock()
         await self.store.users.update_one(

@@ -11,6 +11,7 @@ before that update only finds what the error message should say; it never decide
 `rsvp_count` is rewritten from the `rsvps` array in that same update, so the two cannot drift,
 and events written by the old backend, which have no `rsvp_count`, are counted by their array.
 """
+import asyncio
 import collections
 import datetime
 import logging
@@ -21,7 +22,7 @@ from domain import store as db
 from domain.activities import EVENT_CREATED, RSVP, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
-from domain.times import as_utc, parse_iso, to_iso, utcnow
+from domain.times import UTC, as_utc, to_iso, utcnow
 
 log = logging.getLogger("events")
 
@@ -31,23 +32,8 @@ DEFAULT_GEOFENCE_RADIUS_M = 100
 ATTEMPTS = 3
 
 _RSVPS = {"$ifNull": ["$rsvps", []]}
-_ARRIVALS = {"$ifNull": ["$arrivals", []]}
 # The stored count, or the array's length for events the old backend wrote.
 _RSVP_COUNT = {"$ifNull": ["$rsvp_count", {"$size": _RSVPS}]}
-_SHOWN_FIELDS = ("title", "description", "date", "end_date", "category", "location_address", "location",
-                 "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at")
-
-
-def summary_projection(viewer_id):
-    """A $project body that shapes an event for `viewer_id` without shipping its id arrays."""
-    return {
-        **{field: 1 for field in _SHOWN_FIELDS},
-        "rsvp_count": _RSVP_COUNT,
-        "arrival_count": {"$size": _ARRIVALS},
-        "photo_count": {"$size": {"$ifNull": ["$photo_gallery", []]}},
-        "is_rsvped": {"$in": [viewer_id, _RSVPS]},
-        "has_arrived": {"$in": [viewer_id, _ARRIVALS]},
-    }
 
 
 def event_json(summary, usernames):
@@ -100,7 +86,7 @@ def _bad(path, message, text="The event is not valid."):
 
 
 def _parse_time(text, path):
-    moment = parse_iso(text)
+    moment = discovery.parse_time(text)
     if moment is None:
         raise _bad(path, "must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
     return moment
@@ -183,10 +169,7 @@ class Events:
     # --- reading ---------------------------------------------------------------------------
 
     async def _summary(self, event_id, viewer_id=None):
-        found = await self.store.events.aggregate([
-            {"$match": {"_id": event_id}},
-            {"$project": summary_projection(viewer_id)},
-        ]).to_list(1)
+        found = await discovery.read_summaries(self.store, {"_id": event_id}, viewer_id)
         if not found:
             raise NotFound("There is no such event.", code="event_not_found")
         return found[0]
@@ -203,7 +186,7 @@ class Events:
 
     async def discover(self, query, viewer):
         """A page of events as the contract shows them: {items, next_cursor}."""
-        page = await discovery.find_events(self.store, query, summary_projection(viewer["_id"]))
+        page = await discovery.find_events(self.store, query, viewer["_id"])
         return {"items": await self._present(page.items), "next_cursor": page.next_cursor}
 
     # --- publishing ------------------------------------------------------------------------
@@ -333,7 +316,7 @@ class Events:
     def _end(self, event):
         if event.get("end_date") is not None:
             return as_utc(event["end_date"])
-        return as_utc(event["date"]) + datetime.timedelta(hours=self.settings.default_event_hours)
+        return _shifted(event["date"], datetime.timedelta(hours=self.settings.default_event_hours))
 
     def _is_over(self, event, now):
         return now >= self._end(event)
@@ -353,33 +336,41 @@ class Events:
         for _ in range(ATTEMPTS):
             now = self.clock()
             event = await self._summary(event_id, user_id)
-            inside, outside_m = self.geofences.fence_for(event).admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
-            answer = {"arrived": True, "distance_m": round(outside_m, 1)}
-            if event["has_arrived"]:
-                return answer
-            if not event["is_rsvped"]:
-                raise Conflict("RSVP to the event before checking in.", code="rsvp_required")
-            if now < self._arrival_opens(event):
-                raise Conflict(f"Check-in opens at {to_iso(self._arrival_opens(event))}.", code="arrival_not_open")
-            if self._is_over(event, now):
-                raise Conflict("The event is over.", code="event_ended")
-            if not inside:
-                raise Refused("You are not at the event yet.", code="outside_geofence",
-                              distance_m=answer["distance_m"])
-            # Conditional on the RSVP and the window as well: either may have changed since the read.
-            result = await self.store.events.update_one(
-                {"_id": event_id, "rsvps": user_id, "arrivals": {"$ne": user_id},
-                 "date": {"$lte": now + self._opens_before()}, **_not_over(now, self.settings.default_event_hours)},
-                {"$push": {"arrivals": user_id}})
-            if result.matched_count:
-                return answer
+            distance_m = self._judge_arrival(event, point, accuracy_m, now)
+            if event["has_arrived"] or await self._record_arrival(event_id, user_id, now):
+                return {"arrived": True, "distance_m": distance_m}
         raise Conflict("The event changed while you were checking in. Try again.", code="arrival_conflict")
+
+    def _judge_arrival(self, event, point, accuracy_m, now):
+        """The point's distance to the fence, rounded; raises unless the arrival counts (or already did)."""
+        fence = self.geofences.fence_for(event)
+        inside, outside_m = fence.admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
+        distance_m = round(outside_m, 1)
+        if event["has_arrived"]:
+            return distance_m
+        if not event["is_rsvped"]:
+            raise Conflict("RSVP to the event before checking in.", code="rsvp_required")
+        if now < self._arrival_opens(event):
+            raise Conflict(f"Check-in opens at {to_iso(self._arrival_opens(event))}.", code="arrival_not_open")
+        if self._is_over(event, now):
+            raise Conflict("The event is over.", code="event_ended")
+        if not inside:
+            raise Refused("You are not at the event yet.", code="outside_geofence", distance_m=distance_m)
+        return distance_m
+
+    async def _record_arrival(self, event_id, user_id, now):
+        # Conditional on the RSVP and the window as well: either may have changed since the read.
+        result = await self.store.events.update_one(
+            {"_id": event_id, "rsvps": user_id, "arrivals": {"$ne": user_id},
+             "date": {"$lte": now + self._opens_before()}, **_not_over(now, self.settings.default_event_hours)},
+            {"$push": {"arrivals": user_id}})
+        return result.matched_count == 1
 
     def _opens_before(self):
         return datetime.timedelta(minutes=self.settings.arrival_opens_minutes_before)
 
     def _arrival_opens(self, event):
-        return as_utc(event["date"]) - self._opens_before()
+        return _shifted(event["date"], -self._opens_before())
 
     # --- numbers ---------------------------------------------------------------------------
 
@@ -401,21 +392,30 @@ class Events:
         }
 
     async def _message_counts(self, event_ids):
-        grouped = await self.store.messages.aggregate([
-            {"$match": {"event_id": {"$in": event_ids}}},
-            {"$group": {"_id": "$event_id", "count": {"$sum": 1}}},
-        ]).to_list(None)
-        return {group["_id"]: group["count"] for group in grouped}
+        # One indexed count per event (a page holds at most 100) rather than a $group, which
+        # the in-memory driver would run over a copy of every message.
+        counts = await asyncio.gather(*(self.store.messages.count_documents({"event_id": event_id})
+                                        for event_id in event_ids))
+        return dict(zip(event_ids, counts))
 
     async def organizer_events(self, organizer, limit, cursor):
         """The organizer's events by date, each with its stats: {items, next_cursor}."""
         query = discovery.DiscoveryQuery(organizer_id=organizer["_id"], limit=limit).resumed_from(cursor)
-        page = await discovery.find_events(self.store, query, summary_projection(organizer["_id"]))
+        page = await discovery.find_events(self.store, query, organizer["_id"])
         counts = await self._message_counts([summary["_id"] for summary in page.items])
         shown = await self._present(page.items)
         items = [{**event, "stats": self._stats(summary, counts.get(summary["_id"], 0))}
                  for event, summary in zip(shown, page.items)]
         return {"items": items, "next_cursor": page.next_cursor}
+
+
+def _shifted(moment, delta):
+    """moment + delta, held at the calendar's ends (events may be dated in year 1 or 9999)."""
+    try:
+        return as_utc(moment) + delta
+    except OverflowError:
+        return datetime.datetime.max.replace(tzinfo=UTC) if delta > datetime.timedelta(0) else \
+            datetime.datetime.min.replace(tzinfo=UTC)
 
 
 def _event_id(text):

@@ -18,13 +18,18 @@ def build_message(sender, to, subject, body):
 
 class ConsoleMailer:
     """For development: the email is logged, so a reset link can be followed from the terminal.
-    The log line carries the link on purpose; production configures SMTP."""
+    In production the body is withheld: reset links are credentials, and more people read logs
+    than read a user's mailbox. Production configures SMTP."""
 
-    def __init__(self, sender):
+    def __init__(self, sender, show_body=True):
         self.sender = sender
+        self.show_body = show_body
 
     async def send(self, to, subject, body):
-        log.info("email (console backend) to=%s subject=%s\n%s", to, subject, body)
+        if self.show_body:
+            log.info("email (console backend) to=%s subject=%s\n%s", to, subject, body)
+        else:
+            log.warning("email (console backend) to=%s subject=%s not delivered; body withheld", to, subject)
 
 
 class SmtpMailer:
@@ -55,4 +60,4 @@ def make_mailer(settings):
     if settings.mail_backend == "smtp":
         return SmtpMailer(settings.mail_default_sender, settings.mail_server, settings.mail_port,
                           settings.mail_use_tls, settings.mail_username, settings.mail_password)
-    return ConsoleMailer(settings.mail_default_sender)
+    return ConsoleMailer(settings.mail_default_sender, show_body=settings.env != "production")

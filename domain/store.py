@@ -72,6 +72,8 @@ class Store:
         await events.create_index([("location", "2dsphere")])
         await events.create_index("organizer_id")
         await events.create_index([("date", ASCENDING), ("_id", ASCENDING)])
+        # An organizer's events in date order, as GET /organizer/events pages them.
+        await events.create_index([("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)])
         await self.messages.create_index([("event_id", ASCENDING), ("timestamp", ASCENDING)])
         # Chat: a room's order and "everything after message X" are _id order within the event;
         # a sender's client_msg_id is stored once per room, also across restarts.
@@ -79,7 +81,11 @@ class Store:
         await self.messages.create_index(
             [("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)],
             unique=True, partialFilterExpression={"client_msg_id": {"$exists": True}})
-        await self.activities.create_index([("actor_id", ASCENDING), ("timestamp", DESCENDING)])
+        # Followers lists: users whose `following` holds someone, in _id order.
+        await users.create_index([("following", ASCENDING), ("_id", ASCENDING)])
+        # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
+        await self.activities.create_index(
+            [("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)])
         await self.activities.create_index([("timestamp", DESCENDING)])
         await self.revoked_tokens.create_index("expires_at", expireAfterSeconds=0)
         await self.reset_tokens.create_index("expires_at", expireAfterSeconds=0)

@@ -10,9 +10,10 @@ from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, chat, events, messages, openapi, ops
+from handlers import auth, chat, events, feed, messages, metrics, openapi, ops, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
+from handlers.metrics import ServerMetrics
 
 
 @dataclasses.dataclass
@@ -26,6 +27,10 @@ class Services:
     chat: chat.ChatService
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
+    metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
+    # Async callables without arguments, awaited in order on SIGTERM once no new connections are
+    # accepted, before requests in flight are waited for: e.g. the chat closes its sockets with 1001.
+    shutdown_hooks: list = dataclasses.field(default_factory=list)
 
 
 def build_services(settings, store=None, mailer=None):
@@ -35,27 +40,38 @@ def build_services(settings, store=None, mailer=None):
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
     validator = Validator(load_schemas())
     events_service = Events(store, settings)
-    chat_service = chat.ChatService(settings, store)
+    server_metrics = ServerMetrics()
+    chat_service = chat.ChatService(settings, store, server_metrics)
     accounts.revocation_listeners.append(chat_service.close_revoked)
     events_service.deleted_listeners.append(chat_service.close_event)
     events_service.online_counter = chat_service.online_count
-    return Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
-                    events=events_service, chat=chat_service,
-                    openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL))
+    services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
+                        events=events_service, chat=chat_service, metrics=server_metrics,
+                        shutdown_hooks=[chat_service.shutdown],
+                        openapi=openapi.build_openapi(route_table(), validator.schemas,
+                                                      websocket=chat.CHAT_PROTOCOL))
+    services.metrics.in_flight.set_function(lambda: services.inflight)
+    return services
 
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
-    return [*auth.ROUTES, *events.ROUTES, *messages.ROUTES, *chat.ROUTES, *ops.ROUTES, *openapi.ROUTES]
+    # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
+    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *messages.ROUTES, *chat.ROUTES, *feed.ROUTES,
+            *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
 
 
 def make_app(services):
+    def request_finished(handler):
+        log_request(handler)
+        services.metrics.observe_request(handler)
+
     handlers = [(pattern, cls, dict(services=services, route=pattern)) for pattern, cls in route_table()]
     return tornado.web.Application(
         handlers,
         default_handler_class=NotFoundHandler,
         default_handler_args=dict(services=services),
-        log_function=log_request,
+        log_function=request_finished,
         debug=False,
         compress_response=False,
     )

@@ -28,16 +28,14 @@ class LoginHandler(BaseHandler):
 
 
 class LogoutHandler(BaseHandler):
-    docs = {"post": operation("Log out: revoke the presented token", request="EmptyRequest", response="Empty"),
+    docs = {"post": operation("Log out: revoke the presented token (no body)", response="Empty"),
             "get": operation("Log out: revoke the presented token", response="Empty")}
-    async def post(self):
-        self.json_body("EmptyRequest")
-        await self.services.accounts.logout(self.claims)
-        self.reply({}, "Logged out.")
 
     async def get(self):
         await self.services.accounts.logout(self.claims)
         self.reply({}, "Logged out.")
+
+    post = get
 
 
 class ForgotPasswordHandler(BaseHandler):
@@ -54,7 +52,8 @@ class ForgotPasswordHandler(BaseHandler):
 class ResetPasswordHandler(BaseHandler):
     authentication = "none"
     docs = {"post": operation("Choose a new password with a reset token", request="ResetPasswordRequest",
-                              response="Empty", public=True)}
+                              response="Empty", errors=[401], public=True,
+                              description="An unknown, used or expired reset token is a 401, like any bad credential.")}
 
     async def post(self):
         body = self.json_body("ResetPasswordRequest")
@@ -64,6 +63,7 @@ class ResetPasswordHandler(BaseHandler):
 
 class MeHandler(BaseHandler):
     docs = {"get": operation("The caller's own profile", response="OwnUser")}
+
     async def get(self):
         self.reply(own_user(self.current_user))
 

@@ -39,6 +39,15 @@ def implemented_methods(handler_class):
             and getattr(handler_class, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
 
 
+def client_protocol(request, trusted_proxies):
+    """http or https as the client connected: X-Forwarded-Proto is believed only from a trusted proxy."""
+    if request.remote_ip not in trusted_proxies:
+        return request.protocol
+    # The nearest proxy's value is the last one; it is the one that proxy vouches for.
+    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
+    return forwarded if forwarded in ("http", "https") else request.protocol
+
+
 # Streaming the body lets us refuse an oversize one from its headers, before it is buffered.
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
@@ -54,6 +63,7 @@ class BaseHandler(tornado.web.RequestHandler):
         self._body = bytearray()
         self.claims = None
         self.request_id = self._incoming_request_id() or uuid.uuid4().hex
+        self.request.protocol = client_protocol(self.request, self.config.trusted_proxies)
         request_id_var.set(self.request_id)
         self.set_default_headers()  # again, now that the request id and settings are known
 
@@ -103,6 +113,7 @@ class BaseHandler(tornado.web.RequestHandler):
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
         status, body, headers = error_response(exc, fallback_status=status_code)
+        self.error_code = body["code"]  # for the access log and the metrics (database errors)
         self.set_status(status)
         for name, value in headers.items():
             self.set_header(name, value)
@@ -169,7 +180,7 @@ class BaseHandler(tornado.web.RequestHandler):
         if self.current_user.get("role") != role:
             raise Forbidden(f"Only users with the {role} role can do this.", code="role_required")
 
-    def options(self, *args):
+    def options(self, *args, **kwargs):
         self.set_status(204)
         self.finish()
 

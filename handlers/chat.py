@@ -16,6 +16,7 @@ from domain import store as db
 from domain.chat import MAX_CATCH_UP, MAX_TEXT_CHARS, RECENT_COUNT, MessageLog, chat_event_id
 from domain.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, RateLimited, Unavailable
 from domain.ratelimit import TokenBucketLimiter
+from handlers.base import client_address
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.errors import error_response
 
@@ -36,10 +37,11 @@ def _frame_error(code, message, **extra):
 
 class ChatService:
     """The live side of chat in this process: open sockets by user and by event, the rooms,
-    and the message log."""
+    the message log, and their figures in the server's metrics."""
 
-    def __init__(self, settings, store):
+    def __init__(self, settings, store, metrics):
         self.settings = settings
+        self.metrics = metrics
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
         self.log = MessageLog(store, self._publish)
         self.accepting = True
@@ -50,6 +52,7 @@ class ChatService:
         room = str(event_id)
         for message in messages:
             self.hub.broadcast(room, {"type": "new_message", "message": message})
+        self.metrics.chat_messages_out.inc(len(messages) * len(self.hub.members(room)))
 
     def online_count(self, event_id):
         """Users in the event's live chat now (`event_id` as text)."""
@@ -72,6 +75,8 @@ class ChatService:
     def opened(self, socket):
         self._by_user.setdefault(socket.user_id, set()).add(socket)
         self._by_event.setdefault(socket.event_id, set()).add(socket)
+        self.metrics.open_websockets.inc()
+        self.metrics.rooms.set(len(self._by_event))
 
     def closed(self, socket):
         for registry, key in ((self._by_user, socket.user_id), (self._by_event, socket.event_id)):
@@ -80,6 +85,8 @@ class ChatService:
                 sockets.discard(socket)
                 if not sockets:
                     del registry[key]
+        self.metrics.open_websockets.dec()
+        self.metrics.rooms.set(len(self._by_event))
 
     # --- endings ------------------------------------------------------------------------
 
@@ -177,8 +184,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # Off: the hub writes one prebuilt frame to every member; compression is per connection.
         return None
 
+    def client_address(self):
+        return client_address(self.request, self.services.settings.trusted_proxies)
+
     def write_error(self, status_code, **kwargs):
         status, body, headers = error_response(kwargs.get("exc_info", (None, None, None))[1], status_code)
+        self.error_code = body["code"]  # for the access log and the metrics
         self.set_status(status)
         for name, value in headers.items():
             self.set_header(name, value)
@@ -208,6 +219,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             issued_before is not None and self.token_issued_at < issued_before)
 
     def close(self, code=None, reason=None):
+        if code == CLOSE_TOO_SLOW and self.ws_connection is not None:
+            self.chat.metrics.slow_consumers_dropped.inc()  # by the hub, or by _send
         super().close(code, reason)
         # Out of the room now, not when the client answers the close (a stuck one never does);
         # on the next turn of the loop, as the hub may be closing us from inside a fan-out.
@@ -220,6 +233,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         try:
             wait = self.limiter.hit("frames")
             if wait:
+                self.chat.metrics.rate_limit_refusals.labels(self.route_name).inc()
                 raise _frame_error("rate_limited", "Too many frames; slow down.", retry_after=round(wait, 3))
             self._dispatch(frame)
         except DomainError as error:
@@ -278,6 +292,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         client_msg_id = frame.get("client_msg_id")
         posted = self.chat.log.post(self.event_oid, self.current_user["_id"], self.username, frame["text"],
                                     client_msg_id)
+        self.chat.metrics.chat_messages_in.inc()
         posted.add_done_callback(functools.partial(self._posted, client_msg_id))
 
     def _posted(self, client_msg_id, posted):
@@ -306,6 +321,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             if not isinstance(error, db.UNAVAILABLE_ERRORS):
                 log.error("chat frame failed", exc_info=error)
             error = Unavailable("The chat cannot be reached right now. Try again shortly.", code="unavailable")
+        if error.code == "unavailable":
+            self.chat.metrics.database_errors.labels(self.route_name).inc()
         frame = {"type": "error", "code": error.code, "message": error.message, **error.extra}
         if client_msg_id is not None:
             frame["client_msg_id"] = client_msg_id

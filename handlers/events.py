@@ -1,18 +1,21 @@
 """Event endpoints: publish and edit, discover, RSVP, arrive, stats, and the organizer's list."""
-from domain.discovery import DEFAULT_RADIUS_KM, MAX_LIMIT, MAX_RADIUS_KM, parse_discovery_query, parse_page_args
+from domain.discovery import (CURSOR_PATTERN, DEFAULT_LIMIT, DEFAULT_RADIUS_KM, MAX_LIMIT, MAX_RADIUS_KM,
+                              parse_discovery_query, parse_page_args)
 from handlers.base import BaseHandler
 from handlers.docs import operation
 
 _TIME = {"type": "string", "format": "date-time"}
 PAGE_QUERY = (
-    ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20}, "Items per page."),
-    ("cursor", {"type": "string"}, "next_cursor of the previous page, with the same filters."),
+    ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Items per page."),
+    ("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
+     "next_cursor of the previous page, as given (opaque); omit for the first page."),
 )
 DISCOVERY_QUERY = (
-    ("category", {"type": "string", "maxLength": 50}, "Only this category (exact)."),
+    ("category", {"type": "string", "minLength": 1, "maxLength": 50, "pattern": r"\S"}, "Only this category (exact)."),
     ("from", _TIME, "Only events starting at or after this time."),
     ("to", _TIME, "Only events starting at or before this time."),
-    ("q", {"type": "string", "maxLength": 100}, "Text in the title or description, case-insensitive, literal."),
+    ("q", {"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"},
+     "Text in the title or description, case-insensitive, literal."),
     ("organizer_id", {"type": "string", "pattern": "^[0-9a-f]{24}$"}, "Only this organizer's events."),
     ("lat", {"type": "number", "minimum": -90, "maximum": 90}, "With lng: nearby search, nearest first."),
     ("lng", {"type": "number", "minimum": -180, "maximum": 180}, "With lat: nearby search, nearest first."),
@@ -71,14 +74,13 @@ class EventHandler(BaseHandler):
 
 class RsvpHandler(BaseHandler):
     docs = {
-        "post": operation("RSVP to an event; idempotent", request="EmptyRequest", response="RsvpStatus",
+        "post": operation("RSVP to an event; idempotent; no body", response="RsvpStatus",
                           errors=[404, 409], description="409 when the event is full or over."),
         "delete": operation("Cancel an RSVP (and its arrival); idempotent", response="RsvpStatus",
                             errors=[404, 409], description="409 once the event is over."),
     }
 
     async def post(self, event_id):
-        self.json_body("EmptyRequest")
         self.reply(await self.services.events.rsvp(event_id, self.current_user), "You are going.")
 
     async def delete(self, event_id):
@@ -117,9 +119,9 @@ class OrganizerEventsHandler(BaseHandler):
 
 ROUTES = [
     (r"/api/v1/events", EventsHandler),
-    (r"/api/v1/events/([^/]+)", EventHandler),
-    (r"/api/v1/events/([^/]+)/rsvp", RsvpHandler),
-    (r"/api/v1/events/([^/]+)/arrival", ArrivalHandler),
-    (r"/api/v1/events/([^/]+)/stats", EventStatsHandler),
+    (r"/api/v1/events/(?P<event_id>[^/]+)", EventHandler),
+    (r"/api/v1/events/(?P<event_id>[^/]+)/rsvp", RsvpHandler),
+    (r"/api/v1/events/(?P<event_id>[^/]+)/arrival", ArrivalHandler),
+    (r"/api/v1/events/(?P<event_id>[^/]+)/stats", EventStatsHandler),
     (r"/api/v1/organizer/events", OrganizerEventsHandler),
 ]

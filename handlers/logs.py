@@ -10,14 +10,20 @@ request_id_var = contextvars.ContextVar("request_id", default=None)
 
 # Tokens may arrive in a query string (the WebSocket handshake); they never reach a log line.
 _SECRET_QUERY = re.compile(r"(?i)\b(token|access_token|password)=[^&\s]*")
+# A bearer token or a JWT quoted in some exception text is caught here as a last line of defence.
+_BEARER = re.compile(r"(?i)\b(bearer)\s+[\w.~+/=-]+")
+_JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*")
 
 
 def redact(text):
-    return _SECRET_QUERY.sub(r"\1=[redacted]", text)
+    text = _SECRET_QUERY.sub(r"\1=[redacted]", text)
+    text = _BEARER.sub(r"\1 [redacted]", text)
+    return _JWT.sub("[redacted]", text)
 
 
 class JsonFormatter(logging.Formatter):
-    EXTRA_FIELDS = ("request_id", "method", "route", "path", "status", "duration_ms", "user_id", "remote_ip")
+    EXTRA_FIELDS = ("request_id", "method", "route", "path", "status", "code", "duration_ms", "user_id",
+                    "remote_ip", "scheme")
 
     def format(self, record):
         entry = {
@@ -44,9 +50,15 @@ def configure_logging(level="INFO", stream=None):
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # warnings too become JSON lines rather than bare stderr text
 
 
 access_log = logging.getLogger("access")
+
+
+def route_of(handler):
+    """The route template that matched (bounded, unlike paths), or the handler's class name."""
+    return getattr(handler, "route_name", None) or type(handler).__name__
 
 
 def log_request(handler):
@@ -55,13 +67,17 @@ def log_request(handler):
     level = logging.INFO if status < 500 else logging.ERROR
     request = handler.request
     user = handler.current_user if isinstance(getattr(handler, "_current_user", None), dict) else None
+    # Behind a trusted proxy this is the real client, the address the rate limits see.
+    remote_ip = handler.client_address() if hasattr(handler, "client_address") else request.remote_ip
     access_log.log(level, "%s %s %d", request.method, redact(request.uri), status, extra={
         "request_id": getattr(handler, "request_id", None),
         "method": request.method,
-        "route": getattr(handler, "route_name", None) or type(handler).__name__,
+        "route": route_of(handler),
         "path": request.path,
         "status": status,
+        "code": getattr(handler, "error_code", None),
         "duration_ms": round(request.request_time() * 1000, 2),
         "user_id": str(user["_id"]) if user else None,
-        "remote_ip": request.remote_ip,
+        "remote_ip": remote_ip,
+        "scheme": request.protocol,
     })

@@ -275,12 +275,12 @@ async def test_reset_password_works_once_and_revokes_older_tokens(api, caplog):
     assert old.status == 401
 
     again = await api.call("POST", "/api/v1/auth/reset-password", {"token": token, "password": "another password"})
-    assert again.status == 400 and again.json["code"] == "invalid_reset_token"
+    assert again.status == 401 and again.json["code"] == "invalid_reset_token"
 
 
 async def test_an_unknown_reset_token_is_refused(api):
     reply = await api.call("POST", "/api/v1/auth/reset-password", {"token": "made-up", "password": "whatever123"})
-    assert reply.status == 400 and reply.json["code"] == "invalid_reset_token"
+    assert reply.status == 401 and reply.json["code"] == "invalid_reset_token"
 
 
 @pytest.mark.settings(reset_token_lifetime_seconds=1)
@@ -292,7 +292,7 @@ async def test_an_expired_reset_token_is_refused(api, caplog):
     token = _console_reset_token(caplog)
     await asyncio.sleep(1.1)
     reply = await api.call("POST", "/api/v1/auth/reset-password", {"token": token, "password": "brand new password"})
-    assert reply.status == 400
+    assert reply.status == 401
 
 
 async def test_a_reset_with_a_too_long_password_keeps_the_token(api, caplog):

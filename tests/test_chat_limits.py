@@ -10,6 +10,7 @@ import struct
 import pytest
 import tornado.httpclient
 import tornado.iostream
+from prometheus_client.parser import text_string_to_metric_families
 
 from domain.store import ObjectId
 from handlers.chat import _plainly_valid_send
@@ -284,3 +285,25 @@ async def test_a_client_that_never_reads_is_disconnected_while_the_others_keep_r
 async def test_send_frames_passed_without_the_schema_are_ones_the_schema_accepts(services, frame):
     if _plainly_valid_send(frame):
         services.validator.validate("ChatSend", frame)
+
+
+# --- the figures ---------------------------------------------------------------------------------
+
+@pytest.mark.settings(chat_burst=3, chat_messages_per_second=0.001)
+async def test_the_chat_counts_its_sockets_rooms_messages_and_refusals_in_the_metrics(room):
+    await room.create(attendees=1)
+    (_, token_a), (_, token_b) = room.members
+    sender, listener = await room.joined(token_a), await room.joined(token_b)
+    await sender.say("counted")
+    await sender.say("counted too")
+    await sender.say("one too many")
+    await listener.messages(2)
+    assert (await sender.receive_type("error"))["code"] == "rate_limited"
+    text = (await room.api.call("GET", "/metrics")).text
+    figures = {(s.name, frozenset(s.labels.items())): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert figures[("chat_open_websockets", frozenset())] == 2
+    assert figures[("chat_rooms", frozenset())] == 1
+    assert figures[("chat_messages_received_total", frozenset())] == 2
+    assert figures[("chat_messages_sent_total", frozenset())] == 4  # two messages, two members
+    assert figures[("rate_limit_refusals_total", frozenset({("route", r"/ws/chat/([^/]+)")}))] == 1

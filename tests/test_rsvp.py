@@ -196,10 +196,7 @@ async def test_an_old_backend_event_without_rsvp_count_keeps_its_capacity(api, s
     assert stored["rsvp_count"] == 3 == len(stored["rsvps"])
 
 
-async def test_rsvp_needs_a_token_and_refuses_a_body(api):
+async def test_rsvp_needs_a_token(api):
     _, organizer = await api.register(role="organizer")
-    _, token = await api.register()
     event = await publish(api, organizer)
     assert (await rsvp(api, event, None)).status == 401
-    reply = await api.call("POST", f"/api/v1/events/{event['id']}/rsvp", {"rsvp_count": 0}, token=token)
-    assert reply.status == 400
