@@ -1,10 +1,12 @@
 """Live chat with real WebSocket clients: delivery, one order, acknowledgement, retries, recovery."""
 import asyncio
+import datetime
+import socket
 
 import pytest
 
 from domain.chat import MAX_CATCH_UP, RECENT_COUNT
-from domain.store import ObjectId
+from domain.store import ObjectId, Store
 from tests.chat_client import ChatRoom
 
 pytestmark = pytest.mark.gen_test
@@ -16,6 +18,12 @@ def room(api, base_url, services, http_server):
     room = ChatRoom(api, base_url, services)
     yield room
     room.close_all()
+
+
+def closed_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 async def stored_texts(services, event_id):
@@ -274,6 +282,13 @@ async def test_a_message_before_join_chat_is_refused(room):
     assert await stored_texts(room.services, room.event_id) == []
 
 
+async def test_leaving_without_joining_is_refused(room):
+    await room.create(attendees=0)
+    client = await room.connect(room.organizer_token)
+    await client.send({"type": "leave_chat"})
+    assert (await client.receive_type("error"))["code"] == "not_joined"
+
+
 async def test_joining_twice_is_refused(room):
     await room.create(attendees=0)
     client = await room.joined(room.organizer_token)
@@ -306,3 +321,46 @@ async def test_the_organizer_view_and_stats_count_messages_and_people_online(roo
     mine = await room.api.call("GET", "/api/v1/organizer/events", token=room.organizer_token)
     [event] = mine.data["items"]
     assert event["stats"]["message_count"] == 2 and event["stats"]["online_count"] == 2
+
+
+async def test_new_messages_sort_after_every_stored_one_even_one_stamped_by_a_clock_ahead(room):
+    await room.create(attendees=0)
+    ahead = ObjectId.from_datetime(datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc))
+    await room.services.store.messages.insert_one({
+        "_id": ahead, "event_id": ObjectId(room.event_id), "user_id": ObjectId(room.organizer["id"]),
+        "username": room.organizer["username"], "text": "written by a process with a fast clock"})
+    client = await room.joined(room.organizer_token)
+    await client.say("now")
+    await client.say("later")
+    now, later = await client.messages(2)
+    assert str(ahead) < now["id"] < later["id"]
+    assert await stored_texts(room.services, room.event_id) == [
+        "written by a process with a fast clock", "now", "later"]
+
+
+async def test_a_message_the_database_cannot_take_is_refused_and_can_be_sent_again(room):
+    await room.create(attendees=0)
+    client = await room.joined(room.organizer_token)
+    store = room.services.store
+    working, down = store.messages, Store.connect(f"mongodb://127.0.0.1:{closed_port()}/", "down", timeout_ms=300)
+    store.messages = down.messages
+    await client.say("did it go?", client_msg_id="r1")
+    error = await client.receive_type("error")
+    assert error["code"] == "unavailable" and error["client_msg_id"] == "r1"
+    store.messages = working
+    await client.say("did it go?", client_msg_id="r1")
+    [message] = await client.messages(1)
+    assert message["client_msg_id"] == "r1"
+    assert await stored_texts(room.services, room.event_id) == ["did it go?"]
+    down.close()
+
+
+async def test_the_handshake_is_a_503_while_the_database_is_down(room):
+    await room.create(attendees=0)
+    down = Store.connect(f"mongodb://127.0.0.1:{closed_port()}/", "down", timeout_ms=300)
+    room.services.store.revoked_tokens = down.revoked_tokens
+    reply = await room.api.call("GET", f"/ws/chat/{room.event_id}?token={room.organizer_token}", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "MDEyMzQ1Njc4OWFiY2RlZg=="})
+    assert reply.status == 503 and reply.json["code"] == "database_unavailable"
+    down.close()

@@ -2,6 +2,7 @@
 bad frames, oversize frames, and clients that stop reading."""
 import asyncio
 import base64
+import json
 import logging
 import os
 import socket
@@ -232,16 +233,22 @@ class StuckClient:
 
     async def close_code(self):
         """Reads the frames the server had buffered, up to its close frame; returns its code."""
+        buffer, at = b"", 0
         while True:
-            first, second = await asyncio.wait_for(self.stream.read_bytes(2), WAIT_SECONDS)
-            length = second & 0x7F
-            if length == 126:
-                length = struct.unpack("!H", await self.stream.read_bytes(2))[0]
-            elif length == 127:
-                length = struct.unpack("!Q", await self.stream.read_bytes(8))[0]
-            payload = await self.stream.read_bytes(length) if length else b""
-            if first & 0x0F == 0x8:
-                return struct.unpack("!H", payload[:2])[0]
+            buffer = buffer[at:] + await asyncio.wait_for(self.stream.read_bytes(1 << 20, partial=True), WAIT_SECONDS)
+            at = 0
+            while len(buffer) - at >= 2:
+                length, start = buffer[at + 1] & 0x7F, at + 2
+                if length >= 126:
+                    size = 2 if length == 126 else 8
+                    if len(buffer) < start + size:
+                        break
+                    length, start = int.from_bytes(buffer[start:start + size], "big"), start + size
+                if len(buffer) < start + length:
+                    break
+                if buffer[at] & 0x0F == 0x8:
+                    return struct.unpack("!H", buffer[start:start + 2])[0]
+                at = start + length
 
 
 @pytest.mark.settings(chat_max_buffer_bytes=16384, chat_messages_per_second=10_000, chat_burst=10_000)
@@ -285,6 +292,19 @@ async def test_a_client_that_never_reads_is_disconnected_while_the_others_keep_r
 async def test_send_frames_passed_without_the_schema_are_ones_the_schema_accepts(services, frame):
     if _plainly_valid_send(frame):
         services.validator.validate("ChatSend", frame)
+
+
+@pytest.mark.settings(chat_max_buffer_bytes=16384, chat_messages_per_second=10_000, chat_burst=10_000)
+async def test_a_client_that_floods_frames_without_reading_the_answers_is_disconnected(room):
+    await room.create(attendees=0)
+    stuck = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token)
+    # Answered with an error naming every unknown field: about 16 KB back for each.
+    payload = json.dumps({"type": "leave_chat", **{f"k{n:05d}": 0 for n in range(2000)}}).encode()
+    junk = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload)) + b"\0\0\0\0" + payload
+    for _ in range(40):  # 6 MB of answers: more than the kernel's buffers hold
+        await stuck.stream.write(junk * 10)
+    assert await stuck.close_code() == 1013
+    stuck.stream.close()
 
 
 # --- the figures ---------------------------------------------------------------------------------
