@@ -383,7 +383,8 @@ any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer
 event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
 (`shutting_down`, or the database is unavailable), 400 (`websocket_required`: not an upgrade
 request). Requests without `Origin` (native apps) are
-allowed. No compression; the server pings every few seconds (setting), so dead peers are dropped.
+allowed. No compression. The server pings every `chat_ping_interval_seconds` (default 30 s) and
+closes a connection whose pong does not come back within that time.
 
 **Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`
 from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNewMessage`,

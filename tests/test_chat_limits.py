@@ -307,6 +307,18 @@ async def test_a_client_that_floods_frames_without_reading_the_answers_is_discon
     stuck.stream.close()
 
 
+@pytest.mark.settings(chat_ping_interval_seconds=0.3)
+async def test_a_peer_that_does_not_answer_pings_is_closed(room):
+    await room.create(attendees=0)
+    silent = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token)
+    assert await silent.close_code() == 1000  # Tornado's "ping timed out"
+    silent.stream.close()
+    healthy = await room.joined(room.organizer_token)  # a client library answers pings by itself
+    await asyncio.sleep(1)
+    await healthy.say("still connected")
+    assert [m["text"] for m in await healthy.messages(1)] == ["still connected"]
+
+
 # --- the figures ---------------------------------------------------------------------------------
 
 @pytest.mark.settings(chat_burst=3, chat_messages_per_second=0.001)
