@@ -35,7 +35,6 @@ import base64
 import importlib
 import os
 import re
-import resource
 import select
 import shlex
 import socket
@@ -47,6 +46,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from bench.bare_broadcast_server import raise_open_file_limit
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVER_CPU, GENERATOR_CPU = 0, 1
@@ -483,12 +484,6 @@ def open_websockets(urls: list[str]) -> list[tuple[socket.socket, bytes]]:
 def own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
-
-
-def raise_open_file_limit() -> int:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def bench_server(name: str, command: str, scenario: Scenario, roster, pin: bool) -> ServerResult:
