@@ -30,9 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 from bench import chat_bench
+from bench.bare_broadcast_server import raise_open_file_limit
 from bench.chat_bench import (DEFAULT_SERVERS, GENERATOR_CPU, IDLE_ROOM_SIZE, SCENARIOS, SERVER_CPU, SETTLE_S,
                               LoadGenerator, Scenario, ServerProcess, ServerResult, bench_server,
-                              demo_roster, print_fanout_table, raise_open_file_limit)
+                              demo_roster, print_fanout_table)
 
 PYTHON = shlex.quote(sys.executable)
 APP = f"{PYTHON} -m bench.chat_app_server --port {{port}}"
