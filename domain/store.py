@@ -71,6 +71,8 @@ class Store:
         await events.create_index([("location", "2dsphere")])
         await events.create_index("organizer_id")
         await events.create_index([("date", ASCENDING), ("_id", ASCENDING)])
+        # An organizer's events in date order, as GET /organizer/events pages them.
+        await events.create_index([("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)])
         await self.messages.create_index([("event_id", ASCENDING), ("timestamp", ASCENDING)])
         await self.messages.create_index([("event_id", ASCENDING), ("client_msg_id", ASCENDING)])
         # Followers lists: users whose `following` holds someone, in _id order.

@@ -4,12 +4,13 @@ import dataclasses
 import tornado.web
 
 from domain.accounts import Accounts
+from domain.events import Events
 from domain.mailer import make_mailer
 from domain.passwords import PasswordHasher
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, feed, metrics, openapi, ops, users
+from handlers import auth, events, feed, metrics, openapi, ops, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -22,6 +23,7 @@ class Services:
     validator: Validator
     accounts: Accounts
     mailer: object
+    events: Events
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
     metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
@@ -37,6 +39,7 @@ def build_services(settings, store=None, mailer=None):
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
     validator = Validator(load_schemas())
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
+                        events=Events(store, settings),
                         openapi=openapi.build_openapi(route_table(), validator.schemas))
     services.metrics.in_flight.set_function(lambda: services.inflight)
     return services
@@ -45,7 +48,8 @@ def build_services(settings, store=None, mailer=None):
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
-    return [*auth.ROUTES, *users.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
+    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
+            *metrics.ROUTES]
 
 
 def make_app(services):
