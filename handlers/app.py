@@ -5,12 +5,14 @@ import tornado.web
 
 from domain.accounts import Accounts
 from domain.events import Events
+from domain.gallery import Gallery
 from domain.mailer import make_mailer
 from domain.passwords import PasswordHasher
+from domain.storage import make_storage
 from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, load_schemas
-from handlers import auth, events, feed, metrics, openapi, ops, users
+from handlers import auth, events, feed, metrics, openapi, ops, photos, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -24,6 +26,8 @@ class Services:
     accounts: Accounts
     mailer: object
     events: Events
+    storage: object  # domain.storage.PhotoStorage
+    gallery: Gallery
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
     metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
@@ -38,17 +42,30 @@ def build_services(settings, store=None, mailer=None):
     accounts = Accounts(store, settings, PasswordHasher(settings.bcrypt_rounds),
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
     validator = Validator(load_schemas())
+    storage = photo_storage(settings)
+    gallery = Gallery(store, storage)
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
-                        events=Events(store, settings),
+                        events=Events(store, settings), storage=storage, gallery=gallery,
                         openapi=openapi.build_openapi(route_table(), validator.schemas))
     services.metrics.in_flight.set_function(lambda: services.inflight)
+    services.shutdown_hooks.append(gallery.close)
     return services
+
+
+def photo_storage(settings):
+    """The photo storage the settings name; the gallery starts it on the first upload."""
+    if settings.storage_backend == "s3":
+        # Credentials come from the usual AWS sources (environment, shared files, instance role).
+        return make_storage("s3", bucket=settings.cloud_storage_bucket, region=settings.s3_region,
+                            endpoint_url=settings.s3_endpoint_url or None,
+                            public_base_url=settings.s3_public_base_url or None)
+    return make_storage("local", root_dir=settings.media_root, public_base_url=settings.public_base_url)
 
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
-    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
+    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *photos.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
             *metrics.ROUTES]
 
 
