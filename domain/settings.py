@@ -136,6 +136,8 @@ def load_settings(path, environ=None, **overrides):
         if name in overrides and overrides[name] is not None:
             value, source = overrides[name], "command line"
         values[name] = _checked(name, spec, value, source)
+    if values["storage_backend"] == "s3" and not values["cloud_storage_bucket"]:
+        raise SettingsError("setting cloud_storage_bucket (CLOUD_STORAGE_BUCKET): storage_backend s3 needs a bucket")
     return _with_secrets(values)
 
 

@@ -43,6 +43,11 @@ def test_a_bad_value_is_refused_naming_the_setting(environ, named):
     assert str(refused.value).startswith(named)
 
 
+def test_s3_storage_needs_a_bucket():
+    with pytest.raises(SettingsError, match="setting cloud_storage_bucket"):
+        load_settings(SETTINGS, environ={"STORAGE_BACKEND": "s3"})
+
+
 def test_an_unknown_key_in_the_file_is_refused(tmp_path):
     path = tmp_path / "settings.yaml"
     path.write_text(SETTINGS.read_text() + "\nprot: 80\n")
