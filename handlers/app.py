@@ -11,7 +11,7 @@ from domain.passwords import PasswordHasher
 from domain.storage import make_storage
 from domain.store import Store
 from domain.tokens import TokenIssuer
-from domain.validation import Validator, load_schemas
+from domain.validation import Validator, schema_validator
 from handlers import auth, events, feed, metrics, openapi, ops, photos, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
@@ -41,7 +41,7 @@ def build_services(settings, store=None, mailer=None):
     mailer = mailer or make_mailer(settings)
     accounts = Accounts(store, settings, PasswordHasher(settings.bcrypt_rounds),
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
-    validator = Validator(load_schemas())
+    validator = schema_validator()
     storage = photo_storage(settings)
     gallery = Gallery(store, storage)
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,

@@ -57,6 +57,11 @@ def client_protocol(request, trusted_proxies):
     return forwarded if forwarded in ("http", "https") else request.protocol
 
 
+def _refuse_constant(name):
+    # Python's json reads NaN and Infinity, which JSON does not have and no range check refuses.
+    raise ValueError(f"{name} is not JSON")
+
+
 # Streaming the body lets us refuse an oversize one from its headers, before it is buffered.
 @tornado.web.stream_request_body
 class BaseHandler(tornado.web.RequestHandler):
@@ -172,8 +177,9 @@ class BaseHandler(tornado.web.RequestHandler):
             document = {}
         else:
             try:
-                document = json.loads(self._body)
-            except (ValueError, UnicodeDecodeError):
+                document = json.loads(self._body, parse_constant=_refuse_constant)
+            # RecursionError: nested deeper than the parser goes (a body of 100,000 "[").
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise InvalidInput("The body is not valid JSON.", code="malformed_json") from None
         return self.services.validator.validate(schema, document)
 
