@@ -16,6 +16,9 @@ log = logging.getLogger("accounts")
 
 BAD_CREDENTIALS = "The email or password is incorrect."
 FORGOT_ANSWER = "If that email is registered, a reset link is on its way."
+# Reset emails one address receives per reset token lifetime: enough for a lost email or two,
+# too few to flood a mailbox (or run up the mail bill) by asking again and again.
+RESET_EMAILS_PER_LIFETIME = 3
 
 
 def _reset_token_digest(token):
@@ -42,6 +45,8 @@ class Accounts:
             settings.login_attempts_per_email, settings.login_attempts_per_email / window)
         self._failures_by_address = TokenBucketLimiter(
             settings.login_attempts_per_address, settings.login_attempts_per_address / window)
+        self._reset_emails = TokenBucketLimiter(
+            RESET_EMAILS_PER_LIFETIME, RESET_EMAILS_PER_LIFETIME / settings.reset_token_lifetime_seconds)
         # Called as listener(user_id, jti=None, issued_before=None) when tokens stop working,
         # so live connections opened with them can be closed.
         self.revocation_listeners = []
@@ -109,7 +114,8 @@ class Accounts:
     async def request_password_reset(self, email):
         """Same answer, and the same work on the request path, whether or not the email exists."""
         user = await self.store.users.find_one({"email_lower": email.lower()}, {"email": 1})
-        if user is None:
+        # Over the cap the answer stays the same: a 429 here would tell which emails are registered.
+        if user is None or self._reset_emails.hit(email.lower()):
             return FORGOT_ANSWER
         token = secrets.token_urlsafe(32)
         await self.store.reset_tokens.insert_one({

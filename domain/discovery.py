@@ -160,18 +160,9 @@ def _bounded_text(text, longest):
     return text
 
 
-def parse_time(text):
-    """An aware UTC datetime from ISO 8601 text with an offset; None for anything else,
-    including times whose UTC equivalent falls outside years 1-9999."""
-    try:
-        return parse_iso(text)
-    except OverflowError:
-        return None
-
-
 def _time(text):
     # An unencoded "+01:00" offset reaches us as " 01:00"; take it as the client meant it.
-    moment = parse_time(_UNENCODED_PLUS.sub(r"+\1", text))
+    moment = parse_iso(_UNENCODED_PLUS.sub(r"+\1", text))
     if moment is None:
         raise ValueError("must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
     return moment

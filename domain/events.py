@@ -22,7 +22,7 @@ from domain import store as db
 from domain.activities import EVENT_CREATED, RSVP, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
-from domain.times import UTC, as_utc, to_iso, utcnow
+from domain.times import UTC, as_utc, parse_iso, to_iso, utcnow
 
 log = logging.getLogger("events")
 
@@ -86,7 +86,7 @@ def _bad(path, message, text="The event is not valid."):
 
 
 def _parse_time(text, path):
-    moment = discovery.parse_time(text)
+    moment = parse_iso(text)
     if moment is None:
         raise _bad(path, "must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
     return moment

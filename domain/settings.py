@@ -5,6 +5,7 @@ backend's name where it had one) and its check. A wrong value raises SettingsErr
 text is the one line the operator sees.
 """
 import dataclasses
+import ipaddress
 import os
 import secrets
 
@@ -31,6 +32,15 @@ def _between(low, high):
     return lambda value: low <= value <= high or f"must be between {low} and {high}"
 
 
+def _addresses(values):
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            return f"has {value!r}, which is not an IP address or network"
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     type: type
@@ -46,7 +56,7 @@ SPECS = {
                             lambda v: v.startswith(("http://", "https://")) or "must start with http:// or https://"),
     "shutdown_grace_seconds": Spec(float, "SHUTDOWN_GRACE_SECONDS", _non_negative),
     "log_level": Spec(str, "LOG_LEVEL", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
-    "trusted_proxies": Spec(list, "TRUSTED_PROXIES"),
+    "trusted_proxies": Spec(list, "TRUSTED_PROXIES", _addresses),
     "allowed_origins": Spec(list, "ALLOWED_ORIGINS"),
     "secret_key": Spec(str, "SECRET_KEY"),
     "jwt_secret_key": Spec(str, "JWT_SECRET_KEY"),
@@ -83,7 +93,7 @@ SPECS = {
     "s3_endpoint_url": Spec(str, "S3_ENDPOINT_URL"),
     "s3_public_base_url": Spec(str, "S3_PUBLIC_BASE_URL"),
     "metrics_token": Spec(str, "METRICS_TOKEN"),
-    "metrics_allowed_addresses": Spec(list, "METRICS_ALLOWED_ADDRESSES"),
+    "metrics_allowed_addresses": Spec(list, "METRICS_ALLOWED_ADDRESSES", _addresses),
 }
 
 Settings = dataclasses.make_dataclass(
@@ -126,6 +136,8 @@ def load_settings(path, environ=None, **overrides):
         if name in overrides and overrides[name] is not None:
             value, source = overrides[name], "command line"
         values[name] = _checked(name, spec, value, source)
+    if values["storage_backend"] == "s3" and not values["cloud_storage_bucket"]:
+        raise SettingsError("setting cloud_storage_bucket (CLOUD_STORAGE_BUCKET): storage_backend s3 needs a bucket")
     return _with_secrets(values)
 
 

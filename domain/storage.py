@@ -42,6 +42,7 @@ _IMMUTABLE = "public, max-age=31536000, immutable"
 _S3_UNREACHABLE = (
     botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, SSLError
     botocore.exceptions.HTTPClientError,  # ReadTimeoutError, ConnectionClosedError
+    botocore.exceptions.NoCredentialsError,  # a deployment without AWS credentials: ours to fix, not the client's
     aiohttp.ClientError,
     TimeoutError,  # our own deadline
 )

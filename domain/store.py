@@ -63,33 +63,50 @@ class Store:
         await self.db.command("ping")
         return True
 
-    async def ensure_indexes(self):
-        """The old backend's indexes, the normalized unique keys, and TTL expiry for tokens."""
-        await self._backfill_normalized_names()
+    def _index_plan(self):
+        """(collection, keys, options) of the old backend's indexes, the normalized unique keys,
+        and TTL expiry for tokens."""
         users, events = self.users, self.events
-        await users.create_index("email_lower", unique=True)
-        await users.create_index("username_lower", unique=True)
-        await events.create_index([("location", "2dsphere")])
-        await events.create_index("organizer_id")
-        await events.create_index([("date", ASCENDING), ("_id", ASCENDING)])
-        # An organizer's events in date order, as GET /organizer/events pages them.
-        await events.create_index([("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)])
-        await self.messages.create_index([("event_id", ASCENDING), ("timestamp", ASCENDING)])
-        # Chat: a room's order and "everything after message X" are _id order within the event;
-        # a sender's client_msg_id is stored once per room, also across restarts.
-        await self.messages.create_index([("event_id", ASCENDING), ("_id", ASCENDING)])
-        await self.messages.create_index(
-            [("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)],
-            unique=True, partialFilterExpression={"client_msg_id": {"$exists": True}})
-        # Followers lists: users whose `following` holds someone, in _id order.
-        await users.create_index([("following", ASCENDING), ("_id", ASCENDING)])
-        # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
-        await self.activities.create_index(
-            [("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)])
-        await self.activities.create_index([("timestamp", DESCENDING)])
-        await self.revoked_tokens.create_index("expires_at", expireAfterSeconds=0)
-        await self.reset_tokens.create_index("expires_at", expireAfterSeconds=0)
+        return [
+            (users, "email_lower", {"unique": True}),
+            (users, "username_lower", {"unique": True}),
+            (events, [("location", "2dsphere")], {}),
+            (events, "organizer_id", {}),
+            (events, [("date", ASCENDING), ("_id", ASCENDING)], {}),
+            # An organizer's events in date order, as GET /organizer/events pages them.
+            (events, [("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)], {}),
+            (self.messages, [("event_id", ASCENDING), ("timestamp", ASCENDING)], {}),
+            # Chat: a room's order and "everything after message X" are _id order within the event;
+            # a sender's client_msg_id is stored once per room, also across restarts.
+            (self.messages, [("event_id", ASCENDING), ("_id", ASCENDING)], {}),
+            (self.messages, [("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)],
+             {"unique": True, "partialFilterExpression": {"client_msg_id": {"$exists": True}}}),
+            # Followers lists: users whose `following` holds someone, in _id order.
+            (users, [("following", ASCENDING), ("_id", ASCENDING)], {}),
+            # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
+            (self.activities, [("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)], {}),
+            (self.activities, [("timestamp", DESCENDING)], {}),
+            (self.revoked_tokens, "expires_at", {"expireAfterSeconds": 0}),
+            (self.reset_tokens, "expires_at", {"expireAfterSeconds": 0}),
+        ]
+
+    async def ensure_indexes(self):
+        """Creates every index it can. One that cannot be built (e.g. a unique index over the old
+        backend's case-variant duplicates) is logged and skipped: the others, the 2dsphere index
+        that nearby search needs among them, are still created. An unreachable database raises.
+        Returns how many could not be built."""
+        await self._backfill_normalized_names()
+        failed = 0
+        for collection, keys, options in self._index_plan():
+            try:
+                await collection.create_index(keys, **options)
+            except UNAVAILABLE_ERRORS:
+                raise
+            except driver_errors.PyMongoError as e:
+                failed += 1
+                log.error("could not create the index %s on %s: %s", keys, collection.name, e)
         self.indexes_ready = True
+        return failed
 
     async def _backfill_normalized_names(self):
         # Users written by the old backend have no lower-cased copies; unique indexes need them.
@@ -102,13 +119,13 @@ class Store:
         """Creates the indexes as soon as the database answers; the server serves meanwhile."""
         while not self.indexes_ready:
             try:
-                await self.ensure_indexes()
-                log.info("database indexes are in place")
+                failed = await self.ensure_indexes()
+                log.info("database indexes are in place%s", f", but for {failed} (see above)" if failed else "")
             except UNAVAILABLE_ERRORS as e:
                 log.warning("database not reachable yet (%s); retrying in %.0f s", type(e).__name__, retry_seconds)
                 await asyncio.sleep(retry_seconds)
             except driver_errors.PyMongoError as e:
-                # e.g. case-variant duplicates left by the old backend: serve anyway, say why.
+                # The backfill of normalized names failed: serve anyway, say why.
                 log.error("could not create indexes: %s", e)
                 return
 

@@ -24,13 +24,14 @@ def to_iso(moment):
 
 
 def parse_iso(text):
-    """An aware datetime from ISO 8601 text with an offset; None when the text is not one."""
+    """An aware UTC datetime from ISO 8601 text with an offset; None when the text is not one,
+    including times whose UTC equivalent falls outside years 1-9999 (0001-01-01T00:00+01:00)."""
     if not isinstance(text, str):
         return None
     try:
         moment = datetime.datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            return None
+        return as_utc(moment).replace(microsecond=moment.microsecond // 1000 * 1000)
+    except (ValueError, OverflowError):
         return None
-    if moment.tzinfo is None:
-        return None
-    return as_utc(moment).replace(microsecond=moment.microsecond // 1000 * 1000)

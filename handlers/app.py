@@ -5,12 +5,14 @@ import tornado.web
 
 from domain.accounts import Accounts
 from domain.events import Events
+from domain.gallery import Gallery
 from domain.mailer import make_mailer
 from domain.passwords import PasswordHasher
+from domain.storage import make_storage
 from domain.store import Store
 from domain.tokens import TokenIssuer
-from domain.validation import Validator, load_schemas
-from handlers import auth, chat, events, feed, messages, metrics, openapi, ops, users
+from domain.validation import Validator, schema_validator
+from handlers import auth, chat, events, feed, messages, metrics, openapi, ops, photos, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -24,6 +26,8 @@ class Services:
     accounts: Accounts
     mailer: object
     events: Events
+    storage: object  # domain.storage.PhotoStorage
+    gallery: Gallery
     chat: chat.ChatService
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
@@ -38,7 +42,9 @@ def build_services(settings, store=None, mailer=None):
     mailer = mailer or make_mailer(settings)
     accounts = Accounts(store, settings, PasswordHasher(settings.bcrypt_rounds),
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
-    validator = Validator(load_schemas())
+    validator = schema_validator()
+    storage = photo_storage(settings)
+    gallery = Gallery(store, storage)
     events_service = Events(store, settings)
     server_metrics = ServerMetrics()
     chat_service = chat.ChatService(settings, store, server_metrics)
@@ -46,19 +52,30 @@ def build_services(settings, store=None, mailer=None):
     events_service.deleted_listeners.append(chat_service.close_event)
     events_service.online_counter = chat_service.online_count
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
-                        events=events_service, chat=chat_service, metrics=server_metrics,
-                        shutdown_hooks=[chat_service.shutdown],
+                        events=events_service, storage=storage, gallery=gallery, chat=chat_service,
+                        metrics=server_metrics, shutdown_hooks=[chat_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas,
                                                       websocket=chat.CHAT_PROTOCOL))
     services.metrics.in_flight.set_function(lambda: services.inflight)
+    services.shutdown_hooks.append(gallery.close)
     return services
+
+
+def photo_storage(settings):
+    """The photo storage the settings name; the gallery starts it on the first upload."""
+    if settings.storage_backend == "s3":
+        # Credentials come from the usual AWS sources (environment, shared files, instance role).
+        return make_storage("s3", bucket=settings.cloud_storage_bucket, region=settings.s3_region,
+                            endpoint_url=settings.s3_endpoint_url or None,
+                            public_base_url=settings.s3_public_base_url or None)
+    return make_storage("local", root_dir=settings.media_root, public_base_url=settings.public_base_url)
 
 
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
-    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *messages.ROUTES, *chat.ROUTES, *feed.ROUTES,
-            *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
+    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *photos.ROUTES, *messages.ROUTES, *chat.ROUTES,
+            *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES]
 
 
 def make_app(services):

@@ -15,10 +15,19 @@ log = logging.getLogger("handlers")
 _REQUEST_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
+def address_in(address, networks):
+    """Whether an address is one of the listed addresses or networks (e.g. 10.0.0.0/8)."""
+    try:
+        client = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(client in ipaddress.ip_network(entry, strict=False) for entry in networks)
+
+
 def client_address(request, trusted_proxies):
     """The client's address: X-Forwarded-For is believed only when a trusted proxy sent it."""
     address = request.remote_ip
-    if address not in trusted_proxies:
+    if not address_in(address, trusted_proxies):
         return address
     # Walk the chain from the nearest hop; the first hop that is not a trusted proxy is the client.
     hops = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",") if hop.strip()]
@@ -28,7 +37,7 @@ def client_address(request, trusted_proxies):
         except ValueError:
             break
         address = hop
-        if hop not in trusted_proxies:
+        if not address_in(hop, trusted_proxies):
             break
     return address
 
@@ -41,11 +50,16 @@ def implemented_methods(handler_class):
 
 def client_protocol(request, trusted_proxies):
     """http or https as the client connected: X-Forwarded-Proto is believed only from a trusted proxy."""
-    if request.remote_ip not in trusted_proxies:
+    if not address_in(request.remote_ip, trusted_proxies):
         return request.protocol
     # The nearest proxy's value is the last one; it is the one that proxy vouches for.
     forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[-1].strip().lower()
     return forwarded if forwarded in ("http", "https") else request.protocol
+
+
+def _refuse_constant(name):
+    # Python's json reads NaN and Infinity, which JSON does not have and no range check refuses.
+    raise ValueError(f"{name} is not JSON")
 
 
 # Streaming the body lets us refuse an oversize one from its headers, before it is buffered.
@@ -163,8 +177,9 @@ class BaseHandler(tornado.web.RequestHandler):
             document = {}
         else:
             try:
-                document = json.loads(self._body)
-            except (ValueError, UnicodeDecodeError):
+                document = json.loads(self._body, parse_constant=_refuse_constant)
+            # RecursionError: nested deeper than the parser goes (a body of 100,000 "[").
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 raise InvalidInput("The body is not valid JSON.", code="malformed_json") from None
         return self.services.validator.validate(schema, document)
 

@@ -424,4 +424,4 @@ does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes`
 """,
 }
 
-ROUTES = [(r"/ws/chat/([^/]+)", ChatSocket)]
+ROUTES = [(r"/ws/chat/(?P<event_id>[^/]+)", ChatSocket)]

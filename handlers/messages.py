@@ -6,7 +6,8 @@ from handlers.docs import operation
 
 PAGE_QUERY = (
     ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 20}, "Messages per page."),
-    ("cursor", {"type": "string"}, "next_cursor of the previous page: older messages."),
+    ("cursor", {"type": "string", "pattern": "^[0-9a-f]{24}$"},
+     "next_cursor of the previous page, as given (opaque): the messages before it. Omit for the newest."),
 )
 
 
@@ -14,10 +15,10 @@ class MessagesHandler(BaseHandler):
     docs = {"get": operation("An event's chat history, newest first (its organizer and RSVPed users)",
                              response="MessagePage", errors=[403, 404], query=PAGE_QUERY)}
 
-    async def get(self, event_text_id):
-        event_id = await chat_event_id(self.services.store, event_text_id, self.current_user["_id"])
+    async def get(self, event_id):
+        event_oid = await chat_event_id(self.services.store, event_id, self.current_user["_id"])
         limit, cursor = parse_page_args({name: self.get_query_argument(name, None) for name, _, _ in PAGE_QUERY})
-        self.reply(await self.services.chat.log.page(event_id, limit, cursor))
+        self.reply(await self.services.chat.log.page(event_oid, limit, cursor))
 
 
-ROUTES = [(r"/api/v1/events/([^/]+)/messages", MessagesHandler)]
+ROUTES = [(r"/api/v1/events/(?P<event_id>[^/]+)/messages", MessagesHandler)]

@@ -1,13 +1,12 @@
 """Prometheus metrics: the figures the server keeps, and GET /metrics to read them."""
 import hmac
-import ipaddress
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from domain.errors import Forbidden, NotAuthenticated
-from handlers.base import BaseHandler
+from handlers.base import BaseHandler, address_in
 from handlers.docs import operation
 from handlers.logs import route_of
 
@@ -68,21 +67,6 @@ class ServerMetrics:
             self.database_errors.labels(route).inc()
 
 
-def address_allowed(address, allowed):
-    """Whether an address is one of the allowed addresses or networks (e.g. 10.0.0.0/8)."""
-    try:
-        client = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for entry in allowed:
-        try:
-            if client in ipaddress.ip_network(entry, strict=False):
-                return True
-        except ValueError:
-            continue  # an entry that is no address matches nothing: fail closed
-    return False
-
-
 class MetricsHandler(BaseHandler):
     # Not the bearer tokens of users: an address allow-list and an optional token of its own.
     authentication = "none"
@@ -102,7 +86,7 @@ class MetricsHandler(BaseHandler):
 
     def check_access(self):
         allowed = self.config.metrics_allowed_addresses
-        if allowed and not address_allowed(self.client_address(), allowed):
+        if allowed and not address_in(self.client_address(), allowed):
             raise Forbidden("This address may not read the metrics.", code="address_not_allowed")
         expected = self.config.metrics_token
         if expected:

@@ -13,6 +13,7 @@ import tornado.httpclient
 import tornado.iostream
 from prometheus_client.parser import text_string_to_metric_families
 
+from domain.chat import MAX_CATCH_UP
 from domain.store import ObjectId
 from handlers.chat import _plainly_valid_send
 from tests.chat_client import WAIT_SECONDS, ChatClient, ChatRoom
@@ -107,6 +108,16 @@ async def test_browser_origins_must_be_allowed_and_native_apps_send_none(room):
     assert reply.status == 403 and reply.json["code"] == "origin_not_allowed"
     assert await (await room.connect(token, headers={"Origin": "https://app.example"})).join() == []
     assert await (await room.connect(token)).join() == []
+
+
+@pytest.mark.settings(allowed_origins=["https://app.example.com"])
+async def test_a_chat_handshake_from_a_foreign_origin_is_refused(room):
+    # Cross-site WebSocket hijacking: a page elsewhere must not open the chat in a user's name.
+    await room.create(attendees=0)
+    for origin in ("https://app.example.com.evil.com", "https://evilapp.example.com", "http://app.example.com",
+                   "https://app.example.com:8443", "null", "*", ""):
+        reply = await handshake(room, room.event_id, room.organizer_token, headers={"Origin": origin})
+        assert reply.status == 403 and reply.json["code"] == "origin_not_allowed", origin
 
 
 @pytest.mark.settings(chat_max_connections_per_user=2)
@@ -208,6 +219,12 @@ async def test_a_frame_just_under_64_kib_is_only_a_too_long_message(room):
 
 # --- a client that stops reading --------------------------------------------------------------
 
+def masked_frame(frame):
+    """A client's text frame (clients must mask; a zero key leaves the payload as it is)."""
+    payload = json.dumps(frame).encode()
+    return struct.pack("!BB", 0x81, 0x80 | len(payload)) + b"\0\0\0\0" + payload
+
+
 class StuckClient:
     """A WebSocket client that completes the handshake and joins, then never reads again."""
 
@@ -215,7 +232,7 @@ class StuckClient:
         self.stream = stream
 
     @classmethod
-    async def connect(cls, base_url, event_id, token):
+    async def connect(cls, base_url, event_id, token, since=None):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills fast
         stream = tornado.iostream.IOStream(sock)
@@ -227,8 +244,7 @@ class StuckClient:
                             "Sec-WebSocket-Version: 13\r\n\r\n").encode())
         head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), WAIT_SECONDS)
         assert head.startswith(b"HTTP/1.1 101"), head
-        payload = b'{"type": "join_chat"}'
-        await stream.write(struct.pack("!BB", 0x81, 0x80 | len(payload)) + b"\0\0\0\0" + payload)
+        await stream.write(masked_frame({"type": "join_chat", **({"since": since} if since else {})}))
         return cls(stream)
 
     async def close_code(self):
@@ -294,16 +310,18 @@ async def test_send_frames_passed_without_the_schema_are_ones_the_schema_accepts
         services.validator.validate("ChatSend", frame)
 
 
-@pytest.mark.settings(chat_max_buffer_bytes=16384, chat_messages_per_second=10_000, chat_burst=10_000)
-async def test_a_client_that_floods_frames_without_reading_the_answers_is_disconnected(room):
+@pytest.mark.settings(chat_max_buffer_bytes=16384)
+async def test_a_client_that_does_not_read_its_own_answers_is_disconnected(room):
     await room.create(attendees=0)
-    stuck = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token)
-    # Answered with an error naming every unknown field: about 16 KB back for each.
-    payload = json.dumps({"type": "leave_chat", **{f"k{n:05d}": 0 for n in range(2000)}}).encode()
-    junk = struct.pack("!BBH", 0x81, 0x80 | 126, len(payload)) + b"\0\0\0\0" + payload
-    for _ in range(40):  # 6 MB of answers: more than the kernel's buffers hold
-        await stuck.stream.write(junk * 10)
+    await room.joined(room.organizer_token)  # so that the stuck connection's join announces nothing
+    history = [{"_id": ObjectId(), "event_id": ObjectId(room.event_id), "user_id": ObjectId(room.organizer["id"]),
+                "username": room.organizer["username"], "text": "\U0001F600" * 2000} for _ in range(MAX_CATCH_UP + 1)]
+    await room.services.store.messages.insert_many(history)
+    stuck = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token,
+                                      since=str(history[0]["_id"]))  # a 12 MB replay, never read
+    await stuck.stream.write(masked_frame({"type": "dance"}))  # its answer finds that backlog
     assert await stuck.close_code() == 1013
+    assert room.services.chat.hub.dropped_slow_consumers == 0  # not a broadcast: its own answer
     stuck.stream.close()
 
 
@@ -338,4 +356,4 @@ async def test_the_chat_counts_its_sockets_rooms_messages_and_refusals_in_the_me
     assert figures[("chat_rooms", frozenset())] == 1
     assert figures[("chat_messages_received_total", frozenset())] == 2
     assert figures[("chat_messages_sent_total", frozenset())] == 4  # two messages, two members
-    assert figures[("rate_limit_refusals_total", frozenset({("route", r"/ws/chat/([^/]+)")}))] == 1
+    assert figures[("rate_limit_refusals_total", frozenset({("route", r"/ws/chat/(?P<event_id>[^/]+)")}))] == 1

@@ -34,11 +34,18 @@ def test_the_old_backends_environment_names_override_the_file():
     ({"BCRYPT_LOG_ROUNDS": "3"}, "setting bcrypt_rounds"),
     ({"ENV": "staging"}, "setting env"),
     ({"MAIL_USE_TLS": "perhaps"}, "setting mail_use_tls"),
+    ({"TRUSTED_PROXIES": "10.0.0.1, proxy.local"}, "setting trusted_proxies"),
+    ({"METRICS_ALLOWED_ADDRESSES": "10.0.0.0/33"}, "setting metrics_allowed_addresses"),
 ])
 def test_a_bad_value_is_refused_naming_the_setting(environ, named):
     with pytest.raises(SettingsError) as refused:
         load_settings(SETTINGS, environ=environ)
     assert str(refused.value).startswith(named)
+
+
+def test_s3_storage_needs_a_bucket():
+    with pytest.raises(SettingsError, match="setting cloud_storage_bucket"):
+        load_settings(SETTINGS, environ={"STORAGE_BACKEND": "s3"})
 
 
 def test_an_unknown_key_in_the_file_is_refused(tmp_path):
