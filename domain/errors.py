@@ -56,8 +56,8 @@ class RateLimited(DomainError):
     code = "rate_limited"
     message = "Too many requests. Try again later."
 
-    def __init__(self, retry_after, message=None):
-        super().__init__(message)
+    def __init__(self, retry_after, message=None, code=None):
+        super().__init__(message, code)
         self.retry_after = max(1, int(retry_after + 0.999))
 
 

@@ -68,9 +68,8 @@ class ChatService:
         self.check_accepting()
         cap = self.settings.chat_max_connections_per_user
         if len(self._by_user.get(user_id, ())) >= cap:
-            refusal = RateLimited(5, f"At most {cap} chat connections per user can be open at once.")
-            refusal.code = "too_many_connections"
-            raise refusal
+            raise RateLimited(5, f"At most {cap} chat connections per user can be open at once.",
+                              code="too_many_connections")
 
     def opened(self, socket):
         self._by_user.setdefault(socket.user_id, set()).add(socket)

@@ -1,23 +1,18 @@
 """A database that does not answer gives 503 JSON, never a crash or a hang."""
-import socket
 
 import pytest
 
 from domain.store import Store
 from handlers.app import build_services
+from tests.running_server import free_port
 
 pytestmark = pytest.mark.gen_test
 
 
-def _closed_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def services(settings):
-    store = Store.connect(f"mongodb://127.0.0.1:{_closed_port()}/", "down", timeout_ms=300)
+    store = Store.connect(f"mongodb://127.0.0.1:{free_port()}/", "down", timeout_ms=300)
     services = build_services(settings, store=store)
     yield services
     store.close()

@@ -3,7 +3,6 @@ import asyncio
 import email
 import email.policy
 import re
-import socket
 
 import pytest
 from aiosmtpd.controller import Controller
@@ -11,6 +10,7 @@ from aiosmtpd.controller import Controller
 from handlers.app import build_services
 from domain.mailer import make_mailer
 from tests.conftest import make_store
+from tests.running_server import free_port
 
 pytestmark = pytest.mark.gen_test
 
@@ -24,16 +24,11 @@ class Inbox:
         return "250 Message accepted for delivery"
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture
 def inbox():
     inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=_free_port())
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     yield inbox, controller.port
     controller.stop()

@@ -6,8 +6,8 @@ from tests.conftest import make_settings
 from tests.event_builders import publish
 from tests.photo_uploads import carries_gps, jpeg_with_gps, upload
 # Fixtures of the storage tests: dummy AWS credentials, moto's server, a public-read bucket.
-from tests.test_storage import (BUCKET, REGION, bucket_client, dummy_aws_credentials,  # noqa: F401
-                                free_port, moto_endpoint)
+from tests.running_server import free_port
+from tests.test_storage import BUCKET, REGION, bucket_client, dummy_aws_credentials, moto_endpoint  # noqa: F401
 
 pytestmark = [pytest.mark.gen_test,
               pytest.mark.settings(storage_backend="s3", cloud_storage_bucket=BUCKET, s3_region=REGION)]

@@ -11,6 +11,7 @@ from moto.server import ThreadedMotoServer
 
 from domain.errors import NotFound, Unavailable, UpstreamFailed
 from domain.storage import LocalStorage, S3Storage, make_storage
+from tests.running_server import free_port
 
 REGION = "eu-central-1"
 BUCKET = "event-photos"
@@ -29,11 +30,6 @@ PUBLIC_READ_POLICY = {
     ],
 }
 
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
