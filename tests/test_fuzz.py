@@ -30,7 +30,8 @@ def test_schemathesis_finds_no_failures(tmp_path):
         fuzzer_env = {name: value for name, value in server.environment.items()
                       if name != "COVERAGE_PROCESS_CONFIG"}
         result = subprocess.run(
-            [schemathesis, "run", base + "/api/v1/openapi.json", "--url", base,
+            [schemathesis, "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
+             "run", base + "/api/v1/openapi.json", "--url", base,
              "--checks", "all", "--max-examples", EXAMPLES_PER_OPERATION, "--seed", SEED,
              "--generation-database", "none", "--workers", "1", "--no-color",
              "--phases", "examples,coverage,fuzzing", "--request-timeout", "30"],
