@@ -19,10 +19,10 @@ import re
 
 from domain import geo
 from domain.errors import InvalidInput
+from domain.paging import DEFAULT_PAGE_SIZE, Page, parse_page_size
 from domain.store import ASCENDING, ObjectId, parse_id
 from domain.times import UTC, as_utc, parse_iso
 
-DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 DEFAULT_RADIUS_KM, MAX_RADIUS_KM = 10.0, 500.0
 MAX_TEXT_LENGTH, MAX_CATEGORY_LENGTH = 100, 50
 BY_DATE, BY_DISTANCE = "date", "distance"
@@ -75,7 +75,7 @@ class DiscoveryQuery:
     organizer_id: object = None
     near: tuple = None          # (lng, lat) for a nearby search
     radius_m: float = DEFAULT_RADIUS_KM * 1000
-    limit: int = DEFAULT_LIMIT
+    limit: int = DEFAULT_PAGE_SIZE
     cursor: Cursor = None
 
     @property
@@ -87,12 +87,6 @@ class DiscoveryQuery:
         if cursor_text is None:
             return self
         return dataclasses.replace(self, cursor=Cursor.decode(cursor_text))
-
-
-@dataclasses.dataclass(frozen=True)
-class Page:
-    items: list           # event summaries (see `summarize`), nearby ones with distance_m
-    next_cursor: str      # None on the last page
 
 
 def _invalid(parameter, message):
@@ -123,7 +117,7 @@ def parse_discovery_query(args):
     lat = take("lat", lambda t: _number(t, -90.0, 90.0))
     lng = take("lng", lambda t: _number(t, -180.0, 180.0))
     radius_km = take("radius_km", _radius_km)
-    fields["limit"] = take("limit", _limit)
+    fields["limit"] = take("limit", parse_page_size)
     cursor = args.get("cursor")
 
     present = [name for name in ("lat", "lng") if args.get(name) is not None]
@@ -140,17 +134,6 @@ def parse_discovery_query(args):
         fields["radius_m"] = (radius_km or DEFAULT_RADIUS_KM) * 1000
     query = DiscoveryQuery(**{name: value for name, value in fields.items() if value is not None})
     return query.resumed_from(cursor)
-
-
-def parse_page_args(args):
-    """(limit, cursor text) from the query parameters of a list that has no filters."""
-    limit = args.get("limit")
-    if limit is None:
-        return DEFAULT_LIMIT, args.get("cursor")
-    try:
-        return _limit(limit), args.get("cursor")
-    except ValueError as e:
-        raise _invalid("limit", str(e)) from None
 
 
 def _bounded_text(text, longest):
@@ -194,12 +177,6 @@ def _radius_km(text):
     if not 0 < value <= MAX_RADIUS_KM:
         raise ValueError(f"must be a number above 0 and at most {MAX_RADIUS_KM:g}")
     return value
-
-
-def _limit(text):
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_LIMIT:
-        raise ValueError(f"must be a whole number from 1 to {MAX_LIMIT}")
-    return int(text)
 
 
 # --- the search --------------------------------------------------------------------------------

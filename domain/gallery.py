@@ -23,7 +23,7 @@ from domain import store as db
 from domain.activities import PHOTO_UPLOADED, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from domain.photos import new_object_key, prepare_photo_async
-from domain.social import Page
+from domain.paging import Page
 from domain.times import to_iso, utcnow
 
 # Each photo adds ~250 bytes to the event document (URL twice, uploader, time); 10,000 keep it

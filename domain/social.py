@@ -8,17 +8,16 @@ concurrency without transactions).
 Lists are cursor-paginated: a page is "strictly after the last item shown", never an offset,
 so documents added or removed meanwhile never make a later page repeat or skip anything.
 """
-import dataclasses
 import datetime
 import re
 
 from domain import store as db
 from domain.activities import FOLLOW, SUMMARIES, record_activity
 from domain.errors import InvalidInput, NotFound
+from domain.paging import Page
 from domain.times import UTC, as_utc, to_iso
 from domain.users import public_user
 
-DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 # Cursors are opaque to clients but have an exact shape, which the OpenAPI document states, and
 # every string of that shape is a real position: a schema-valid cursor always gets a page, any
 # other string is a 400. A user list's cursor is the last user id shown; the feed's is
@@ -35,26 +34,7 @@ FEED_KINDS = list(SUMMARIES)
 PUBLIC_USER_FIELDS = {"username": 1, "role": 1, "followers": 1, "following": 1, "created_at": 1}
 
 
-@dataclasses.dataclass(frozen=True)
-class Page:
-    items: list
-    next_cursor: str = None
-
-    def as_json(self):
-        return {"items": self.items, "next_cursor": self.next_cursor}
-
-
 # --- paging --------------------------------------------------------------------------------
-
-def page_size(text):
-    """The `limit` query parameter: 1..100, default 20."""
-    if text is None:
-        return DEFAULT_PAGE_SIZE
-    if not re.fullmatch(r"[0-9]{1,3}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_PAGE_SIZE}.", code="invalid_limit",
-                           errors=[{"path": "limit", "message": f"must be an integer in 1..{MAX_PAGE_SIZE}"}])
-    return int(text)
-
 
 def user_cursor(user):
     return str(user["_id"])

@@ -1,15 +1,11 @@
 """Event endpoints: publish and edit, discover, RSVP, arrive, stats, and the organizer's list."""
-from domain.discovery import (CURSOR_PATTERN, DEFAULT_LIMIT, DEFAULT_RADIUS_KM, MAX_LIMIT, MAX_RADIUS_KM,
-                              parse_discovery_query, parse_page_args)
+from domain.discovery import CURSOR_PATTERN, DEFAULT_RADIUS_KM, MAX_RADIUS_KM, parse_discovery_query
 from handlers.base import BaseHandler
 from handlers.docs import operation
+from handlers.paging import page_query, page_request
 
 _TIME = {"type": "string", "format": "date-time"}
-PAGE_QUERY = (
-    ("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "Items per page."),
-    ("cursor", {"type": "string", "pattern": CURSOR_PATTERN},
-     "next_cursor of the previous page, as given (opaque); omit for the first page."),
-)
+PAGE_QUERY = page_query(CURSOR_PATTERN)
 DISCOVERY_QUERY = (
     ("category", {"type": "string", "minLength": 1, "maxLength": 50, "pattern": r"\S"}, "Only this category (exact)."),
     ("from", _TIME, "Only events starting at or after this time."),
@@ -113,7 +109,7 @@ class OrganizerEventsHandler(BaseHandler):
 
     async def get(self):
         self.require_role("organizer")
-        limit, cursor = parse_page_args({name: self.get_query_argument(name, None) for name, _, _ in PAGE_QUERY})
+        limit, cursor = page_request(self)
         self.reply(await self.services.events.organizer_events(self.current_user, limit, cursor))
 
 

@@ -2,7 +2,7 @@
 from domain import social
 from handlers.base import BaseHandler
 from handlers.docs import operation
-from handlers.users import page_query, page_request
+from handlers.paging import page_query, page_request
 
 
 class FeedHandler(BaseHandler):

@@ -11,7 +11,7 @@ from domain.storage import LocalStorage
 from handlers.base import BaseHandler
 from handlers.docs import operation
 from handlers.errors import error_response
-from handlers.users import page_query, page_request
+from handlers.paging import page_query, page_request
 
 PHOTO_FIELD = "photo"
 # Room for the multipart framing around the photo (boundaries, part headers, a long file name),

@@ -2,21 +2,7 @@
 from domain import social
 from handlers.base import BaseHandler
 from handlers.docs import operation
-
-
-def page_query(cursor_pattern):
-    """The query parameters of a cursor-paginated list (the feed's too)."""
-    return (
-        ("limit", {"type": "integer", "minimum": 1, "maximum": social.MAX_PAGE_SIZE,
-                   "default": social.DEFAULT_PAGE_SIZE}, "Items per page."),
-        ("cursor", {"type": "string", "pattern": cursor_pattern},
-         "next_cursor of the previous page, as given (opaque); omit for the first page."),
-    )
-
-
-def page_request(handler):
-    """(limit, cursor) of a list request; a bad limit is a 400 here, a bad cursor when it is decoded."""
-    return social.page_size(handler.get_query_argument("limit", None)), handler.get_query_argument("cursor", None)
+from handlers.paging import page_query, page_request
 
 
 class UserHandler(BaseHandler):

@@ -288,7 +288,7 @@ async def test_a_client_that_never_reads_is_disconnected_while_the_others_keep_r
     assert left["user"]["id"] == stuck_user["id"] and left["online_count"] == 2
     assert room.services.chat.hub.dropped_slow_consumers == 1
     await talker.say("after the drop")
-    while (frame := await witness.receive_type("new_message"))["message"]["text"] != "after the drop":
+    while (await witness.receive_type("new_message"))["message"]["text"] != "after the drop":
         pass
     assert await stuck.close_code() == 1013
     stuck.stream.close()

@@ -36,7 +36,7 @@ async def organizer_event(api):
     return await publish(api, token), token
 
 
-async def test_an_upload_is_stored_in_the_bucket_without_its_gps(api, http_client, moto_endpoint,
+async def test_an_upload_is_stored_in_the_bucket_without_its_gps(api, http_client, moto_endpoint,  # noqa: F811
                                                                  bucket_client):  # noqa: F811
     event, token = await organizer_event(api)
 
