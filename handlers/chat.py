@@ -47,6 +47,7 @@ class ChatService:
         self.accepting = True
         self._by_user = {}
         self._by_event = {}
+        self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
     def _publish(self, event_id, messages):
         room = str(event_id)
@@ -71,6 +72,29 @@ class ChatService:
             raise RateLimited(5, f"At most {cap} chat connections per user can be open at once.",
                               code="too_many_connections")
 
+    def frame_limiter(self, user_id):
+        """The frame bucket of a new socket: one that a closed socket of the user left, while it
+        refills, so that reconnecting does not refill it (a flood would be a reconnect loop)."""
+        spent = self._refilling.get(user_id)
+        if not spent:
+            return TokenBucketLimiter(self.settings.chat_burst, self.settings.chat_messages_per_second)
+        limiter = spent.pop()
+        if not spent:
+            del self._refilling[user_id]
+        return limiter
+
+    def _keep_refilling(self, user_id, limiter):
+        self._refilling.setdefault(user_id, []).append(limiter)
+        full_after = self.settings.chat_burst / self.settings.chat_messages_per_second
+        asyncio.get_running_loop().call_later(full_after, self._forget_limiter, user_id, limiter)
+
+    def _forget_limiter(self, user_id, limiter):
+        spent = self._refilling.get(user_id, [])
+        if limiter in spent:
+            spent.remove(limiter)
+            if not spent:
+                del self._refilling[user_id]
+
     def opened(self, socket):
         self._by_user.setdefault(socket.user_id, set()).add(socket)
         self._by_event.setdefault(socket.event_id, set()).add(socket)
@@ -84,6 +108,7 @@ class ChatService:
                 sockets.discard(socket)
                 if not sockets:
                     del registry[key]
+        self._keep_refilling(socket.user_id, socket.limiter)
         self.metrics.open_websockets.dec()
         self.metrics.rooms.set(len(self._by_event))
 
@@ -203,9 +228,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, event_id):
         self.set_nodelay(True)  # chat frames are small and latency matters more than packets
-        settings = self.services.settings
         # A bucket of its own: one shared limiter would scan all its keys past 10,000 of them.
-        self.limiter = TokenBucketLimiter(settings.chat_burst, settings.chat_messages_per_second)
+        self.limiter = self.chat.frame_limiter(self.user_id)
         self.chat.opened(self)
 
     def on_close(self):
@@ -412,7 +436,8 @@ frames after it meet exactly: nothing missed, nothing twice.
 refused, `errors` for a malformed frame, `retry_after` in seconds for `rate_limited`); the
 connection stays open: `invalid_frame` (not a JSON object, or not the frame's shape),
 `unknown_type`, `not_joined`, `already_joined`, `rate_limited` (a token bucket per connection:
-sustained rate and burst from settings; every frame counts), `invalid_text`, `unknown_since`,
+sustained rate and burst from settings; every frame counts; a new connection takes over the
+bucket a closed one of the same user left, until it has refilled), `invalid_text`, `unknown_since`,
 `too_far_behind`, `unavailable` (not stored: send it again with the same `client_msg_id`),
 `shutting_down`, `event_not_found`.
 

@@ -6,26 +6,39 @@ owns) run against every operation of the OpenAPI document the server publishes, 
 later is attacked without a line here (a path parameter this file has no ids for fails, saying
 so). Attacks another module already proves are named under their heading instead of repeated.
 """
+import asyncio
 import base64
 import dataclasses
+import datetime
 import json
 import logging
 import re
+import socket
+import struct
 import time
 import urllib.parse
 import uuid
+import zlib
 
 import jwt
 import pytest
+import tornado.iostream
 
+from domain.photos import MAX_PHOTO_PIXELS
 from domain.store import ObjectId
+from domain.times import parse_iso, utcnow
 from handlers.base import BaseHandler
-from tests.conftest import PASSWORD
+from handlers.photos import MULTIPART_OVERHEAD_BYTES
+from tests.chat_client import WAIT_SECONDS, ChatClient
+from tests.conftest import PASSWORD, make_settings
 from tests.event_builders import PARIS, event_body, hours_from_now, publish
+from tests.photo_uploads import png, upload
 
 pytestmark = pytest.mark.gen_test
 
 RESET_LINK = re.compile(r"(\S+/reset-password)\?token=([A-Za-z0-9_\-%]+)")
+UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
+           "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode()}
 
 
 @dataclasses.dataclass
@@ -152,6 +165,173 @@ def reset_emails(caplog, address):
             if record.name == "mail" and f"to={address} " in record.getMessage()]
 
 
+# --- tokens an attacker can forge, or keep after they died ------------------------------------
+
+class TokenForge:
+    """Each method makes the tokens of one attack in a member's name, each with the code its
+    refusal must carry. REST and the chat handshake are attacked with this one table."""
+
+    def __init__(self, api, world, settings, services, caplog):
+        self.api, self.world, self.settings, self.services, self.caplog = api, world, settings, services, caplog
+
+    async def alg_none(self, member):
+        payload = b64(claims(member, role="organizer"))
+        return [(f"{b64({'alg': alg, 'typ': 'JWT'})}.{payload}.", "token_invalid")
+                for alg in ("none", "None", "NONE", "nOnE")]
+
+    async def signed_with_another_key(self, member):
+        return [(signed(self.settings, claims(member), key="k" * 40), "token_invalid")]
+
+    async def signed_with_another_algorithm(self, member):
+        # The right key, but HS512: only HS256 is accepted, so the header cannot choose the check.
+        return [(signed(self.settings, claims(member), algorithm="HS512"), "token_invalid")]
+
+    async def expired(self, member):
+        return [(signed(self.settings, claims(member, iat=time.time() - 7200, exp=time.time() - 1)), "token_expired")]
+
+    async def revoked(self, member):
+        assert (await self.api.call("POST", "/api/v1/auth/logout", token=member.token)).status == 200
+        return [(member.token, "token_revoked")]
+
+    async def issued_before_a_password_reset(self, member):
+        await self.api.call("POST", "/api/v1/auth/forgot-password", {"email": member.email})
+        await self.services.accounts.drain()
+        _, reset_token = reset_emails(self.caplog, member.email)[-1]
+        assert (await self.api.call("POST", "/api/v1/auth/reset-password",
+                                    {"token": reset_token, "password": "a new password"})).status == 200
+        return [(member.token, "token_revoked")]
+
+    async def tampered(self, member):
+        header, _, signature = member.token.split(".")
+        promoted = b64(claims(member, sub=self.world.owner.id, role="organizer"))
+        return [(f"{header}.{promoted}.{signature}", "token_invalid")]
+
+    async def missing_a_claim(self, member):
+        return [(signed(self.settings, claims(member, **{claim: None})), "token_invalid")
+                for claim in ("exp", "iat", "sub", "jti")]
+
+    async def of_a_deleted_user(self, member):
+        await self.services.store.users.delete_one({"_id": ObjectId(member.id)})
+        return [(member.token, "token_invalid")]
+
+
+FORGERIES = [TokenForge.alg_none, TokenForge.signed_with_another_key, TokenForge.signed_with_another_algorithm,
+             TokenForge.expired, TokenForge.revoked, TokenForge.issued_before_a_password_reset,
+             TokenForge.tampered, TokenForge.missing_a_claim, TokenForge.of_a_deleted_user]
+
+
+@pytest.fixture
+def forge(api, world, settings, services, caplog):
+    return TokenForge(api, world, settings, services, caplog)
+
+
+async def refused_everywhere_all(api, world, forged):
+    for token, code in forged:
+        await refused_everywhere(api, world, token, code)
+
+
+async def logged_in_again(api, member):
+    """Another token of the same user, as a second device gets."""
+    reply = await api.call("POST", "/api/v1/auth/login", {"email": member.email, "password": PASSWORD})
+    assert reply.status == 200, reply
+    return reply.data["token"]
+
+
+# --- chat ------------------------------------------------------------------------------------
+
+class Chats:
+    """The chat connections a test opens, closed after it."""
+
+    def __init__(self, base_url, services):
+        self.base_url, self.services = base_url, services
+        self.clients = []
+
+    async def open(self, token, event):
+        client = await ChatClient.connect(self.base_url, self.services, event["id"], token)
+        self.clients.append(client)
+        return client
+
+    async def joined(self, member, event):
+        client = await self.open(member.token, event)
+        await client.join()
+        return client
+
+    def close_all(self):
+        for client in self.clients:
+            client.close()
+
+
+@pytest.fixture
+def chats(base_url, services, http_server):
+    chats = Chats(base_url, services)
+    yield chats
+    chats.close_all()
+
+
+async def handshake(api, event, token):
+    """The server's HTTP answer to a chat upgrade request it refuses."""
+    return await api.call("GET", f"/ws/chat/{event['id']}", headers={**UPGRADE, "Authorization": f"Bearer {token}"})
+
+
+# --- a client that writes the protocol by hand --------------------------------------------------
+
+async def bounded(awaitable):
+    return await asyncio.wait_for(awaitable, WAIT_SECONDS)
+
+
+async def raw_connection(base_url):
+    stream = tornado.iostream.IOStream(socket.socket())
+    await bounded(stream.connect(("127.0.0.1", int(base_url.rsplit(":", 1)[1]))))
+    return stream
+
+
+async def raw_request(base_url, head):
+    """Sends a request head (and no body); returns the stream and the answer's head."""
+    stream = await raw_connection(base_url)
+    await stream.write(head.encode())
+    return stream, await bounded(stream.read_until(b"\r\n\r\n"))
+
+
+def client_frame(payload, opcode=0x1, fin=True):
+    """A WebSocket frame as a client sends it: masked, here with a zero key, which leaves the payload as is."""
+    size = len(payload)
+    length = (struct.pack("!B", 0x80 | size) if size < 126 else
+              struct.pack("!BH", 0x80 | 126, size) if size < 1 << 16 else struct.pack("!BQ", 0x80 | 127, size))
+    return struct.pack("!B", (0x80 if fin else 0) | opcode) + length + b"\0\0\0\0" + payload
+
+
+async def server_frame(stream):
+    """(opcode, payload) of the next frame the server sends."""
+    first, second = await bounded(stream.read_bytes(2))
+    size = second & 0x7F
+    if size >= 126:
+        size = int.from_bytes(await bounded(stream.read_bytes(2 if size == 126 else 8)), "big")
+    return first & 0x0F, await bounded(stream.read_bytes(size)) if size else b""
+
+
+# --- photos -----------------------------------------------------------------------------------
+
+def png_chunk(kind, body):
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def blank_png(width, height, extra_chunks=b""):
+    """A valid black-and-white PNG of that size: 1-bit pixels, all zero, deflate squeezes them
+    about a thousand to one (20000 × 20000 pixels in some 50 kB)."""
+    squeeze, row = zlib.compressobj(9), bytes(1 + (width + 7) // 8)
+    pixels = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + extra_chunks + png_chunk(b"IDAT", pixels)
+            + png_chunk(b"IEND", b""))
+
+
+@pytest.fixture
+def settings(request, tmp_path):
+    """The suite's settings, with photos stored in a directory of the test."""
+    marker = request.node.get_closest_marker("settings")
+    return make_settings(**{"media_root": str(tmp_path / "media"), **(marker.kwargs if marker else {})})
+
+
 # === API1:2023 Broken Object Level Authorization =============================================
 # Also proven elsewhere: tests/test_events.py::test_another_organizer_cannot_change_or_delete_the_event,
 # tests/test_events.py::test_the_organizer_view_lists_only_the_callers_events_with_stats,
@@ -217,9 +397,13 @@ async def test_stats_of_another_organizers_event_are_counts_without_ids(api, wor
     assert all(isinstance(value, (int, float)) for value in reply.data.values())
 
 
-# Photos (branch photohttp) add: test_a_photo_cannot_be_uploaded_to_an_event_the_caller_is_not_part_of.
-# Chat (branch chat) adds: test_a_chat_room_refuses_a_user_who_has_not_rsvped,
-# test_chat_history_is_refused_to_a_user_who_has_not_rsvped.
+# Proven elsewhere for photos and chat: no photo into an event the caller is not part of,
+# tests/test_photos_http.py::test_anyone_else_is_refused_with_403_and_nothing_is_stored,
+# ::test_a_cancelled_rsvp_no_longer_allows_uploads; no chat room without an RSVP,
+# tests/test_chat_limits.py::test_someone_neither_organizer_nor_rsvped_is_refused_with_403,
+# ::test_cancelling_the_rsvp_closes_the_door; nor its history,
+# tests/test_messages.py::test_history_is_for_the_organizer_and_rsvped_users_only; nor another room's
+# messages named by id, tests/test_chat.py::test_a_since_from_another_event_fails_closed.
 
 
 # === API2:2023 Broken Authentication ==========================================================
@@ -229,53 +413,40 @@ async def test_stats_of_another_organizers_event_are_counts_without_ids(api, wor
 # ::test_an_expired_reset_token_is_refused, ::test_an_unknown_reset_token_is_refused,
 # tests/test_proxy.py::test_a_forwarded_for_header_from_an_untrusted_peer_does_not_dodge_the_limit.
 
-async def test_an_alg_none_token_is_refused_everywhere(api, world):
-    payload = b64(claims(world.mallory, role="organizer"))
-    for alg in ("none", "None", "NONE", "nOnE"):
-        await refused_everywhere(api, world, f"{b64({'alg': alg, 'typ': 'JWT'})}.{payload}.", "token_invalid")
+async def test_an_alg_none_token_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.alg_none(world.mallory))
 
 
-async def test_a_token_signed_with_another_key_is_refused_everywhere(api, world, settings):
-    await refused_everywhere(api, world, signed(settings, claims(world.mallory), key="k" * 40), "token_invalid")
+async def test_a_token_signed_with_another_key_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.signed_with_another_key(world.mallory))
 
 
-async def test_a_token_signed_with_another_algorithm_is_refused_everywhere(api, world, settings):
-    # The right key, but HS512: only HS256 is accepted, so the header cannot choose the check.
-    await refused_everywhere(api, world, signed(settings, claims(world.mallory), algorithm="HS512"), "token_invalid")
+async def test_a_token_signed_with_another_algorithm_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.signed_with_another_algorithm(world.mallory))
 
 
-async def test_an_expired_token_is_refused_everywhere(api, world, settings):
-    expired = claims(world.mallory, iat=time.time() - 7200, exp=time.time() - 1)
-    await refused_everywhere(api, world, signed(settings, expired), "token_expired")
+async def test_an_expired_token_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.expired(world.mallory))
 
 
-async def test_a_revoked_token_is_refused_everywhere(api, world):
-    leaving = await join(api)
-    assert (await api.call("POST", "/api/v1/auth/logout", token=leaving.token)).status == 200
-    await refused_everywhere(api, world, leaving.token, "token_revoked")
+async def test_a_revoked_token_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.revoked(await join(api)))
 
 
-async def test_a_token_issued_before_a_password_reset_is_refused_everywhere(api, world, services, caplog):
-    [(_, reset_token)] = reset_emails(caplog, world.alice.email)
-    assert (await api.call("POST", "/api/v1/auth/reset-password",
-                           {"token": reset_token, "password": "a new password"})).status == 200
-    await refused_everywhere(api, world, world.alice.token, "token_revoked")
+async def test_a_token_issued_before_a_password_reset_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.issued_before_a_password_reset(world.alice))
 
 
-async def test_a_token_with_a_tampered_payload_is_refused_everywhere(api, world):
-    header, _, signature = world.mallory.token.split(".")
-    promoted = b64(claims(world.mallory, sub=world.owner.id, role="organizer"))
-    await refused_everywhere(api, world, f"{header}.{promoted}.{signature}", "token_invalid")
+async def test_a_token_with_a_tampered_payload_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.tampered(world.mallory))
 
 
-async def test_a_token_missing_a_required_claim_is_refused_everywhere(api, world, settings):
-    for claim in ("exp", "iat", "sub", "jti"):
-        await refused_everywhere(api, world, signed(settings, claims(world.mallory, **{claim: None})), "token_invalid")
+async def test_a_token_missing_a_required_claim_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.missing_a_claim(world.mallory))
 
 
-async def test_a_token_of_a_deleted_user_is_refused_everywhere(api, world, services):
-    await services.store.users.delete_one({"_id": ObjectId(world.mallory.id)})
-    await refused_everywhere(api, world, world.mallory.token, "token_invalid")
+async def test_a_token_of_a_deleted_user_is_refused_everywhere(api, world, forge):
+    await refused_everywhere_all(api, world, await forge.of_a_deleted_user(world.mallory))
 
 
 async def test_a_token_in_the_query_string_is_ignored_everywhere(api, world):
@@ -293,8 +464,18 @@ async def test_a_forged_host_header_does_not_redirect_the_reset_link(api, world,
     assert link == settings.public_base_url + "/reset-password"
 
 
-# Chat adds: test_a_forged_or_revoked_token_is_refused_at_the_chat_handshake,
-# test_logging_out_closes_the_chat_sockets_opened_with_that_token.
+@pytest.mark.parametrize("forgery", FORGERIES, ids=lambda forgery: forgery.__name__)
+async def test_a_forged_or_revoked_token_is_refused_at_the_chat_handshake(api, world, forge, http_server, forgery):
+    # Alice may chat in the event: the token is the only reason left to turn her away.
+    for token, code in await forgery(forge, world.alice):
+        for query, headers in ((f"?token={token}", UPGRADE), ("", {**UPGRADE, "Authorization": f"Bearer {token}"})):
+            reply = await api.call("GET", f"/ws/chat/{world.event['id']}{query}", headers=headers)
+            assert reply.status == 401 and reply.json["code"] == code, (query or "header", reply)
+
+
+# Proven elsewhere for the sockets a token opened before it died:
+# tests/test_chat_lifecycle.py::test_logout_closes_the_sockets_opened_with_that_token_with_4401,
+# ::test_a_password_reset_closes_every_socket_opened_before_it_with_4401.
 
 
 # === API3:2023 Broken Object Property Level Authorization =====================================
@@ -350,8 +531,28 @@ async def test_no_response_shows_another_users_email_or_any_hash_or_secret(api, 
                 assert not leaked, (viewer.username, method, concrete, leaked)
 
 
-# Photos add: test_an_uploaded_photo_keeps_no_location_or_camera_metadata (through HTTP).
-# Chat adds: test_a_chat_message_cannot_choose_its_sender_or_time.
+# Proven elsewhere: an uploaded photo keeps no location or camera (EXIF GPS and Make, through HTTP),
+# tests/test_photos_http.py::test_the_organizer_uploads_a_photo_that_is_served_without_its_gps_at_the_returned_url,
+# tests/test_photos_s3_http.py::test_an_upload_is_stored_in_the_bucket_without_its_gps.
+
+async def test_a_chat_message_cannot_choose_its_sender_or_time(world, services, chats):
+    sent_after = utcnow() - datetime.timedelta(seconds=1)
+    alice, owner = await chats.joined(world.alice, world.event), await chats.joined(world.owner, world.event)
+    chosen = {"user_id": world.owner.id, "username": world.owner.username, "timestamp": "2000-01-01T00:00:00Z",
+              "id": str(ObjectId()), "_id": str(ObjectId()), "event_id": world.rival_event["id"],
+              "created_at": "2000-01-01T00:00:00Z"}
+    for field, value in chosen.items():
+        await alice.send({"type": "send_message", "text": f"as {field}", "client_msg_id": field, field: value})
+        refusal = await alice.receive_type("error")
+        assert (refusal["code"], refusal["client_msg_id"]) == ("invalid_frame", field)
+    await alice.say("in my own name")
+    [message] = await owner.messages(1)  # the first message the room sees
+    assert message["text"] == "in my own name", message
+    assert (message["user_id"], message["username"], message["event_id"]) == (
+        world.alice.id, world.alice.username, world.event["id"])
+    assert parse_iso(message["timestamp"]) >= sent_after and message["id"] not in chosen.values()
+    stored = await services.store.messages.find({}).to_list(None)
+    assert [(doc["text"], doc["user_id"]) for doc in stored] == [("in my own name", ObjectId(world.alice.id))]
 
 
 # === API4:2023 Unrestricted Resource Consumption ==============================================
@@ -466,10 +667,110 @@ async def test_reset_emails_to_one_address_are_capped(api, world, services, capl
     assert await services.store.reset_tokens.count_documents({"user_id": ObjectId(world.mallory.id)}) == 3
 
 
-# Photos add: test_a_photo_over_its_size_limit_is_a_413_before_it_is_read,
-# test_a_decompression_bomb_photo_is_refused.
-# Chat adds: test_one_user_cannot_open_more_chat_connections_than_allowed, test_a_chat_flood_is_rate_limited,
-# test_an_oversized_chat_message_is_refused, test_a_client_that_does_not_read_is_dropped.
+# Proven elsewhere for photos: tests/test_photos_http.py::test_a_chunked_body_over_the_limit_is_413,
+# ::test_a_photo_over_the_limit_is_413_even_when_the_framing_fits.
+
+@pytest.mark.parametrize("declared", [10 * 1024 * 1024 + MULTIPART_OVERHEAD_BYTES + 1, 10 * 1024 ** 3])
+async def test_a_photo_over_its_size_limit_is_a_413_before_it_is_read(world, base_url, declared):
+    # Only the head is sent: an answer that waited for the body would never come.
+    stream, head = await raw_request(base_url, (
+        f"POST /api/v1/events/{world.event['id']}/photos HTTP/1.1\r\nHost: localhost\r\n"
+        f"Authorization: Bearer {world.owner.token}\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+        f"Content-Length: {declared}\r\n\r\n"))
+    stream.close()
+    assert head.startswith(b"HTTP/1.1 413 "), head
+
+
+def inflating_comment(size):
+    return png_chunk(b"zTXt", b"Comment\0\0" + zlib.compress(bytes(size), 9))
+
+
+@pytest.mark.parametrize("build, code", [
+    pytest.param(lambda: blank_png(20_000, 20_000), (400, "image_too_large"), id="20000 x 20000 pixels"),
+    # Over this server's cap (50 M pixels), under the 89 M at which Pillow itself would refuse.
+    pytest.param(lambda: blank_png(8_000, MAX_PHOTO_PIXELS // 8_000 + 1), (400, "image_too_large"),
+                 id="just over the pixel cap"),
+    pytest.param(lambda: blank_png(16, 16, inflating_comment(64 << 20)), (415, "unsupported_media_type"),
+                 id="a comment inflating to 64 MiB"),
+])
+async def test_a_decompression_bomb_photo_is_refused(api, world, build, code):
+    data = build()
+    assert len(data) < 200_000
+    reply = await upload(api, world.event["id"], world.owner.token, data, filename="bomb.png", content_type="image/png")
+    assert (reply.status, reply.json["code"]) == code, reply
+    shown = await api.call("GET", f"/api/v1/events/{world.event['id']}", token=world.owner.token)
+    assert shown.data["photo_count"] == 0
+
+
+# Proven elsewhere for chat: tests/test_chat_limits.py::test_connections_beyond_the_per_user_cap_are_refused_with_429,
+# ::test_frames_beyond_the_rate_limit_get_rate_limited_errors,
+# ::test_a_frame_over_64_kib_closes_the_connection_with_1009,
+# tests/test_chat.py::test_message_text_is_1_to_2000_characters_after_trimming; a client that does not read is
+# dropped, tests/test_chat_limits.py::test_a_client_that_never_reads_is_disconnected_while_the_others_keep_receiving,
+# ::test_a_client_that_does_not_read_its_own_answers_is_disconnected. Below, the ways around those limits.
+
+@pytest.mark.settings(chat_max_connections_per_user=2)
+async def test_one_user_cannot_open_more_chat_connections_than_allowed(api, world, chats):
+    # The cap is the user's: more tokens (logging in again) and more events do not raise it.
+    rsvp = await api.call("POST", f"/api/v1/events/{world.rival_event['id']}/rsvp", token=world.alice.token)
+    assert rsvp.status == 200
+    await chats.open(world.alice.token, world.event)
+    await chats.open(await logged_in_again(api, world.alice), world.rival_event)
+    third_token = await logged_in_again(api, world.alice)
+    for event in (world.event, world.rival_event):
+        reply = await handshake(api, event, third_token)
+        assert reply.status == 429 and reply.json["code"] == "too_many_connections", reply
+
+
+@pytest.mark.settings(chat_burst=3, chat_messages_per_second=0.001)
+async def test_a_chat_flood_is_rate_limited(world, services, chats):
+    # Reconnecting must not refill the bucket, or a flood is a reconnect loop away.
+    first = await chats.joined(world.alice, world.event)  # join_chat takes one of the 3
+    await first.say("one")
+    await first.say("two")
+    assert [m["text"] for m in await first.messages(2)] == ["one", "two"]
+    first.close()
+    await first.closed()
+    again = await chats.open(world.alice.token, world.event)
+    await again.send({"type": "join_chat"})
+    await again.say("three", client_msg_id="three")
+    refusals = [await again.receive_type("error") for _ in range(2)]
+    assert [(refusal["code"], refusal.get("client_msg_id")) for refusal in refusals] == [
+        ("rate_limited", None), ("rate_limited", "three")]
+    stored = await services.store.messages.find({}).to_list(None)
+    assert sorted(doc["text"] for doc in stored) == ["one", "two"]
+
+
+@pytest.mark.settings(chat_burst=1, chat_messages_per_second=100)
+async def test_the_buckets_of_closed_chat_connections_are_let_go_once_refilled(world, services, chats):
+    # Else connecting and closing, over and over, would grow the server's memory without end.
+    for _ in range(3):
+        client = await chats.open(world.alice.token, world.event)
+        client.close()
+        await client.closed()
+
+    async def let_go():
+        while services.chat._refilling:
+            await asyncio.sleep(0.01)
+    await bounded(let_go())
+
+
+async def test_an_oversized_chat_message_is_refused(world, base_url, http_server):
+    # Sent in fragments, each under the 64 KiB cap: the cap holds for the message they make.
+    stream, head = await raw_request(base_url, (
+        f"GET /ws/chat/{world.event['id']} HTTP/1.1\r\nHost: localhost\r\n"
+        f"Authorization: Bearer {world.alice.token}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in UPGRADE.items())
+        + "\r\n"))
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    small = json.dumps({"type": "dance"}).encode()
+    await stream.write(client_frame(small[:5], fin=False) + client_frame(small[5:], opcode=0x0))
+    opcode, payload = await server_frame(stream)  # reassembled, so answered
+    assert opcode == 0x1 and json.loads(payload)["code"] == "unknown_type"
+    large = json.dumps({"type": "send_message", "text": "x" * (100 * 1024)}).encode()
+    await stream.write(client_frame(large[:50 * 1024], fin=False) + client_frame(large[50 * 1024:], opcode=0x0))
+    opcode, payload = await server_frame(stream)
+    stream.close()
+    assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1009
 
 
 # === API5:2023 Broken Function Level Authorization ============================================
@@ -638,5 +939,21 @@ async def test_trace_is_not_allowed(api):
     assert reply.status == 405 and "leak-me" not in reply.text
 
 
-# Photos add: test_an_upload_that_is_not_an_image_is_a_415, test_a_served_photo_says_nosniff.
-# Chat adds (cross-site WebSocket hijacking): test_a_chat_handshake_from_a_foreign_origin_is_refused.
+# Proven elsewhere for photos: an upload that is not an image is a 415,
+# tests/test_photos_http.py::test_a_jpg_that_is_really_text_is_415_and_not_stored,
+# ::test_a_body_that_is_not_multipart_is_415;
+# a served photo says nosniff, ::test_the_organizer_uploads_a_photo_that_is_served_without_its_gps_at_the_returned_url.
+# For chat (cross-site WebSocket hijacking):
+# tests/test_chat_limits.py::test_a_chat_handshake_from_a_foreign_origin_is_refused.
+
+async def test_a_page_hidden_behind_a_real_photo_is_not_served(api, world, http_client, base_url):
+    # A valid PNG with HTML after its end: if stored as sent, the photo URL would serve a page that
+    # a browser sniffing past the declared type could run, on this server's origin.
+    page = b"<html><script>alert(document.cookie)</script></html>"
+    reply = await upload(api, world.event["id"], world.owner.token, png() + page, filename="photo.html",
+                         content_type="text/html")
+    assert reply.status == 201, reply
+    served = await http_client.fetch(base_url + urllib.parse.urlsplit(reply.data["url"]).path, raise_error=False)
+    assert served.code == 200 and served.headers["Content-Type"] == "image/png"
+    assert served.headers["X-Content-Type-Options"] == "nosniff"
+    assert b"<script" not in served.body and b"<html" not in served.body
