@@ -163,6 +163,9 @@ class Events:
         self.geofences = GeofenceCache()
         # Called as listener(event_id) after an event is deleted, e.g. to close its chat room.
         self.deleted_listeners = []
+        # Called as listener(event_id, user_id) when someone who is not the organizer cancels
+        # an RSVP, so access granted by that RSVP (the event's live chat) ends with it.
+        self.left_listeners = []
         # How many people are in an event's live chat now; the chat replaces this.
         self.online_counter = lambda event_id: 0
 
@@ -252,19 +255,19 @@ class Events:
         if event is None:
             await self._owned(event_id, organizer, {"_id": 1})  # 404 or 403, whichever applies
             raise NotFound("There is no such event.", code="event_not_found")
-        self._notify_deleted(str(event_id))
+        self._notify(self.deleted_listeners, str(event_id))
         await self.store.messages.delete_many({"event_id": event_id})
         await self.store.users.update_one({"_id": organizer["_id"]}, {"$pull": {"created_events": event_id}})
         await self.store.users.update_many({"_id": {"$in": event.get("rsvps") or []}},
                                            {"$pull": {"rsvped_events": event_id}})
 
-    def _notify_deleted(self, event_id):
-        for listener in self.deleted_listeners:
+    def _notify(self, listeners, *args):
+        for listener in listeners:
             try:
-                listener(event_id)
+                listener(*args)
             except Exception:
-                # The event is gone either way; one broken listener must not stop the rest.
-                log.exception("event deletion listener failed")
+                # The change is made either way; one broken listener must not stop the rest.
+                log.exception("event listener failed")
 
     # --- RSVP ------------------------------------------------------------------------------
 
@@ -302,13 +305,15 @@ class Events:
                 {"_id": event_id, "rsvps": user_id, **_not_over(now, self.settings.default_event_hours)},
                 [{"$set": {"rsvps": _without("rsvps", user_id), "arrivals": _without("arrivals", user_id)}},
                  {"$set": {"rsvp_count": {"$size": "$rsvps"}}}],
-                projection={"rsvp_count": 1}, return_document=db.ReturnDocument.AFTER)
+                projection={"rsvp_count": 1, "organizer_id": 1}, return_document=db.ReturnDocument.AFTER)
             if event is None:
                 event = await self._summary(event_id, user_id)
                 if event["is_rsvped"] and self._is_over(event, now):
                     raise Conflict("The event is over; its RSVPs stay as they were.", code="event_ended")
                 if event["is_rsvped"]:
                     continue
+            elif event.get("organizer_id") != user_id:
+                self._notify(self.left_listeners, str(event_id), str(user_id))
             await self.store.users.update_one({"_id": user_id}, {"$pull": {"rsvped_events": event_id}})
             return {"rsvped": False, "rsvp_count": event["rsvp_count"]}
         raise Conflict("The event changed while you were cancelling. Try again.", code="rsvp_conflict")

@@ -24,7 +24,7 @@ log = logging.getLogger("chat")
 
 MAX_FRAME_BYTES = 64 * 1024
 CLOSE_GOING_AWAY, CLOSE_TOO_SLOW = 1001, 1013
-CLOSE_TOKEN_REVOKED, CLOSE_EVENT_DELETED = 4401, 4404
+CLOSE_TOKEN_REVOKED, CLOSE_NOT_A_MEMBER, CLOSE_EVENT_DELETED = 4401, 4403, 4404
 FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend"}
 SEND_FIELDS = frozenset(("type", "text", "client_msg_id"))
 MAX_CLIENT_MSG_ID = 64  # as in schemas/ChatSend.json
@@ -119,6 +119,12 @@ class ChatService:
         for socket in list(self._by_user.get(user_id, ())):
             if socket.opened_with(jti, issued_before):
                 socket.close(CLOSE_TOKEN_REVOKED, "token revoked")
+
+    def close_member(self, event_id, user_id):
+        """Events' RSVP-cancelled listener: the user's sockets in that event close (4403)."""
+        for socket in list(self._by_user.get(user_id, ())):
+            if socket.event_id == event_id:
+                socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
 
     def close_event(self, event_id):
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404)."""
@@ -444,7 +450,8 @@ bucket a closed one of the same user left, until it has refilled), `invalid_text
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
 acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client
 does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes` setting);
-4401 the token was revoked (logout, password reset); 4404 the event was deleted.
+4401 the token was revoked (logout, password reset); 4403 the user cancelled their RSVP (and is
+not the organizer); 4404 the event was deleted.
 """,
 }
 

@@ -81,6 +81,20 @@ async def test_a_password_reset_closes_every_socket_opened_before_it_with_4401(r
     assert [await socket.closed() for socket in sockets] == [4401, 4401]
 
 
+async def test_cancelling_the_rsvp_closes_that_users_sockets_in_that_event_with_4403(room):
+    await room.create(attendees=2)
+    _, (_, leaver_token), (_, stayer_token) = room.members
+    leaving, staying = await room.joined(leaver_token), await room.joined(stayer_token)
+    reply = await room.api.call("DELETE", f"/api/v1/events/{room.event_id}/rsvp", token=leaver_token)
+    assert reply.status == 200
+    assert await leaving.closed() == 4403
+    await staying.say("still here")
+    assert [m["text"] for m in await staying.messages(1)] == ["still here"]
+    with pytest.raises(tornado.httpclient.HTTPClientError) as refusal:
+        await room.connect(leaver_token)
+    assert refusal.value.code == 403
+
+
 async def test_deleting_the_event_closes_its_sockets_with_4404(room):
     await room.create(attendees=1)
     (_, organizer_token), (_, token) = room.members
