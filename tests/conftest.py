@@ -20,6 +20,7 @@ from domain.settings import load_settings
 from domain.store import Store
 from handlers.app import build_services, make_app, route_table
 from handlers.openapi import openapi_path
+from tests.chat_client import ChatRoom
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_MONGO_URI = os.environ.get("TEST_MONGO_URI", "")
@@ -146,3 +147,11 @@ class Api:
 @pytest.fixture
 def api(http_client, base_url, services):
     return Api(http_client, base_url, ContractCheck(services.openapi))
+
+
+@pytest.fixture
+def room(api, base_url, services, http_server):
+    """One event's live chat, with its members' clients closed after the test (tests/chat_client.py)."""
+    room = ChatRoom(api, base_url, services)
+    yield room
+    room.close_all()

@@ -13,13 +13,6 @@ pytestmark = pytest.mark.gen_test
 FAST = dict(chat_messages_per_second=10_000, chat_burst=10_000)
 
 
-@pytest.fixture
-def room(api, base_url, services, http_server):
-    room = ChatRoom(api, base_url, services)
-    yield room
-    room.close_all()
-
-
 def closed_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -13,13 +13,6 @@ from tests.conftest import PASSWORD
 pytestmark = pytest.mark.gen_test
 
 
-@pytest.fixture
-def room(api, base_url, services, http_server):
-    room = ChatRoom(api, base_url, services)
-    yield room
-    room.close_all()
-
-
 class SlowWrites:
     """The messages collection with every write taking `delay` seconds, as over a slow link."""
 

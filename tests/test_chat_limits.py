@@ -16,18 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from domain.chat import MAX_CATCH_UP
 from domain.store import ObjectId
 from handlers.chat import _plainly_valid_send
-from tests.chat_client import WAIT_SECONDS, ChatClient, ChatRoom
+from tests.chat_client import WAIT_SECONDS, ChatClient
 
 pytestmark = pytest.mark.gen_test
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode()}
-
-
-@pytest.fixture
-def room(api, base_url, services, http_server):
-    room = ChatRoom(api, base_url, services)
-    yield room
-    room.close_all()
 
 
 async def handshake(room, event_id, token=None, headers=None):

@@ -2,16 +2,8 @@
 import pytest
 
 from domain.store import ObjectId
-from tests.chat_client import ChatRoom
 
 pytestmark = pytest.mark.gen_test
-
-
-@pytest.fixture
-def room(api, base_url, services, http_server):
-    room = ChatRoom(api, base_url, services)
-    yield room
-    room.close_all()
 
 
 async def chat(room, count):
