@@ -108,7 +108,8 @@ async def feed_watchdog(notifier, interval):
 
 async def shut_down(server, services, grace_seconds):
     """Within the grace period: shutdown hooks (the chat closes its sockets with 1001), requests
-    in flight, then background work such as emails; whatever is left is cut off."""
+    in flight, then background work such as emails and the photo storage client; whatever is
+    left is cut off."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace_seconds
     await within(deadline, run_shutdown_hooks(services.shutdown_hooks), "shutdown hooks")
@@ -118,6 +119,8 @@ async def shut_down(server, services, grace_seconds):
         log.warning("%d requests still in flight after %.0f s: closing their connections",
                     services.inflight, grace_seconds)
     await within(deadline, services.accounts.drain(), "background work (emails)")
+    # After the requests in flight, so an upload still being re-encoded is stored, not refused.
+    await within(max(deadline, loop.time() + 2), services.gallery.close(), "photo storage")
     await server.close_all_connections()
 
 

@@ -73,17 +73,20 @@ class Accounts:
 
     async def login(self, email, password, client_address):
         email_key, address_key = email.lower(), client_address or "unknown"
+        # Every attempt takes its tokens before the first await and only a success gives them
+        # back: attempts sent in parallel cannot all pass the check before any failure counts.
         wait = max(self._failures_by_email.retry_after(email_key),
                    self._failures_by_address.retry_after(address_key))
         if wait:
             raise RateLimited(wait, "Too many failed logins. Try again later.")
+        self._failures_by_email.hit(email_key)
+        self._failures_by_address.hit(address_key)
         user = await self.store.users.find_one({"email_lower": email_key})
         stored_hash = user.get("password_hash") if user else None
         if not await self.hasher.verify(password, stored_hash) or user is None:
-            self._failures_by_email.hit(email_key)
-            self._failures_by_address.hit(address_key)
             raise NotAuthenticated(BAD_CREDENTIALS, code="bad_credentials")
         self._failures_by_email.reset(email_key)
+        self._failures_by_address.refund(address_key)
         return user, self.tokens.issue(user["_id"], user.get("role", "attendee"))
 
     async def authenticate(self, token):
@@ -112,18 +115,25 @@ class Accounts:
         self._notify_revoked(claims["sub"], jti=claims["jti"])
 
     async def request_password_reset(self, email):
-        """Same answer, and the same work on the request path, whether or not the email exists."""
+        """Same answer, and the same work on the request path, whether or not the email exists:
+        one lookup. Storing the token and mailing it happen in the background, so neither a slow
+        write nor a slow mail server makes a registered email answer later than an unknown one."""
         user = await self.store.users.find_one({"email_lower": email.lower()}, {"email": 1})
         # Over the cap the answer stays the same: a 429 here would tell which emails are registered.
-        if user is None or self._reset_emails.hit(email.lower()):
-            return FORGOT_ANSWER
-        token = secrets.token_urlsafe(32)
-        await self.store.reset_tokens.insert_one({
-            "_id": _reset_token_digest(token), "user_id": user["_id"],
-            "expires_at": self.clock() + datetime.timedelta(seconds=self.settings.reset_token_lifetime_seconds)})
-        # Sent in the background: a slow or failing mail server must not make known emails answer differently.
-        self._in_background(self._send_reset_email(user["email"], token))
+        if user is not None and not self._reset_emails.hit(email.lower()):
+            self._in_background(self._issue_reset_token(user))
         return FORGOT_ANSWER
+
+    async def _issue_reset_token(self, user):
+        token = secrets.token_urlsafe(32)
+        try:
+            await self.store.reset_tokens.insert_one({
+                "_id": _reset_token_digest(token), "user_id": user["_id"],
+                "expires_at": self.clock() + datetime.timedelta(seconds=self.settings.reset_token_lifetime_seconds)})
+        except db.UNAVAILABLE_ERRORS:
+            log.error("password reset token not stored: the database is unavailable")
+            return
+        await self._send_reset_email(user["email"], token)
 
     async def _send_reset_email(self, address, token):
         link = f"{self.settings.public_base_url.rstrip('/')}/reset-password?token={urllib.parse.quote(token)}"

@@ -221,9 +221,8 @@ class Events:
         event_id = _event_id(event_text_id)
         changes = _stored_fields(body)
         for _ in range(ATTEMPTS):
-            event = await self._owned(event_id, organizer, {"rsvps": 0, "arrivals": 0, "photo_gallery": 0})
-            if not changes:
-                break
+            event = await self._owned(event_id, organizer,
+                                      {"rsvps": 0, "arrivals": 0, "photo_gallery": 0, "photos": 0})
             _check_consistent({**event, **changes})
             capacity = changes.get("capacity")
             if capacity is not None and capacity < (await self._summary(event_id))["rsvp_count"]:

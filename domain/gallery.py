@@ -113,8 +113,8 @@ class Gallery:
                 self._storage_started = True
 
     async def close(self):
-        """A shutdown hook: returns at once; the storage closes when the last upload in flight
-        has been stored, so a SIGTERM does not break uploads the server is still finishing."""
+        """Called at shutdown once requests in flight are done; returns at once. Should an upload
+        outlive the grace period, the storage closes when it has been stored."""
         self._closing = True
         if not self._puts_in_flight:
             await self.storage.close()

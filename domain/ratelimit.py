@@ -34,6 +34,12 @@ class TokenBucketLimiter:
             self._evict_full(now)
         return 0.0
 
+    def refund(self, key):
+        """Gives back one token taken by `hit` (e.g. for an attempt that turned out fine)."""
+        if key in self._buckets:
+            tokens, updated = self._buckets[key]
+            self._buckets[key] = (min(self.capacity, tokens + 1), updated)
+
     def reset(self, key):
         self._buckets.pop(key, None)
 

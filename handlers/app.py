@@ -58,7 +58,6 @@ def build_services(settings, store=None, mailer=None):
                         openapi=openapi.build_openapi(route_table(), validator.schemas,
                                                       websocket=chat.CHAT_PROTOCOL))
     services.metrics.in_flight.set_function(lambda: services.inflight)
-    services.shutdown_hooks.append(gallery.close)
     return services
 
 

@@ -128,6 +128,22 @@ async def test_repeated_failures_for_one_email_are_rate_limited(api):
     assert int(reply.headers["Retry-After"]) >= 1
 
 
+@pytest.mark.settings(login_attempts_per_email=5)
+async def test_parallel_failures_cannot_outrun_the_rate_limit(api):
+    await api.register(email="burst@example.com")
+    replies = await asyncio.gather(*[api.call("POST", "/api/v1/auth/login",
+                                              {"email": "burst@example.com", "password": "wrong-pass"})
+                                     for _ in range(20)])
+    assert sorted(r.status for r in replies) == [401] * 5 + [429] * 15
+
+
+async def test_successful_logins_do_not_use_up_the_address_limit(api):
+    await api.register(email="regular@example.com")
+    for _ in range(30):  # more than login_attempts_per_address (20)
+        reply = await api.call("POST", "/api/v1/auth/login", {"email": "regular@example.com", "password": PASSWORD})
+        assert reply.status == 200
+
+
 @pytest.mark.settings(login_attempts_per_address=4)
 async def test_repeated_failures_from_one_address_are_rate_limited(api):
     for n in range(4):
