@@ -20,6 +20,7 @@ import logging
 
 from domain import store as db
 from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unavailable
+from domain.events import organizer_or_rsvped, parse_event_id
 from domain.times import to_iso, utcnow
 
 log = logging.getLogger("chat")
@@ -74,11 +75,8 @@ def message_json(doc):
 
 async def chat_event_id(store, event_text_id, user_id):
     """The id of the event whose chat `user_id` may use: its organizer's or an RSVPed user's."""
-    event_id = db.parse_id(event_text_id)
-    if event_id is None:
-        raise NotFound("There is no such event.", code="event_not_found")
-    member = {"_id": event_id, "$or": [{"organizer_id": user_id}, {"rsvps": user_id}]}
-    if await store.events.find_one(member, {"_id": 1}):
+    event_id = parse_event_id(event_text_id)
+    if await store.events.find_one({"_id": event_id, **organizer_or_rsvped(user_id)}, {"_id": 1}):
         return event_id
     if await store.events.find_one({"_id": event_id}, {"_id": 1}) is None:
         raise NotFound("There is no such event.", code="event_not_found")

@@ -184,7 +184,7 @@ class Events:
         return [event_json(summary, usernames) for summary in summaries]
 
     async def view(self, event_text_id, viewer):
-        summary = await self._summary(_event_id(event_text_id), viewer["_id"])
+        summary = await self._summary(parse_event_id(event_text_id), viewer["_id"])
         return (await self._present([summary]))[0]
 
     async def discover(self, query, viewer):
@@ -218,7 +218,7 @@ class Events:
 
     async def update(self, event_text_id, organizer, body):
         """Applies any subset of the create fields; PUT and PATCH alike."""
-        event_id = _event_id(event_text_id)
+        event_id = parse_event_id(event_text_id)
         changes = _stored_fields(body)
         for _ in range(ATTEMPTS):
             event = await self._owned(event_id, organizer,
@@ -248,7 +248,7 @@ class Events:
 
     async def delete(self, event_text_id, organizer):
         """Deletes the event, its chat history, and its id from its users' lists."""
-        event_id = _event_id(event_text_id)
+        event_id = parse_event_id(event_text_id)
         event = await self.store.events.find_one_and_delete(
             {"_id": event_id, "organizer_id": organizer["_id"]}, {"rsvps": 1})
         if event is None:
@@ -271,7 +271,7 @@ class Events:
     # --- RSVP ------------------------------------------------------------------------------
 
     async def rsvp(self, event_text_id, user):
-        event_id, user_id = _event_id(event_text_id), user["_id"]
+        event_id, user_id = parse_event_id(event_text_id), user["_id"]
         for _ in range(ATTEMPTS):
             now = self.clock()
             # The whole rule in one conditional update: not yet RSVPed, not over, room left.
@@ -297,7 +297,7 @@ class Events:
 
     async def cancel_rsvp(self, event_text_id, user):
         """Takes back an RSVP (and the arrival with it); idempotent; refused once the event is over."""
-        event_id, user_id = _event_id(event_text_id), user["_id"]
+        event_id, user_id = parse_event_id(event_text_id), user["_id"]
         for _ in range(ATTEMPTS):
             now = self.clock()
             event = await self.store.events.find_one_and_update(
@@ -335,7 +335,7 @@ class Events:
         be at most min(accuracy_m, arrival_accuracy_cap_m), from arrival_opens_minutes_before
         the start until the end (end_date, or the start plus default_event_hours).
         """
-        event_id, user_id = _event_id(event_text_id), user["_id"]
+        event_id, user_id = parse_event_id(event_text_id), user["_id"]
         point = parse_point(location)
         for _ in range(ATTEMPTS):
             now = self.clock()
@@ -379,7 +379,7 @@ class Events:
     # --- numbers ---------------------------------------------------------------------------
 
     async def stats(self, event_text_id):
-        event_id = _event_id(event_text_id)
+        event_id = parse_event_id(event_text_id)
         summary = await self._summary(event_id)
         counts = await self._message_counts([event_id])
         return self._stats(summary, counts.get(event_id, 0))
@@ -422,11 +422,18 @@ def _shifted(moment, delta):
             datetime.datetime.min.replace(tzinfo=UTC)
 
 
-def _event_id(text):
+def parse_event_id(text):
+    """An event's ObjectId from its id text; a malformed one is an unknown event (404)."""
     event_id = db.parse_id(text)
     if event_id is None:
         raise NotFound("There is no such event.", code="event_not_found")
     return event_id
+
+
+def organizer_or_rsvped(user_id):
+    """Filter: events `user_id` organizes or has RSVPed, the people an event's chat and gallery
+    are for."""
+    return {"$or": [{"organizer_id": user_id}, {"rsvps": user_id}]}
 
 
 def _capacity_below_rsvps():

@@ -19,11 +19,11 @@ import asyncio
 import os
 import re
 
-from domain import store as db
 from domain.activities import PHOTO_UPLOADED, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
-from domain.photos import new_object_key, prepare_photo_async
+from domain.events import organizer_or_rsvped, parse_event_id
 from domain.paging import Page
+from domain.photos import new_object_key, prepare_photo_async
 from domain.times import to_iso, utcnow
 
 # Each photo adds ~250 bytes to the event document (URL twice, uploader, time); 10,000 keep it
@@ -53,7 +53,7 @@ class Gallery:
     async def check_uploader(self, event_text_id, user):
         """Raises NotFound, Forbidden or Conflict unless `user` may add a photo to the event now;
         cheap, so a refused upload can be answered before its body is read."""
-        await self._check_uploader(_event_id(event_text_id), user["_id"])
+        await self._check_uploader(parse_event_id(event_text_id), user["_id"])
 
     async def _check_uploader(self, event_id, user_id):
         if not await self._finds(_may_add_photo(event_id, user_id)):
@@ -65,7 +65,7 @@ class Gallery:
         Raises UnsupportedMediaType or InvalidInput for bytes that are not a usable photo,
         NotFound / Forbidden / Conflict as `check_uploader`, and Unavailable or UpstreamFailed
         when the storage fails (then nothing is added to the gallery)."""
-        event_id = _event_id(event_text_id)
+        event_id = parse_event_id(event_text_id)
         await self._check_uploader(event_id, user["_id"])  # before the CPU work and the storage
         async with self._preparing:
             photo = await prepare_photo_async(data)
@@ -84,7 +84,7 @@ class Gallery:
         """The error that says why `_may_add_photo` matched nothing."""
         if not await self._finds({"_id": event_id}):
             return NotFound("There is no such event.", code="event_not_found")
-        if not await self._finds({"_id": event_id, **_organizer_or_rsvped(user_id)}):
+        if not await self._finds({"_id": event_id, **organizer_or_rsvped(user_id)}):
             return Forbidden("Only the organizer and people who RSVPed can add photos.", code="rsvp_required")
         return Conflict(f"This event already has {MAX_PHOTOS_PER_EVENT} photos.", code="gallery_full")
 
@@ -125,7 +125,7 @@ class Gallery:
         """A page of the event's photos, newest first: {url, uploaded_by {id, username} or None,
         uploaded_at or None}."""
         event = await self.store.events.find_one(
-            {"_id": _event_id(event_text_id)}, {"photo_gallery": 1, "photos": 1})
+            {"_id": parse_event_id(event_text_id)}, {"photo_gallery": 1, "photos": 1})
         if event is None:
             raise NotFound("There is no such event.", code="event_not_found")
         gallery = event.get("photo_gallery") or []
@@ -142,13 +142,9 @@ class Gallery:
         return {user["_id"]: user.get("username", "") for user in users}
 
 
-def _organizer_or_rsvped(user_id):
-    return {"$or": [{"organizer_id": user_id}, {"rsvps": user_id}]}
-
-
 def _may_add_photo(event_id, user_id):
     """Filter: the event, when user_id organizes it or has RSVPed, and its gallery has room."""
-    return {"_id": event_id, **_organizer_or_rsvped(user_id),
+    return {"_id": event_id, **organizer_or_rsvped(user_id),
             f"photo_gallery.{MAX_PHOTOS_PER_EVENT - 1}": {"$exists": False}}
 
 
@@ -168,10 +164,3 @@ def photo_position(cursor):
         raise InvalidInput("The cursor is not valid; start again without one.", code="invalid_cursor", errors=[
             {"path": "cursor", "message": f"must be a next_cursor of this list ({PHOTO_CURSOR_PATTERN})"}])
     return int(cursor)
-
-
-def _event_id(text):
-    event_id = db.parse_id(text)
-    if event_id is None:
-        raise NotFound("There is no such event.", code="event_not_found")
-    return event_id
