@@ -2,6 +2,7 @@
 import asyncio
 import datetime
 import hashlib
+import ipaddress
 import logging
 import secrets
 import urllib.parse
@@ -23,6 +24,15 @@ RESET_EMAILS_PER_LIFETIME = 3
 
 def _reset_token_digest(token):
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _address_key(address):
+    """IPv4 addresses count one by one; IPv6 by /64, the block one subscriber is usually given."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address or "unknown"
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
 
 
 def check_password_length(password, path="/password"):
@@ -72,7 +82,7 @@ class Accounts:
         return user, self.tokens.issue(user["_id"], role)
 
     async def login(self, email, password, client_address):
-        email_key, address_key = email.lower(), client_address or "unknown"
+        email_key, address_key = email.lower(), _address_key(client_address)
         # Every attempt takes its tokens before the first await and only a success gives them
         # back: attempts sent in parallel cannot all pass the check before any failure counts.
         wait = max(self._failures_by_email.retry_after(email_key),

@@ -7,7 +7,9 @@ Documents keep the old backend's `events` shape (`location` GeoJSON, `organizer_
 Concurrency: every rule that depends on an event's current state (room left, already RSVPed,
 not over yet, capacity not below the RSVPs) sits in the filter of the one update that changes
 the event, so MongoDB checks and writes it in a single step on a single document. A read
-before that update only finds what the error message should say; it never decides.
+before that update finds what an error message should say, and for an edit, whether the
+merged event is consistent; that edit's update then applies only if the fields it read are
+unchanged, so a stale read can refuse a change, never let a wrong one through.
 `rsvp_count` is rewritten from the `rsvps` array in that same update, so the two cannot drift,
 and events written by the old backend, which have no `rsvp_count`, are counted by their array.
 """

@@ -2,21 +2,27 @@
 
 Kept in memory on purpose: a limit that lags by one process behind a load balancer is still a
 limit, and a database round trip per login attempt would be an amplifier for the attack it
-stops. Buckets are evicted once full again, so memory stays bounded by the active keys.
+stops. Buckets are evicted once full again, and the oldest beyond `max_keys`, so memory stays
+bounded.
 """
 import time
 
 
 class TokenBucketLimiter:
-    def __init__(self, capacity, refill_per_second, clock=time.monotonic):
+    def __init__(self, capacity, refill_per_second, clock=time.monotonic, max_keys=10_000):
         self.capacity = float(capacity)
         self.rate = float(refill_per_second)
         self.clock = clock
+        self.max_keys = max_keys
         self._buckets = {}  # key -> (tokens, updated_at)
 
     def _level(self, key, now):
         tokens, updated = self._buckets.get(key, (self.capacity, now))
         return min(self.capacity, tokens + (now - updated) * self.rate)
+
+    def __len__(self):
+        """How many keys are being tracked."""
+        return len(self._buckets)
 
     def retry_after(self, key):
         """Seconds until `key` may act again; 0 when it may act now."""
@@ -30,8 +36,8 @@ class TokenBucketLimiter:
         if tokens < 1:
             return (1 - tokens) / self.rate
         self._buckets[key] = (tokens - 1, now)
-        if len(self._buckets) > 10_000:
-            self._evict_full(now)
+        if len(self._buckets) > self.max_keys:
+            self._evict(now)
         return 0.0
 
     def refund(self, key):
@@ -43,6 +49,11 @@ class TokenBucketLimiter:
     def reset(self, key):
         self._buckets.pop(key, None)
 
-    def _evict_full(self, now):
+    def _evict(self, now):
         for key in [k for k in self._buckets if self._level(k, now) >= self.capacity]:
+            del self._buckets[key]
+        # Under a spray of distinct keys few buckets are full: drop the least recently created
+        # down to 90%, so memory stays bounded and this scan runs once per 10% of growth.
+        excess = len(self._buckets) - self.max_keys * 9 // 10
+        for key in list(self._buckets)[:max(0, excess)]:
             del self._buckets[key]

@@ -1,7 +1,8 @@
 """Where prepared photos are kept: a local directory (development) or an S3 bucket.
 
-Both backends have the same surface, `PhotoStorage`: the server awaits `start()` once at
-startup and `close()` at shutdown, and `put(key, data, content_type)` returns the public URL.
+Both backends have the same surface, `PhotoStorage`: `start()` before the first upload (the
+gallery calls it then), `close()` at shutdown, and `put(key, data, content_type)` returns the
+public URL.
 Keys come from `domain.photos.new_object_key`, never from a client.
 """
 

@@ -21,7 +21,7 @@ uncompressed server-side ``WebSocketProtocol13`` unlocks the prebuilt-frame path
 
 Tornado internals relied on, checked against 6.6.1: ``WebSocketProtocol13._compressor`` (None
 unless permessage-deflate was negotiated) and ``BaseIOStream._write_buffer`` (its length is
-the unsent backlog; read only when ``writing()`` is true). Bytes sent around the stream skip
+the unsent backlog). Bytes sent around the stream skip
 the protocol's ``_wire_bytes_out`` statistics and nothing else: the stream's write futures
 count only what goes through ``IOStream.write``.
 """

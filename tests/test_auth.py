@@ -153,6 +153,19 @@ async def test_repeated_failures_from_one_address_are_rate_limited(api):
     assert reply.status == 429 and "Retry-After" in reply.headers
 
 
+@pytest.mark.settings(login_attempts_per_address=3, trusted_proxies=["127.0.0.1"])
+async def test_one_ipv6_subscriber_block_shares_one_address_limit(api):
+    for n in range(3):
+        reply = await api.call("POST", "/api/v1/auth/login", {"email": f"g{n}@example.com", "password": "wrong-pass"},
+                               headers={"X-Forwarded-For": f"2001:db8:1:2::{n + 1}"})
+        assert reply.status == 401
+    same_block = await api.call("POST", "/api/v1/auth/login", {"email": "h@example.com", "password": "wrong-pass"},
+                                headers={"X-Forwarded-For": "2001:db8:1:2:ffff::9"})
+    other_block = await api.call("POST", "/api/v1/auth/login", {"email": "h@example.com", "password": "wrong-pass"},
+                                 headers={"X-Forwarded-For": "2001:db8:1:3::1"})
+    assert same_block.status == 429 and other_block.status == 401
+
+
 async def test_a_hash_written_by_the_old_flask_backend_logs_in(api, services):
     # Flask-Bcrypt stored bcrypt's $2b$ text; the old documents have no normalized copies.
     old_hash = bcrypt.hashpw(b"legacy-password", bcrypt.gensalt(4)).decode()
