@@ -42,6 +42,14 @@ def client_address(request, trusted_proxies):
     return address
 
 
+def bearer_token(request):
+    """The token of an `Authorization: Bearer <token>` header, or None."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
 def implemented_methods(handler_class):
     """The HTTP methods a handler class answers (lower case), CORS preflight aside."""
     return [m.lower() for m in handler_class.SUPPORTED_METHODS if m != "OPTIONS"
@@ -185,11 +193,10 @@ class BaseHandler(tornado.web.RequestHandler):
 
     async def authenticate(self):
         """Bearer tokens only: a token in a REST query string would end up in logs and histories."""
-        header = self.request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(self.request)
+        if token is None:
             raise NotAuthenticated("Authentication is required: send Authorization: Bearer <token>.")
-        self.current_user, self.claims = await self.services.accounts.authenticate(token.strip())
+        self.current_user, self.claims = await self.services.accounts.authenticate(token)
 
     def require_role(self, role):
         if self.current_user.get("role") != role:

@@ -16,7 +16,7 @@ from domain import store as db
 from domain.chat import MAX_CATCH_UP, MAX_TEXT_CHARS, RECENT_COUNT, MessageLog, chat_event_id
 from domain.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, RateLimited, Unavailable
 from domain.ratelimit import TokenBucketLimiter
-from handlers.base import client_address
+from handlers.base import bearer_token, client_address
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.errors import error_response
 
@@ -191,10 +191,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         await super().get(event_id)
 
     def _token(self):
-        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
-        token = self.get_query_argument("token", "")
+        token = bearer_token(self.request) or self.get_query_argument("token", "")
         if not token:
             raise NotAuthenticated("Authentication is required: ?token=<jwt> or Authorization: Bearer <jwt>.")
         return token

@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from domain.errors import Forbidden, NotAuthenticated
-from handlers.base import BaseHandler, address_in
+from handlers.base import BaseHandler, address_in, bearer_token
 from handlers.docs import operation
 from handlers.logs import route_of
 
@@ -90,8 +90,8 @@ class MetricsHandler(BaseHandler):
             raise Forbidden("This address may not read the metrics.", code="address_not_allowed")
         expected = self.config.metrics_token
         if expected:
-            scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+            token = bearer_token(self.request) or ""
+            if not hmac.compare_digest(token.encode(), expected.encode()):
                 raise NotAuthenticated("The metrics need their bearer token.", code="metrics_token_required")
 
 
