@@ -7,7 +7,7 @@ import uuid
 import tornado.web
 
 from domain.errors import Forbidden, InvalidInput, NotAuthenticated, TooLarge
-from handlers.errors import error_response
+from handlers.errors import error_response, write_error_response
 from handlers.logs import request_id_var
 
 log = logging.getLogger("handlers")
@@ -133,15 +133,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.finish(json.dumps({"message": message, "data": data if data is not None else {}}))
 
     def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        status, body, headers = error_response(exc, fallback_status=status_code)
-        self.error_code = body["code"]  # for the access log and the metrics (database errors)
-        self.set_status(status)
-        for name, value in headers.items():
-            self.set_header(name, value)
-        if status == 405:
+        if status_code == 405:
             self.set_header("Allow", ", ".join(m.upper() for m in implemented_methods(type(self))))
-        self.finish(json.dumps(body))
+        write_error_response(self, status_code, kwargs.get("exc_info"))
 
     def log_exception(self, typ, value, tb):
         status = error_response(value)[0]

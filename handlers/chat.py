@@ -18,7 +18,7 @@ from domain.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated
 from domain.ratelimit import TokenBucketLimiter
 from handlers.base import bearer_token, client_address
 from handlers.chat_hub import RoomHub, encode_json
-from handlers.errors import error_response
+from handlers.errors import error_response, write_error_response
 
 log = logging.getLogger("chat")
 
@@ -215,12 +215,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         return client_address(self.request, self.services.settings.trusted_proxies)
 
     def write_error(self, status_code, **kwargs):
-        status, body, headers = error_response(kwargs.get("exc_info", (None, None, None))[1], status_code)
-        self.error_code = body["code"]  # for the access log and the metrics
-        self.set_status(status)
-        for name, value in headers.items():
-            self.set_header(name, value)
-        self.finish(json.dumps(body))
+        write_error_response(self, status_code, kwargs.get("exc_info"))
 
     def log_exception(self, typ, value, tb):
         status = error_response(value)[0]

@@ -1,5 +1,6 @@
 """The one place that turns an exception into an HTTP status and the contract's error body."""
 import http
+import json
 
 import tornado.web
 
@@ -43,3 +44,15 @@ def plain_error(status, detail=None):
     phrase = http.HTTPStatus(status).phrase if status in http.HTTPStatus._value2member_map_ else "Error"
     message = f"{phrase}: {detail}" if detail and "%" not in detail else f"{phrase}."
     return status, {"message": message, "code": CODES.get(status, "error")}, {}
+
+
+def write_error_response(handler, status_code, exc_info=None):
+    """What every handler's write_error does: the contract's JSON error body, never a page."""
+    status, body, headers = error_response((exc_info or (None, None, None))[1], fallback_status=status_code)
+    handler.error_code = body["code"]  # for the access log and the metrics (database errors)
+    handler.set_status(status)
+    handler.set_header("Content-Type", "application/json; charset=UTF-8")
+    handler.set_header("Cache-Control", "no-store")
+    for name, value in headers.items():
+        handler.set_header(name, value)
+    handler.finish(json.dumps(body))

@@ -1,5 +1,4 @@
 """Event photos over HTTP: the gallery, multipart uploads, and /media/ for the local storage."""
-import json
 
 import tornado.httputil
 import tornado.web
@@ -10,7 +9,7 @@ from domain.photos import PHOTO_FORMATS
 from domain.storage import LocalStorage
 from handlers.base import BaseHandler
 from handlers.docs import operation
-from handlers.errors import error_response
+from handlers.errors import write_error_response
 from handlers.paging import page_query, page_request
 
 PHOTO_FIELD = "photo"
@@ -117,12 +116,7 @@ class MediaHandler(tornado.web.StaticFileHandler):
         self.set_header("Cache-Control", "public, max-age=31536000, immutable")
 
     def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        status, body, _ = error_response(exc, fallback_status=status_code)
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(body))
+        write_error_response(self, status_code, kwargs.get("exc_info"))
 
 
 ROUTES = [
