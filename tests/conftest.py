@@ -5,22 +5,26 @@ then gets its own database, dropped afterwards). Settings come from settings.yam
 `@pytest.mark.settings(name=value, ...)` on top; bcrypt runs at its lowest cost unless a test
 asks for more.
 """
+import email
 import itertools
 import json
 import os
 import pathlib
 import re
+import time
 import uuid
 
 import jsonschema
 import pytest
 import tornado.httpclient
+from aiosmtpd.controller import Controller
 
 from domain.settings import load_settings
 from domain.store import Store
 from handlers.app import build_services, make_app, route_table
 from handlers.openapi import openapi_path
 from tests.chat_client import ChatRoom
+from tests.running_server import free_port
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TEST_MONGO_URI = os.environ.get("TEST_MONGO_URI", "")
@@ -155,3 +159,32 @@ def room(api, base_url, services, http_server):
     room = ChatRoom(api, base_url, services)
     yield room
     room.close_all()
+
+
+class Mailbox:
+    """A real SMTP server's handler (aiosmtpd): keeps every envelope that arrives."""
+
+    def __init__(self):
+        self.messages = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope)
+        return "250 Message accepted for delivery"
+
+    def wait_for_message(self):
+        """The next message's text, waiting (bounded) for a server in another process to send it."""
+        for _ in range(600):
+            if self.messages:
+                return email.message_from_bytes(self.messages.pop(0).content).get_payload(decode=True).decode()
+            time.sleep(0.05)
+        raise AssertionError("no email arrived")
+
+
+@pytest.fixture
+def mailbox():
+    """(Mailbox, port) of an SMTP server listening on loopback for this test."""
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield mailbox, controller.port
+    controller.stop()

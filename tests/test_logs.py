@@ -1,19 +1,16 @@
 """Logs: one JSON object a line, naming the request; never a password, token or reset link."""
-import email
 import io
 import json
 import logging
 import re
 import secrets
-import time
 import uuid
 
 import pytest
-from aiosmtpd.controller import Controller
 
 from handlers.logs import JsonFormatter
 from tests.conftest import PASSWORD
-from tests.running_server import RunningServer, free_port
+from tests.running_server import RunningServer
 
 PRODUCTION_SECRETS = {"ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
                       "JWT_SECRET_KEY": secrets.token_urlsafe(48)}
@@ -80,33 +77,6 @@ async def test_in_development_the_console_mailer_logs_the_email_so_a_reset_can_b
     await services.accounts.drain()
     mail = [line["message"] for line in json_lines() if line["logger"] == "mail"]
     assert len(mail) == 1 and "give this code to the app" in mail[0]
-
-
-class Mailbox:
-    """An SMTP server's handler: keeps what arrives."""
-
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content))
-        return "250 OK"
-
-    def wait_for_message(self):
-        for _ in range(600):
-            if self.messages:
-                return self.messages.pop(0).get_payload(decode=True).decode()
-            time.sleep(0.05)
-        raise AssertionError("no email arrived")
-
-
-@pytest.fixture
-def mailbox():
-    mailbox = Mailbox()
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield mailbox, controller.port
-    controller.stop()
 
 
 def test_a_running_server_logs_no_password_token_or_reset_link(mailbox):

@@ -5,39 +5,17 @@ import email.policy
 import re
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from handlers.app import build_services
 from domain.mailer import make_mailer
-from tests.conftest import make_store
-from tests.running_server import free_port
+from handlers.app import build_services
+from tests.conftest import make_settings, make_store
 
 pytestmark = pytest.mark.gen_test
 
 
-class Inbox:
-    def __init__(self):
-        self.messages = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(envelope)
-        return "250 Message accepted for delivery"
-
-
-
 @pytest.fixture
-def inbox():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
-
-
-@pytest.fixture
-def services(inbox, io_loop):
-    from tests.conftest import make_settings
-    settings = make_settings(mail_backend="smtp", mail_server="127.0.0.1", mail_port=inbox[1],
+def services(mailbox, io_loop):
+    settings = make_settings(mail_backend="smtp", mail_server="127.0.0.1", mail_port=mailbox[1],
                              mail_default_sender="events@example.com")
     services = build_services(settings, store=make_store(), mailer=make_mailer(settings))
     io_loop.run_sync(services.store.ensure_indexes)
@@ -45,8 +23,8 @@ def services(inbox, io_loop):
     services.store.close()
 
 
-async def test_the_reset_email_arrives_over_smtp_and_its_link_works_once(api, inbox):
-    messages = inbox[0].messages
+async def test_the_reset_email_arrives_over_smtp_and_its_link_works_once(api, mailbox):
+    messages = mailbox[0].messages
     await api.register(email="mail.me@example.com")
     reply = await api.call("POST", "/api/v1/auth/forgot-password", {"email": "mail.me@example.com"})
     assert reply.status == 200
@@ -68,8 +46,8 @@ async def test_the_reset_email_arrives_over_smtp_and_its_link_works_once(api, in
     assert second.status == 401
 
 
-async def test_an_unknown_email_sends_nothing(api, inbox):
-    messages = inbox[0].messages
+async def test_an_unknown_email_sends_nothing(api, mailbox):
+    messages = mailbox[0].messages
     reply = await api.call("POST", "/api/v1/auth/forgot-password", {"email": "ghost@example.com"})
     assert reply.status == 200
     await asyncio.sleep(0.1)
