@@ -81,3 +81,14 @@ class TooLarge(DomainError):
 class UnsupportedMediaType(DomainError):
     code = "unsupported_media_type"
     message = "This content type is not supported."
+
+
+class StoreUnavailable(Unavailable):
+    """The database cannot be reached or cannot take a write right now (503, Retry-After)."""
+    code = "database_unavailable"
+    message = "The database is not answering. Try again shortly."
+
+
+class StoreBroken(Exception):
+    """The database can never serve as it is (a corrupt or unwritable file): the server refuses
+    to start, with this text as its one line."""

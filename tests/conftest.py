@@ -1,14 +1,13 @@
 """Test fixtures: the real application on a fresh database per test, and a small JSON client.
 
-The database is the in-memory store, or a real MongoDB when TEST_MONGO_URI is set (each test
-then gets its own database, dropped afterwards). Settings come from settings.yaml with
+The database is SQLite in memory, or the store TEST_STORE names (tests/stores.py: "sqlite",
+"mongomock", or "mongodb" at TEST_MONGO_URI, which each test gets its own database of). Settings come from settings.yaml with
 `@pytest.mark.settings(name=value, ...)` on top; bcrypt runs at its lowest cost unless a test
 asks for more.
 """
 import email
 import itertools
 import json
-import os
 import pathlib
 import re
 import time
@@ -20,14 +19,13 @@ import tornado.httpclient
 from aiosmtpd.controller import Controller
 
 from domain.settings import load_settings
-from domain.store import Store
 from handlers.app import build_services, make_app, route_table
 from handlers.openapi import openapi_path
 from tests.chat_client import ChatRoom
 from tests.running_server import free_port
+from tests.stores import DEFAULT_STORE, discard_store, new_store
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-TEST_MONGO_URI = os.environ.get("TEST_MONGO_URI", "")
 PASSWORD = "correct horse battery"
 
 _names = itertools.count(1)
@@ -38,10 +36,6 @@ def make_settings(**overrides):
     return load_settings(ROOT / "settings.yaml", environ={}, **values)
 
 
-def make_store():
-    return Store.connect(TEST_MONGO_URI, f"test_{uuid.uuid4().hex[:12]}", timeout_ms=3000)
-
-
 @pytest.fixture
 def settings(request):
     marker = request.node.get_closest_marker("settings")
@@ -50,12 +44,11 @@ def settings(request):
 
 @pytest.fixture
 def services(settings, io_loop):
-    services = build_services(settings, store=make_store())
-    io_loop.run_sync(services.store.ensure_indexes)
+    store = new_store(DEFAULT_STORE)
+    io_loop.run_sync(store.open)
+    services = build_services(settings, store=store)
     yield services
-    if not services.store.in_memory:
-        io_loop.run_sync(lambda: services.store.client.drop_database(services.store.db.name))
-    services.store.close()
+    io_loop.run_sync(lambda: discard_store(store))
 
 
 @pytest.fixture

@@ -1,0 +1,315 @@
+"""The data the domain keeps, as narrow interfaces: one per aggregate.
+
+The domain reaches its data only through these. Each database has one adapter in the
+`storage` package that implements all of them and is the only code that knows its driver,
+its query language and its error codes. `tests/test_repositories.py` holds every adapter to
+the contracts written here, with the same fixtures and the same expected answers.
+
+Conventions shared by every method:
+- Ids are 24 lowercase hex characters (the shape of the old backend's ObjectIds) as `str`.
+  Adapters generate them; within one kind of record they sort like creation time. A text that
+  is not an id of an existing record simply finds nothing.
+- Times are aware UTC `datetime`s, kept to the millisecond (`domain.times.utcnow`).
+- Records are plain dicts with an "id" key; each method says which other keys it fills.
+  Absent optional values are None, never missing.
+- A database that cannot be reached, or that fails a write for a reason the caller cannot
+  change (disk full, a lock held too long), raises `domain.errors.StoreUnavailable`; the
+  method then changed nothing. Every other exception is a bug.
+- A method that returns a list returns at most `limit` items when given a limit.
+- "Atomic" means: correct under any number of concurrent callers, in this process or in other
+  processes sharing the database, without a read-modify-write in the caller.
+"""
+import abc
+import dataclasses
+import datetime
+
+
+class AlreadyTaken(Exception):
+    """`Users.add` was given an email or username that another user has (ignoring case)."""
+
+    def __init__(self, field):
+        super().__init__(f"{field} already taken")
+        self.field = field  # "email" or "username"
+
+
+@dataclasses.dataclass(frozen=True)
+class EventWindow:
+    """When events are open, as the RSVP and arrival rules need it: an event is over at its
+    `end_date`, or `default_duration` after its `date` when it has no end_date."""
+    now: datetime.datetime
+    default_duration: datetime.timedelta
+
+
+# --- accounts ----------------------------------------------------------------------------------
+
+class Users(abc.ABC):
+    """Accounts. A user record: id, username, email, role, password_hash, created_at,
+    tokens_valid_after (None until a password reset), followers_count, following_count."""
+
+    @abc.abstractmethod
+    async def add(self, username, email, role, password_hash, created_at):
+        """Atomic: stores a new user and returns its record, or raises AlreadyTaken when the
+        email or the username is already registered, compared ignoring case (`str.lower`).
+        Email is checked first: when both are taken, AlreadyTaken("email")."""
+
+    @abc.abstractmethod
+    async def get(self, user_id):
+        """The user record, or None."""
+
+    @abc.abstractmethod
+    async def find_by_email(self, email):
+        """The user record whose email equals `email` ignoring case, or None."""
+
+    @abc.abstractmethod
+    async def set_password(self, user_id, password_hash, tokens_valid_after):
+        """Replaces the password hash and sets tokens_valid_after (tokens issued before it stop
+        working). Returns whether the user exists."""
+
+    @abc.abstractmethod
+    async def usernames(self, user_ids):
+        """{id: username} for those of `user_ids` that exist."""
+
+
+class RevokedTokens(abc.ABC):
+    """Token ids (JWT `jti`) that stopped working before they expire (logout)."""
+
+    @abc.abstractmethod
+    async def revoke(self, jti, user_id, expires_at):
+        """Idempotent. The adapter may forget the jti once `expires_at` has passed."""
+
+    @abc.abstractmethod
+    async def is_revoked(self, jti):
+        """Whether `jti` was revoked (and has not expired)."""
+
+
+class ResetTokens(abc.ABC):
+    """Password reset tokens, kept only as digests."""
+
+    @abc.abstractmethod
+    async def add(self, digest, user_id, expires_at):
+        """Stores a token digest for the user."""
+
+    @abc.abstractmethod
+    async def take(self, digest, now):
+        """Atomic, single use: deletes the token and returns its user id if it exists and
+        expires after `now`; otherwise None. Of concurrent callers with one digest, at most one
+        gets the user id."""
+
+    @abc.abstractmethod
+    async def drop_all(self, user_id):
+        """Deletes every reset token of the user."""
+
+    @abc.abstractmethod
+    async def count(self, user_id):
+        """How many reset tokens of the user are stored."""
+
+
+# --- events --------------------------------------------------------------------------------------
+
+class Events(abc.ABC):
+    """Events with their RSVPs, arrivals and photos.
+
+    An event record ("summary"), as every reading method returns it:
+      id, title, description, date, end_date, category, location_address,
+      location ({"type": "Point", "coordinates": [lng, lat]}), geofence_radius (meters),
+      geofence (GeoJSON Polygon dict or None), capacity (int or None), organizer_id,
+      created_at, updated_at,
+      rsvp_count, arrival_count, photo_count,
+      is_rsvped, has_arrived (whether `viewer_id` has; False without a viewer),
+      and distance_m (meters, float) on nearby searches only.
+    """
+
+    FIELDS = ("title", "description", "date", "end_date", "category", "location_address", "location",
+              "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at")
+
+    @abc.abstractmethod
+    async def add(self, fields):
+        """Stores a new event from `fields` (every name in FIELDS) with no RSVPs, arrivals or
+        photos; returns its id."""
+
+    @abc.abstractmethod
+    async def get(self, event_id, viewer_id=None):
+        """The event record as `viewer_id` sees it, or None."""
+
+    @abc.abstractmethod
+    async def find(self, query, viewer_id=None):
+        """Up to `query.limit + 1` event records matching a `domain.discovery.DiscoveryQuery`:
+
+        - filters: `category` (equal), `date_from` <= date <= `date_to`, `organizer_id`, and
+          `text`: found literally (never as a pattern), ignoring case, in title or description;
+        - without `near`: ordered by (date, id); with a `cursor`, only events strictly after
+          (cursor.moment(), cursor.last_id) in that order;
+        - with `near` = (lng, lat): only events whose location is within `radius_m` by
+          great-circle distance on a sphere of radius `domain.geo.EARTH_RADIUS_M` (MongoDB's
+          `$geoNear`), each with distance_m, ordered by (distance_m, id); with a cursor, only
+          events strictly after (cursor.position, cursor.last_id). Distances are computed by
+          `domain.geo.distance_m` or an equivalent that gives the same value, so a cursor
+          resumes exactly at ties.
+        """
+
+    @abc.abstractmethod
+    async def update(self, event_id, organizer_id, changes, expected):
+        """Atomic: sets the fields in `changes` (names from FIELDS) only if the event exists, is
+        organized by `organizer_id`, still has every value in `expected` ({field: value read
+        earlier}), and, when `changes` sets a capacity that is not None, has at most that many
+        RSVPs. Returns whether it changed the event."""
+
+    @abc.abstractmethod
+    async def delete(self, event_id, organizer_id):
+        """Atomic: deletes the event, if `organizer_id` organizes it, with its RSVPs, arrivals,
+        photos and chat messages. Returns whether it deleted it."""
+
+    @abc.abstractmethod
+    async def take_seat(self, event_id, user_id, window):
+        """Atomic: RSVPs the user only if the event exists, the user has not RSVPed, the event is
+        not over at `window.now`, and it has room (no capacity, or fewer RSVPs than it). Returns
+        the event record after the change (as the user sees it), or None when any condition
+        failed. Of 50 concurrent callers for 10 seats, exactly 10 get a record."""
+
+    @abc.abstractmethod
+    async def release_seat(self, event_id, user_id, window):
+        """Atomic: takes back the user's RSVP, and their arrival with it, only if they have
+        RSVPed and the event is not over at `window.now`. Returns the event record after the
+        change, or None when a condition failed."""
+
+    @abc.abstractmethod
+    async def record_arrival(self, event_id, user_id, window, opens_before):
+        """Atomic: records the user's arrival only if they have RSVPed, have not arrived yet,
+        the event started at most `opens_before` (a timedelta) after `window.now` and is not
+        over. Returns whether it recorded it."""
+
+    @abc.abstractmethod
+    async def is_member(self, event_id, user_id):
+        """None when there is no such event; otherwise whether the user organizes it or has
+        RSVPed: the people its chat and gallery are for."""
+
+    @abc.abstractmethod
+    async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
+        """Atomic: appends a photo to the gallery only if the event exists, `uploaded_by`
+        organizes it or has RSVPed, and it has fewer than `max_photos` photos. Returns the event
+        record after the change, or None."""
+
+    @abc.abstractmethod
+    async def photos(self, event_id, before, limit):
+        """A page of the gallery, newest first: (photos, start), or None when there is no such
+        event. Photos have positions 0, 1, ... in upload order; the page holds the `limit`
+        photos just before position `before` (None: the end), and `start` is the position of
+        the oldest one returned (0 when the page reaches the first photo). Each photo:
+        {url, uploaded_by (user id or None when unknown), uploaded_at (or None)}."""
+
+
+# --- chat ------------------------------------------------------------------------------------------
+
+class Messages(abc.ABC):
+    """Chat messages of each event. A message record: id, event_id, user_id, username, text,
+    timestamp, client_msg_id (or None). Within an event, ids increase in the order messages are
+    stored, also across restarts and across processes sharing the database."""
+
+    @abc.abstractmethod
+    async def append(self, event_id, drafts):
+        """Atomic as a batch: stores the drafts ({user_id, username, text, timestamp,
+        client_msg_id or None}; no two with the same (user_id, client_msg_id)) in their order,
+        giving them increasing ids after every stored message of the event.
+
+        Returns a list parallel to `drafts`: (message record, False) for a draft stored now,
+        (the earlier message record, True) for one whose (user_id, client_msg_id) was already
+        stored in this event (a client_msg_id is stored once per sender and event), or None for
+        a draft the database refused on its own (the others are still stored).
+        Raises StoreUnavailable, having stored none of them, when the batch cannot be written."""
+
+    @abc.abstractmethod
+    async def exists(self, event_id, message_id):
+        """Whether `message_id` is a message of the event."""
+
+    @abc.abstractmethod
+    async def latest(self, event_id, limit):
+        """The event's last `limit` messages, oldest first."""
+
+    @abc.abstractmethod
+    async def after(self, event_id, message_id, limit):
+        """The event's messages with ids after `message_id`, oldest first."""
+
+    @abc.abstractmethod
+    async def before(self, event_id, message_id, limit):
+        """The event's messages with ids before `message_id` (None: from the newest), newest first."""
+
+    @abc.abstractmethod
+    async def counts(self, event_ids):
+        """{event id: number of messages} for every id in `event_ids` (0 when none)."""
+
+
+# --- follows and the feed -----------------------------------------------------------------------------
+
+class Follows(abc.ABC):
+    """Who follows whom. Lists hold user records (as Users.get) in user id order."""
+
+    @abc.abstractmethod
+    async def follow(self, follower_id, followee_id):
+        """Atomic: records the follow; returns True only for the call that created it (of any
+        number of concurrent identical calls, exactly one)."""
+
+    @abc.abstractmethod
+    async def unfollow(self, follower_id, followee_id):
+        """Atomic: removes the follow; returns whether there was one."""
+
+    @abc.abstractmethod
+    async def is_following(self, follower_id, followee_id):
+        """Whether the follow exists."""
+
+    @abc.abstractmethod
+    async def followers(self, user_id, after_id, limit):
+        """Users following `user_id` whose ids are after `after_id` (None: from the first)."""
+
+    @abc.abstractmethod
+    async def following(self, user_id, after_id, limit):
+        """Users whom `user_id` follows, whose ids are after `after_id` (None: from the first)."""
+
+
+class Activities(abc.ABC):
+    """The activity log behind the feed. An activity record: id, type, actor_id, actor_name,
+    event_id (or None), target_user_id (or None), summary, timestamp."""
+
+    @abc.abstractmethod
+    async def add(self, activity):
+        """Stores an activity (every field but id); returns its id."""
+
+    @abc.abstractmethod
+    async def feed(self, reader_id, kinds, before, limit):
+        """Activities of types in `kinds` by the users `reader_id` follows, newest first by
+        (timestamp, id); with `before` = (timestamp, id), only those strictly before it."""
+
+
+# --- the whole store ----------------------------------------------------------------------------------
+
+class Store(abc.ABC):
+    """One database: its repositories and its life. `kind` names it ("sqlite", "mongodb") for
+    /readyz and the log."""
+
+    kind = None
+    users: Users
+    revoked_tokens: RevokedTokens
+    reset_tokens: ResetTokens
+    events: Events
+    messages: Messages
+    follows: Follows
+    activities: Activities
+
+    @abc.abstractmethod
+    async def open(self):
+        """Prepares the database for serving (schema, migrations, indexes). Raises
+        StoreUnavailable while it cannot be reached and `domain.errors.StoreBroken` when it can
+        never serve as it is (a corrupt or unwritable file); may return before everything is
+        ready when the rest can be retried (see `problems`)."""
+
+    @abc.abstractmethod
+    async def ping(self):
+        """Raises StoreUnavailable unless the database answers now."""
+
+    def problems(self):
+        """Reasons the store is not fully ready (e.g. a required index not built yet); empty
+        when it is. /readyz is 503 while there are any."""
+        return []
+
+    @abc.abstractmethod
+    async def close(self):
+        """Releases the connection(s); pending writes finish first."""
