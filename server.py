@@ -12,17 +12,24 @@ import sys
 
 import tornado.httpserver
 
+from domain.errors import StoreBroken, StoreUnavailable
 from domain.settings import SettingsError, load_settings
-from domain.store import UNAVAILABLE_ERRORS
 from domain.systemd import SystemdNotifier, watchdog_interval
 from handlers.app import build_services, make_app
 from handlers.logs import configure_logging
+from storage import make_store
 
 log = logging.getLogger("server")
 
 
+# How often the loop-stall ticker wakes; a stall shorter than this may go unnoticed.
+STALL_TICK_SECONDS = 0.005
+
+
 class CannotStart(Exception):
-    pass
+    def __init__(self, message, exit_code=1):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def parse_args(argv):
@@ -33,14 +40,22 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
-async def serve(settings, notifier):
+async def serve(settings, notifier, store=None):
+    """Serves until SIGTERM or SIGINT. `store`: an unopened store to use instead of the one the
+    settings name (benchmarks use this to compare stores)."""
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop_requested.set)
 
-    services = build_services(settings)
-    store = services.store
+    store = store or make_store(settings)
+    try:
+        await store.open()
+    except StoreBroken as e:
+        raise CannotStart(str(e), exit_code=2) from None
+    except StoreUnavailable:
+        pass  # MongoDB not up yet: serve 503s while the store keeps trying
+    services = build_services(settings, store=store)
     warn_about_development_settings(settings, store)
     app = make_app(services)
     largest_body = max(settings.max_body_bytes, settings.photo_max_bytes) + 64 * 1024
@@ -48,14 +63,14 @@ async def serve(settings, notifier):
     try:
         server.listen(settings.port, settings.address)
     except OSError as e:
-        store.close()
+        await store.close()
         raise CannotStart(f"cannot listen on {settings.address}:{settings.port}: {e.strerror}") from None
-    indexes = asyncio.ensure_future(store.keep_indexes_until_ready())
     log.info("listening on %s:%d", settings.address, settings.port)
 
     database = await database_state(store)
     notifier.ready(f"listening on {settings.address}:{settings.port}; {database}")
     watchdog = start_watchdog(notifier)
+    stalls = asyncio.ensure_future(watch_loop_stalls(services.metrics.loop_stall_max))
 
     await stop_requested.wait()
     server.stop()
@@ -65,14 +80,14 @@ async def serve(settings, notifier):
     await shut_down(server, services, settings.shutdown_grace_seconds)
     if watchdog:
         watchdog.cancel()
-    indexes.cancel()
-    store.close()
+    stalls.cancel()
+    await store.close()
     log.info("stopped")
 
 
 def warn_about_development_settings(settings, store):
-    if store.in_memory:
-        log.warning("MONGO_URI is not set: using the in-memory store; data will not survive a restart")
+    if store.kind == "sqlite":
+        log.info("MONGO_URI is not set: keeping data in the SQLite file %s", settings.sqlite_path)
     if settings.generated_secrets:
         log.warning("SECRET_KEY/JWT_SECRET_KEY not set: generated random ones for this process; "
                     "tokens stop working when it restarts")
@@ -87,7 +102,7 @@ async def database_state(store):
     try:
         await store.ping()
         return "database answering"
-    except UNAVAILABLE_ERRORS:
+    except StoreUnavailable:
         return "database not answering yet, retrying"
 
 
@@ -104,6 +119,20 @@ async def feed_watchdog(notifier, interval):
     while True:
         notifier.watchdog()
         await asyncio.sleep(interval)
+
+
+async def watch_loop_stalls(gauge):
+    """Keeps in `gauge` the longest time the loop came back late to this ticker: about the
+    longest any one callback held the loop (the budget is 20 ms)."""
+    loop = asyncio.get_running_loop()
+    longest = 0.0
+    while True:
+        due = loop.time() + STALL_TICK_SECONDS
+        await asyncio.sleep(STALL_TICK_SECONDS)
+        late = loop.time() - due
+        if late > longest:
+            longest = late
+            gauge.set(longest)
 
 
 async def shut_down(server, services, grace_seconds):
@@ -153,7 +182,7 @@ def main(argv=None):
         asyncio.run(serve(settings, notifier))
     except CannotStart as e:
         log.error("%s", e)
-        return 1
+        return e.exit_code
     finally:
         notifier.close()
     return 0

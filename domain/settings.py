@@ -64,6 +64,7 @@ SPECS = {
     "mongo_uri": Spec(str, "MONGO_URI"),
     "mongo_dbname": Spec(str, "MONGO_DBNAME", lambda v: bool(v) or "must not be empty"),
     "mongo_timeout_ms": Spec(int, "MONGO_TIMEOUT_MS", _positive),
+    "sqlite_path": Spec(str, "SQLITE_PATH"),
     "bcrypt_rounds": Spec(int, "BCRYPT_LOG_ROUNDS", _between(4, 16)),
     "login_attempts_per_email": Spec(int, "LOGIN_ATTEMPTS_PER_EMAIL", _positive),
     "login_attempts_per_address": Spec(int, "LOGIN_ATTEMPTS_PER_ADDRESS", _positive),
@@ -102,9 +103,11 @@ Settings = dataclasses.make_dataclass(
     frozen=True,
 )
 Settings.__doc__ = "All settings, read once at start. Secrets are kept out of repr."
-Settings.__repr__ = lambda self: "Settings(env=%r, port=%r, mongo=%s)" % (
-    self.env, self.port, "configured" if self.mongo_uri else "in-memory")
+Settings.__repr__ = lambda self: "Settings(env=%r, port=%r, store=%s)" % (
+    self.env, self.port, "mongodb" if self.mongo_uri else f"sqlite {self.sqlite_path}")
 
+# Where development keeps its data when sqlite_path is left empty.
+DEVELOPMENT_SQLITE_PATH = "data/events.sqlite3"
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "your-secret-key", "dev", "development"}
 MIN_SECRET_BYTES = 32
 
@@ -138,7 +141,7 @@ def load_settings(path, environ=None, **overrides):
         values[name] = _checked(name, spec, value, source)
     if values["storage_backend"] == "s3" and not values["cloud_storage_bucket"]:
         raise SettingsError("setting cloud_storage_bucket (CLOUD_STORAGE_BUCKET): storage_backend s3 needs a bucket")
-    return _with_secrets(values)
+    return _with_database(_with_secrets(values))
 
 
 def _from_env(text, kind):
@@ -174,6 +177,17 @@ def _checked(name, spec, value, source):
         if verdict is not True:
             raise SettingsError(f"{where}: {value!r} {verdict}")
     return value
+
+
+def _with_database(settings):
+    """Production names its database; development falls back to a file under data/, so that a
+    production host never silently keeps its users in a default path inside the checkout."""
+    if settings.mongo_uri or settings.sqlite_path:
+        return settings
+    if settings.env == "production":
+        raise SettingsError("setting mongo_uri (MONGO_URI) or sqlite_path (SQLITE_PATH): production needs "
+                            "one of them: a MongoDB connection string, or the path of the SQLite file")
+    return dataclasses.replace(settings, sqlite_path=DEVELOPMENT_SQLITE_PATH)
 
 
 def _with_secrets(values):

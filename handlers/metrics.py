@@ -49,6 +49,9 @@ class ServerMetrics:
         self.slow_consumers_dropped = Counter("chat_slow_consumers_dropped",
                                               "Chat connections closed (1013) because they could not keep up",
                                               registry=registry)
+        self.loop_stall_max = Gauge("event_loop_stall_max_seconds",
+                                    "The longest the event loop was held by one callback since start",
+                                    registry=registry)
         prometheus_client.ProcessCollector(registry=registry)
         prometheus_client.PlatformCollector(registry=registry)
         prometheus_client.GCCollector(registry=registry)
