@@ -1,99 +1,105 @@
-"""The application itself as a benchmark server: real handshake, real chat, in-memory store.
+"""The application itself as a chat benchmark server (bench/chat_app_bench.py starts it).
 
-    python -m bench.chat_app_server --port 8003 [--store-delay-ms 2]
+    python -m bench.chat_app_server --port 8003 [--store sqlite|mongomock] [--store-delay-ms 2]
 
-Differences from `server.py`, each for the benchmark's sake:
-- the in-memory store, without its indexes, and with `_id` lookups answered from its
-  dictionary: mongomock scans every stored document for every query, and checks a unique
-  index by scanning every document on each insert, which would measure mongomock rather than
-  the chat (MongoDB does both in an index). Storing is as in production: one `insert_many`
-  per batch, before anything is broadcast;
+It is `server.serve`, as `python server.py` runs it, with these differences, each for the
+benchmark's sake:
+- the store: SQLite (the default store) in a file of a temporary directory that goes away
+  with the process, or `--store mongomock` (the MongoDB adapter over mongomock-motor, the old
+  default);
 - the per-connection rate limit raised out of the way, as the load generator's few publishers
-  send far faster than a person;
-- pings every 300 s rather than 30, since the load generator does not answer them (the
-  ping task each connection carries is there all the same);
-- `--store-delay-ms`: every write to the messages collection first waits that long, as a
-  database across a network would.
+  send far faster than a person; bcrypt at cost 4, so that registering thousands of members is
+  quick; log level WARNING (no access log line per handshake);
+- pings every 300 s rather than 30, since the load generator does not answer them (the ping
+  task each connection carries is there all the same); a 2 s shutdown grace period;
+- a listen backlog of 1024 rather than Tornado's 128, for the idle run's bursts of handshakes;
+- `--store-delay-ms`: every `messages.append` (one per batch of chat messages) first waits that
+  long, as a database across a network would.
 """
 import argparse
 import asyncio
-import inspect
 import os
-import signal
+import sys
+import tempfile
 from pathlib import Path
 
-import tornado.httpserver
-
-from mongomock import filtering
-from mongomock.collection import Collection
-
-from bench.bare_broadcast_server import raise_open_file_limit
-from domain.settings import load_settings
-from handlers.app import build_services, make_app
-from handlers.logs import configure_logging
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import tornado.tcpserver  # noqa: E402
+
+import server  # noqa: E402
+from bench.bare_broadcast_server import raise_open_file_limit  # noqa: E402
+from domain.settings import load_settings  # noqa: E402
+from domain.systemd import SystemdNotifier  # noqa: E402
+from handlers.logs import configure_logging  # noqa: E402
+
+BACKLOG = 1024
 
 
-class DelayedWrites:
-    """A collection whose inserts and updates each take `delay` seconds longer."""
+class DelayedAppend:
+    """The messages repository, each `append` taking `delay` seconds longer."""
 
-    def __init__(self, collection, delay):
-        self._collection, self._delay = collection, delay
+    def __init__(self, messages, delay):
+        self._messages, self._delay = messages, delay
 
     def __getattr__(self, name):
-        attribute = getattr(self._collection, name)
-        if not name.startswith(("insert", "update", "delete")) or not inspect.iscoroutinefunction(attribute):
-            return attribute
+        return getattr(self._messages, name)
 
-        async def delayed(*args, **kwargs):
-            await asyncio.sleep(self._delay)
-            return await attribute(*args, **kwargs)
-        return delayed
+    async def append(self, event_id, drafts):
+        await asyncio.sleep(self._delay)
+        return await self._messages.append(event_id, drafts)
 
 
-def look_up_ids_directly():
-    """Queries naming one plain `_id` read that document instead of scanning the collection;
-    the whole filter still applies to it, so the answers are the same."""
-    scan = Collection._iter_documents
+def with_large_backlog():
+    listen = tornado.tcpserver.TCPServer.listen
 
-    def iter_documents(self, query):
-        key = query.get("_id") if isinstance(query, dict) else None
-        if key is None or isinstance(key, dict):
-            return scan(self, query)
-        document = self._store[key] if key in self._store else None
-        return iter([document] if document is not None and filtering.filter_applies(query, document) else [])
-    Collection._iter_documents = iter_documents
+    def listen_with_backlog(self, port, address=None, *args, **kwargs):
+        kwargs.setdefault("backlog", BACKLOG)
+        return listen(self, port, address, *args, **kwargs)
+    tornado.tcpserver.TCPServer.listen = listen_with_backlog
 
 
-async def serve(port, address, store_delay_s):
+def make_store(kind, directory):
+    if kind == "mongomock":
+        import mongomock_motor
+
+        from storage.mongo import MongoStore
+        return MongoStore(mongomock_motor.AsyncMongoMockClient(tz_aware=True), "bench")
+    from storage.sqlite import SqliteStore
+    return SqliteStore(os.path.join(directory, "events.sqlite3"))
+
+
+async def serve(args, directory):
     settings = load_settings(
-        ROOT / "settings.yaml", environ=os.environ, port=port, address=address, mongo_uri="",
-        bcrypt_rounds=4, log_level="WARNING", chat_messages_per_second=1e6, chat_burst=10**6,
-        chat_ping_interval_seconds=300)
+        ROOT / "settings.yaml", environ=os.environ, port=args.port, address=args.address, mongo_uri="",
+        sqlite_path=os.path.join(directory, "events.sqlite3"), bcrypt_rounds=4, log_level="WARNING",
+        chat_messages_per_second=1e6, chat_burst=10**6, chat_ping_interval_seconds=300,
+        shutdown_grace_seconds=2)
     configure_logging(settings.log_level)
-    services = build_services(settings)
-    if store_delay_s:
-        services.store.messages = DelayedWrites(services.store.messages, store_delay_s)
-    server = tornado.httpserver.HTTPServer(make_app(services))
-    server.listen(port, address, backlog=1024)
-    stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    await stopping.wait()
-    server.stop()
-    await services.chat.shutdown(timeout=2)
+    store = make_store(args.store, directory)
+    if args.store_delay_ms:
+        store.messages = DelayedAppend(store.messages, args.store_delay_ms / 1000)
+    await server.serve(settings, SystemdNotifier.from_environment(), store=store)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--store", choices=["sqlite", "mongomock"], default="sqlite")
     parser.add_argument("--store-delay-ms", type=float, default=0.0)
     args = parser.parse_args()
     raise_open_file_limit()
-    look_up_ids_directly()
-    asyncio.run(serve(args.port, args.address, args.store_delay_ms / 1000))
+    with_large_backlog()
+    with tempfile.TemporaryDirectory(prefix="chat_app_server_") as directory:
+        try:
+            asyncio.run(serve(args, directory))
+        except server.CannotStart as e:
+            print(f"cannot start: {e}", file=sys.stderr)
+            return e.exit_code
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

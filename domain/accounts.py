@@ -7,10 +7,10 @@ import logging
 import secrets
 import urllib.parse
 
-from domain import store as db
-from domain.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited
+from domain.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited, StoreUnavailable
 from domain.passwords import MAX_PASSWORD_BYTES
 from domain.ratelimit import TokenBucketLimiter
+from domain.repositories import AlreadyTaken
 from domain.times import UTC, as_utc, utcnow
 
 log = logging.getLogger("accounts")
@@ -64,22 +64,12 @@ class Accounts:
 
     async def register(self, username, email, password, role="attendee"):
         check_password_length(password)
-        now = self.clock()
-        user = {
-            "username": username, "email": email, "role": role,
-            "username_lower": username.lower(), "email_lower": email.lower(),
-            "password_hash": await self.hasher.hash(password),
-            "following": [], "followers": [], "created_events": [], "rsvped_events": [],
-            "created_at": now,
-        }
+        password_hash = await self.hasher.hash(password)
         try:
-            result = await self.store.users.insert_one(user)
-        except db.DuplicateKeyError:
-            taken = await self.store.users.find_one({"email_lower": email.lower()}, {"_id": 1})
-            field = "email" if taken else "username"
-            raise Conflict(f"That {field} is already registered.", code=f"{field}_taken") from None
-        user["_id"] = result.inserted_id
-        return user, self.tokens.issue(user["_id"], role)
+            user = await self.store.users.add(username, email, role, password_hash, self.clock())
+        except AlreadyTaken as taken:
+            raise Conflict(f"That {taken.field} is already registered.", code=f"{taken.field}_taken") from None
+        return user, self.tokens.issue(user["id"], role)
 
     async def login(self, email, password, client_address):
         email_key, address_key = email.lower(), _address_key(client_address)
@@ -91,44 +81,38 @@ class Accounts:
             raise RateLimited(wait, "Too many failed logins. Try again later.")
         self._failures_by_email.hit(email_key)
         self._failures_by_address.hit(address_key)
-        user = await self.store.users.find_one({"email_lower": email_key})
-        stored_hash = user.get("password_hash") if user else None
+        user = await self.store.users.find_by_email(email)
+        stored_hash = user["password_hash"] if user else None
         if not await self.hasher.verify(password, stored_hash) or user is None:
             raise NotAuthenticated(BAD_CREDENTIALS, code="bad_credentials")
         self._failures_by_email.reset(email_key)
         self._failures_by_address.refund(address_key)
-        return user, self.tokens.issue(user["_id"], user.get("role", "attendee"))
+        return user, self.tokens.issue(user["id"], user["role"] or "attendee")
 
     async def authenticate(self, token):
         """The user and claims behind a token that is genuine, unexpired and not revoked."""
         claims = self.tokens.decode(token)
-        user_id = db.parse_id(claims["sub"])
-        if user_id is None:
-            raise NotAuthenticated("The token is not valid.", code="token_invalid")
-        if await self.store.revoked_tokens.find_one({"_id": claims["jti"]}, {"_id": 1}):
+        if await self.store.revoked_tokens.is_revoked(claims["jti"]):
             raise NotAuthenticated("The token has been revoked.", code="token_revoked")
-        user = await self.store.users.find_one({"_id": user_id})
+        user = await self.store.users.get(claims["sub"])
         if user is None:
             raise NotAuthenticated("The token is not valid.", code="token_invalid")
-        valid_after = user.get("tokens_valid_after")
+        valid_after = user["tokens_valid_after"]
         if valid_after is not None and claims["iat"] < as_utc(valid_after).timestamp():
             raise NotAuthenticated("The token has been revoked.", code="token_revoked")
         return user, claims
 
     async def logout(self, claims):
+        # Idempotent, so logging out twice is harmless; kept only until the token would expire anyway.
         expires_at = datetime.datetime.fromtimestamp(claims["exp"], UTC)
-        # An upsert keyed by jti: logging out twice is harmless, and the TTL index forgets it after expiry.
-        await self.store.revoked_tokens.update_one(
-            {"_id": claims["jti"]},
-            {"$setOnInsert": {"user_id": db.parse_id(claims["sub"]), "expires_at": expires_at}},
-            upsert=True)
+        await self.store.revoked_tokens.revoke(claims["jti"], claims["sub"], expires_at)
         self._notify_revoked(claims["sub"], jti=claims["jti"])
 
     async def request_password_reset(self, email):
         """Same answer, and the same work on the request path, whether or not the email exists:
         one lookup. Storing the token and mailing it happen in the background, so neither a slow
         write nor a slow mail server makes a registered email answer later than an unknown one."""
-        user = await self.store.users.find_one({"email_lower": email.lower()}, {"email": 1})
+        user = await self.store.users.find_by_email(email)
         # Over the cap the answer stays the same: a 429 here would tell which emails are registered.
         if user is not None and not self._reset_emails.hit(email.lower()):
             self._in_background(self._issue_reset_token(user))
@@ -136,11 +120,10 @@ class Accounts:
 
     async def _issue_reset_token(self, user):
         token = secrets.token_urlsafe(32)
+        expires_at = self.clock() + datetime.timedelta(seconds=self.settings.reset_token_lifetime_seconds)
         try:
-            await self.store.reset_tokens.insert_one({
-                "_id": _reset_token_digest(token), "user_id": user["_id"],
-                "expires_at": self.clock() + datetime.timedelta(seconds=self.settings.reset_token_lifetime_seconds)})
-        except db.UNAVAILABLE_ERRORS:
+            await self.store.reset_tokens.add(_reset_token_digest(token), user["id"], expires_at)
+        except StoreUnavailable:
             log.error("password reset token not stored: the database is unavailable")
             return
         await self._send_reset_email(user["email"], token)
@@ -159,18 +142,15 @@ class Accounts:
 
     async def reset_password(self, token, new_password):
         check_password_length(new_password)
-        # find_one_and_delete makes the token single-use even when two resets race.
-        record = await self.store.reset_tokens.find_one_and_delete(
-            {"_id": _reset_token_digest(token), "expires_at": {"$gt": self.clock()}})
-        if record is None:
+        # take() is single use: of two resets racing with one token, only one gets the user.
+        user_id = await self.store.reset_tokens.take(_reset_token_digest(token), self.clock())
+        if user_id is None:
             raise NotAuthenticated("The reset token is not valid or has expired.", code="invalid_reset_token")
         password_hash = await self.hasher.hash(new_password)
         now = self.clock()
-        await self.store.users.update_one(
-            {"_id": record["user_id"]},
-            {"$set": {"password_hash": password_hash, "tokens_valid_after": now}})
-        await self.store.reset_tokens.delete_many({"user_id": record["user_id"]})
-        self._notify_revoked(str(record["user_id"]), issued_before=now.timestamp())
+        await self.store.users.set_password(user_id, password_hash, now)
+        await self.store.reset_tokens.drop_all(user_id)
+        self._notify_revoked(user_id, issued_before=now.timestamp())
 
     def _notify_revoked(self, user_id, jti=None, issued_before=None):
         for listener in self.revocation_listeners:

@@ -16,20 +16,18 @@ SUMMARIES = {
 
 
 async def record_activity(store, kind, actor, event=None, target_user=None, clock=utcnow):
-    """actor and target_user are user documents; event an event document."""
+    """actor and target_user are user records (id and username are read); event an event record."""
     summary = SUMMARIES[kind].format(
-        actor=actor.get("username", "Someone"),
-        event=(event or {}).get("title", "an event"),
-        target=(target_user or {}).get("username", "someone"))
+        actor=actor["username"] or "Someone",
+        event=(event or {}).get("title") or "an event",
+        target=(target_user or {}).get("username") or "someone")
     activity = {
-        "actor_id": actor["_id"],
-        "actor_name": actor.get("username", ""),
         "type": kind,
-        "event_id": event["_id"] if event else None,
-        "target_user_id": target_user["_id"] if target_user else None,
+        "actor_id": actor["id"],
+        "actor_name": actor["username"] or "",
+        "event_id": event["id"] if event else None,
+        "target_user_id": target_user["id"] if target_user else None,
         "summary": summary,
         "timestamp": clock(),
     }
-    result = await store.activities.insert_one(activity)
-    activity["_id"] = result.inserted_id
-    return activity
+    await store.activities.add(activity)

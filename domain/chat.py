@@ -1,9 +1,8 @@
 """Chat history: who may chat in an event, the rule for a message's text, and the message log.
 
-Messages keep the old backend's `messages` shape (`event_id`, `user_id`, `username`, `text`,
-`timestamp`) plus `client_msg_id` when the sender gave one. A room's order is the order of
-`_id`: this process hands out ids that only grow (`MessageLog._next_id`), in the order the
-messages are stored, so "everything after message X" is `_id > X`.
+A message record (domain/repositories.py, `Messages`): id, event_id, user_id, username, text,
+timestamp, client_msg_id. A room's order is the order of ids, which the store hands out
+increasing in the order messages are stored, so "everything after message X" is `after(X)`.
 
 Contract of the log, enforced by one writer task per busy room (`MessageLog._write`):
 - a message is published only after it is stored, and a room's messages are published in
@@ -11,16 +10,16 @@ Contract of the log, enforced by one writer task per busy room (`MessageLog._wri
 - a replay (the recent messages, or everything after one) and the subscription it hands them
   to happen between two published batches, never during one, so a subscriber gets each
   message exactly once: in the replay, or published after it;
-- a `client_msg_id` is stored once per sender and room (a unique index backs this across
+- a `client_msg_id` is stored once per sender and room (`Messages.append` keeps that across
   restarts); sending it again gives back the stored message instead of a second one.
 """
 import asyncio
 import dataclasses
 import logging
+import re
 
-from domain import store as db
-from domain.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound, Unavailable
-from domain.events import organizer_or_rsvped, parse_event_id
+from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
+from domain.paging import ID_PATTERN
 from domain.times import to_iso, utcnow
 
 log = logging.getLogger("chat")
@@ -30,9 +29,8 @@ RECENT_COUNT = 50
 # A replay from `since` is sent in one frame; past this many messages the client is told to
 # read the history page by page instead.
 MAX_CATCH_UP = 500
-# One insert_many per batch; a batch is whatever queued while the previous one was written.
+# One append per batch; a batch is whatever queued while the previous one was written.
 MAX_BATCH = 500
-DUPLICATE_KEY = 11000
 NOT_STORED = "The message was not stored; send it again with the same client_msg_id."
 
 
@@ -57,40 +55,38 @@ def _storable(text):
     return True
 
 
-def message_json(doc):
-    """The contract's Message object."""
-    timestamp = doc.get("timestamp") or doc["_id"].generation_time  # old documents may lack one
-    message = {
-        "id": str(doc["_id"]),
-        "event_id": str(doc["event_id"]),
-        "user_id": str(doc.get("user_id", "")),
-        "username": doc.get("username") or "",
-        "text": doc.get("text") or "",
-        "timestamp": to_iso(timestamp),
+def message_json(message):
+    """The contract's Message object from a message record."""
+    shown = {
+        "id": message["id"],
+        "event_id": message["event_id"],
+        "user_id": message["user_id"] or "",
+        "username": message["username"] or "",
+        "text": message["text"] or "",
+        "timestamp": to_iso(message["timestamp"]),
     }
-    if doc.get("client_msg_id") is not None:
-        message["client_msg_id"] = doc["client_msg_id"]
-    return message
+    if message["client_msg_id"] is not None:
+        shown["client_msg_id"] = message["client_msg_id"]
+    return shown
 
 
-async def chat_event_id(store, event_text_id, user_id):
-    """The id of the event whose chat `user_id` may use: its organizer's or an RSVPed user's."""
-    event_id = parse_event_id(event_text_id)
-    if await store.events.find_one({"_id": event_id, **organizer_or_rsvped(user_id)}, {"_id": 1}):
-        return event_id
-    if await store.events.find_one({"_id": event_id}, {"_id": 1}) is None:
+async def chat_event_id(store, event_id, user_id):
+    """`event_id`, when `user_id` may use its chat: its organizer's or an RSVPed user's."""
+    member = await store.events.is_member(event_id, user_id)
+    if member is None:
         raise NotFound("There is no such event.", code="event_not_found")
-    raise Forbidden("Only the organizer and RSVPed users can read and write this chat.", code="not_a_member")
+    if not member:
+        raise Forbidden("Only the organizer and RSVPed users can read and write this chat.", code="not_a_member")
+    return event_id
 
 
 @dataclasses.dataclass(eq=False)
 class _Post:
-    author_id: object
+    author_id: str
     username: str
     text: str
     client_msg_id: str
     result: asyncio.Future
-    doc: dict = None
 
     @property
     def key(self):
@@ -99,7 +95,7 @@ class _Post:
 
 @dataclasses.dataclass(eq=False)
 class _Replay:
-    since: object
+    since: str
     subscribe: object
     result: asyncio.Future
 
@@ -124,8 +120,6 @@ class MessageLog:
         self.clock = clock
         self.batch_size = batch_size
         self._rooms = {}
-        self._last_id = None
-        self._floor_loaded = False
 
     # --- posting -------------------------------------------------------------------------
 
@@ -145,14 +139,10 @@ class MessageLog:
         RECENT_COUNT messages (oldest first) or, given a message id `since`, every message
         after it. A `since` that is not a message of this room fails, as does a gap longer
         than MAX_CATCH_UP: a replay never silently leaves a hole."""
-        since_id = None
-        if since is not None:
-            since_id = db.parse_id(since)
-            if since_id is None or not await self.store.messages.find_one(
-                    {"_id": since_id, "event_id": event_id}, {"_id": 1}):
-                raise InvalidInput("`since` is not a message of this chat.", code="unknown_since")
+        if since is not None and not await self.store.messages.exists(event_id, since):
+            raise InvalidInput("`since` is not a message of this chat.", code="unknown_since")
         result = asyncio.get_running_loop().create_future()
-        self._room(event_id).replays.append(_Replay(since_id, subscribe, result))
+        self._room(event_id).replays.append(_Replay(since, subscribe, result))
         await result
 
     def discard(self, event_id):
@@ -174,30 +164,23 @@ class MessageLog:
 
     async def page(self, event_id, limit, cursor=None):
         """A page of history, newest first: {items, next_cursor}."""
-        query = {"event_id": event_id}
-        if cursor is not None:
-            before = db.parse_id(cursor)
-            if before is None:
-                raise InvalidInput("The cursor is not one this server handed out.", code="invalid_cursor",
-                                   errors=[{"path": "cursor", "message": "is not a cursor this server handed out"}])
-            query["_id"] = {"$lt": before}
-        docs = await self.store.messages.find(query).sort("_id", db.DESCENDING).limit(limit + 1).to_list(None)
-        items = [message_json(doc) for doc in docs[:limit]]
-        return {"items": items, "next_cursor": items[-1]["id"] if len(docs) > limit else None}
+        if cursor is not None and not re.fullmatch(ID_PATTERN, cursor):
+            raise InvalidInput("The cursor is not one this server handed out.", code="invalid_cursor",
+                               errors=[{"path": "cursor", "message": "is not a cursor this server handed out"}])
+        messages = await self.store.messages.before(event_id, cursor, limit + 1)
+        items = [message_json(message) for message in messages[:limit]]
+        return {"items": items, "next_cursor": items[-1]["id"] if len(messages) > limit else None}
 
-    async def _history(self, event_id, since_id):
-        if since_id is None:
-            docs = await self.store.messages.find({"event_id": event_id}).sort(
-                "_id", db.DESCENDING).limit(RECENT_COUNT).to_list(None)
-            docs.reverse()
+    async def _history(self, event_id, since):
+        if since is None:
+            messages = await self.store.messages.latest(event_id, RECENT_COUNT)
         else:
-            docs = await self.store.messages.find({"event_id": event_id, "_id": {"$gt": since_id}}).sort(
-                "_id", db.ASCENDING).limit(MAX_CATCH_UP + 1).to_list(None)
-            if len(docs) > MAX_CATCH_UP:
+            messages = await self.store.messages.after(event_id, since, MAX_CATCH_UP + 1)
+            if len(messages) > MAX_CATCH_UP:
                 raise Conflict(f"More than {MAX_CATCH_UP} messages were missed: read them with "
                                "GET /api/v1/events/<id>/messages, then join without `since`.",
                                code="too_far_behind")
-        return [message_json(doc) for doc in docs]
+        return [message_json(message) for message in messages]
 
     # --- the writer ----------------------------------------------------------------------
 
@@ -223,108 +206,78 @@ class MessageLog:
             del self._rooms[event_id]
 
     async def _store(self, event_id, posts):
+        fresh = _first_of_each_key(posts)
+        now = self.clock()
+        drafts = [{"user_id": post.author_id, "username": post.username, "text": post.text, "timestamp": now,
+                   "client_msg_id": post.client_msg_id} for post in fresh]
         try:
-            await self._load_id_floor()
-            fresh = self._documents(event_id, posts)
-            stored, originals = await self._insert(event_id, fresh)
+            results = await self.store.messages.append(event_id, drafts)
         except Exception as error:
+            # Nothing of the batch was stored: each sender is told to send again, with the same
+            # client_msg_id, and the room goes on with its next batch.
+            if not isinstance(error, StoreUnavailable):
+                log.error("chat storage failed", exc_info=error)
             for post in posts:
-                _settle(post.result, error=_as_domain_error(error))
+                _settle(post.result, error=Unavailable(NOT_STORED))
             return
-        messages = [message_json(post.doc) for post in stored]
+        stored, known = [], {}
+        for post, result in zip(fresh, results):
+            if result is None:
+                log.error("the database refused a chat message")
+                continue
+            record, repeated = result
+            message = message_json(record)
+            if not repeated:
+                stored.append((post, message))
+            if post.key is not None:
+                known[post.key] = message
         try:
-            self.publish(event_id, messages)
+            self.publish(event_id, [message for _, message in stored])
         except Exception:
             log.exception("publishing chat messages failed")  # they are stored: history has them
-        for post, message in zip(stored, messages):
+        for post, message in stored:
             _settle(post.result, (message, False))
         # What is left repeats a client_msg_id: of an earlier message, or of one in this batch.
-        known = {**originals, **{post.key: post.doc for post in stored if post.key is not None}}
         for post in posts:
             if post.key in known:
-                _settle(post.result, (message_json(known[post.key]), True))
+                _settle(post.result, (known[post.key], True))
             else:
                 _settle(post.result, error=Unavailable(NOT_STORED))
 
-    def _documents(self, event_id, posts):
-        """Gives a document to each post but those repeating a client_msg_id earlier in the batch."""
-        now = self.clock()
-        fresh, keys = [], set()
-        for post in posts:
-            if post.key is not None:
-                if post.key in keys:
-                    continue
-                keys.add(post.key)
-            post.doc = {"_id": self._next_id(), "event_id": event_id, "user_id": post.author_id,
-                        "username": post.username, "text": post.text, "timestamp": now}
-            if post.client_msg_id is not None:
-                post.doc["client_msg_id"] = post.client_msg_id
-            fresh.append(post)
-        return fresh
-
-    async def _insert(self, event_id, posts):
-        """Inserts the batch; returns (stored posts, {key: stored document} for the posts whose
-        client_msg_id was already stored)."""
-        if not posts:
-            return [], {}
-        try:
-            await self.store.messages.insert_many([post.doc for post in posts], ordered=False)
-            return posts, {}
-        except db.BulkWriteError as e:
-            failures = {error["index"]: error.get("code") for error in e.details.get("writeErrors", [])}
-        for index, code in failures.items():
-            if code != DUPLICATE_KEY:
-                log.error("the database refused a chat message (code %s)", code)
-                _settle(posts[index].result, error=Unavailable(NOT_STORED))
-        repeated = [posts[index] for index, code in failures.items() if code == DUPLICATE_KEY]
-        stored = [post for index, post in enumerate(posts) if index not in failures]
-        return stored, await self._originals(event_id, repeated)
-
-    async def _originals(self, event_id, posts):
-        if not posts:
-            return {}
-        found = await self.store.messages.find({"event_id": event_id, "$or": [
-            {"user_id": post.author_id, "client_msg_id": post.client_msg_id} for post in posts]}).to_list(None)
-        return {(doc["user_id"], doc["client_msg_id"]): doc for doc in found}
-
     async def _replay(self, event_id, replays):
+        # Failures (too_far_behind, the database) go to the replays that asked; the chat
+        # transport says what they mean to its clients.
         histories = {}
-        for since_id in {replay.since for replay in replays}:
+        for since in {replay.since for replay in replays}:
             try:
-                histories[since_id] = await self._history(event_id, since_id)
+                histories[since] = await self._history(event_id, since)
             except Exception as error:
-                histories[since_id] = _as_domain_error(error)
+                histories[since] = error
         for replay in replays:
             history = histories[replay.since]
-            if isinstance(history, DomainError):
+            if isinstance(history, Exception):
                 _settle(replay.result, error=history)
                 continue
             try:
                 replay.subscribe(history)
             except Exception as error:
-                log.exception("a chat subscriber failed")
-                _settle(replay.result, error=_as_domain_error(error))
+                # The subscriber's own failure goes back to it; the room goes on.
+                _settle(replay.result, error=error)
                 continue
             _settle(replay.result, None)
 
-    # --- ids -----------------------------------------------------------------------------
 
-    async def _load_id_floor(self):
-        """Ids must sort after every stored message, also after a restart within the same second
-        or with a clock that went back, so the newest stored id is the floor."""
-        if self._floor_loaded:
-            return
-        newest = await self.store.messages.find_one({}, {"_id": 1}, sort=[("_id", db.DESCENDING)])
-        if newest and (self._last_id is None or newest["_id"] > self._last_id):
-            self._last_id = newest["_id"]
-        self._floor_loaded = True
-
-    def _next_id(self):
-        candidate = db.ObjectId()
-        if self._last_id is not None and candidate <= self._last_id:
-            candidate = db.ObjectId((int.from_bytes(self._last_id.binary, "big") + 1).to_bytes(12, "big"))
-        self._last_id = candidate
-        return candidate
+def _first_of_each_key(posts):
+    """The posts but those repeating a client_msg_id earlier in the batch: `append` takes no
+    two drafts with one (user_id, client_msg_id)."""
+    fresh, keys = [], set()
+    for post in posts:
+        if post.key is not None:
+            if post.key in keys:
+                continue
+            keys.add(post.key)
+        fresh.append(post)
+    return fresh
 
 
 def _settle(future, value=None, error=None):
@@ -334,11 +287,3 @@ def _settle(future, value=None, error=None):
         future.set_exception(error)
     else:
         future.set_result(value)
-
-
-def _as_domain_error(error):
-    if isinstance(error, DomainError):
-        return error
-    if not isinstance(error, db.UNAVAILABLE_ERRORS):
-        log.error("chat storage failed", exc_info=error)
-    return Unavailable("The chat cannot be reached right now. Try again shortly.", code="unavailable")

@@ -1,15 +1,14 @@
 """Event photos: who may add one, adding it (clean, stored, then listed), and reading the gallery.
 
-An event keeps the old backend's `photo_gallery`, a plain list of URLs in upload order, which
-the old backend reads and `photo_count` counts. Beside it, `photos` holds who uploaded each one
-and when: `{url, uploaded_by, uploaded_at}`. Both are pushed by the same single-document update,
-so they cannot disagree; URLs found only in `photo_gallery` (put there by the old backend) are
-listed with an unknown uploader.
+A gallery is the event's photos in upload order, each {url, uploaded_by, uploaded_at}
+(`Events.add_photo` and `Events.photos`, domain/repositories.py); photos the old backend added
+have an unknown uploader and time.
 
 Order of an upload: check the uploader, strip the metadata, store the object, and only then
-push its URL in an update whose filter checks the uploader again. A gallery entry therefore
-always names a stored object. The reverse can happen: if the uploader loses the right while the
-photo is being stored (RSVP cancelled, event deleted), the object stays in storage, unlisted.
+add its URL with `add_photo`, which checks the uploader again in the same atomic step. A
+gallery entry therefore always names a stored object. The reverse can happen: if the uploader
+loses the right while the photo is being stored (RSVP cancelled, event deleted), the object
+stays in storage, unlisted.
 
 Listing: any signed-in user may read an event's gallery, as they may read the event itself:
 the photo URLs are public (the media route and the bucket need no token), so hiding the list
@@ -21,13 +20,13 @@ import re
 
 from domain.activities import PHOTO_UPLOADED, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
-from domain.events import organizer_or_rsvped, parse_event_id
 from domain.paging import Page
 from domain.photos import new_object_key, prepare_photo_async
 from domain.times import to_iso, utcnow
 
-# Each photo adds ~250 bytes to the event document (URL twice, uploader, time); 10,000 keep it
-# near 2.5 MB, far from MongoDB's 16 MB limit on the document that also holds the RSVPs.
+# The old backend's shape, which MongoDB keeps, holds a gallery in the event's document, ~250
+# bytes a photo (URL twice, uploader, time): 10,000 keep it near 2.5 MB, far from MongoDB's
+# 16 MB limit on the document that also holds the RSVPs.
 MAX_PHOTOS_PER_EVENT = 10_000
 # A cursor is the gallery position of the last (oldest) photo shown; pages hold the photos
 # before it. Uploads only ever append, so positions never move and every number is a position.
@@ -50,46 +49,29 @@ class Gallery:
 
     # --- uploading -------------------------------------------------------------------------
 
-    async def check_uploader(self, event_text_id, user):
+    async def check_uploader(self, event_id, user):
         """Raises NotFound, Forbidden or Conflict unless `user` may add a photo to the event now;
         cheap, so a refused upload can be answered before its body is read."""
-        await self._check_uploader(parse_event_id(event_text_id), user["_id"])
+        event = await self.store.events.get(event_id, user["id"])
+        member = None if event is None else event["organizer_id"] == user["id"] or event["is_rsvped"]
+        if not member or event["photo_count"] >= MAX_PHOTOS_PER_EVENT:
+            raise _refusal(member)
 
-    async def _check_uploader(self, event_id, user_id):
-        if not await self._finds(_may_add_photo(event_id, user_id)):
-            raise await self._refusal(event_id, user_id)
-
-    async def upload(self, event_text_id, user, data):
+    async def upload(self, event_id, user, data):
         """Adds the photo in `data` to the event's gallery; returns {"url": ...}.
 
         Raises UnsupportedMediaType or InvalidInput for bytes that are not a usable photo,
         NotFound / Forbidden / Conflict as `check_uploader`, and Unavailable or UpstreamFailed
         when the storage fails (then nothing is added to the gallery)."""
-        event_id = parse_event_id(event_text_id)
-        await self._check_uploader(event_id, user["_id"])  # before the CPU work and the storage
+        await self.check_uploader(event_id, user)  # before the CPU work and the storage
         async with self._preparing:
             photo = await prepare_photo_async(data)
-        url = await self._put(new_object_key(str(event_id), photo.extension), photo)
-        now = self.clock()
-        event = await self.store.events.find_one_and_update(
-            _may_add_photo(event_id, user["_id"]),
-            {"$push": {"photo_gallery": url, "photos": {"url": url, "uploaded_by": user["_id"], "uploaded_at": now}}},
-            projection={"title": 1})
+        url = await self._put(new_object_key(event_id, photo.extension), photo)
+        event = await self.store.events.add_photo(event_id, url, user["id"], self.clock(), MAX_PHOTOS_PER_EVENT)
         if event is None:
-            raise await self._refusal(event_id, user["_id"])
+            raise _refusal(await self.store.events.is_member(event_id, user["id"]))
         await record_activity(self.store, PHOTO_UPLOADED, user, event=event, clock=self.clock)
         return {"url": url}
-
-    async def _refusal(self, event_id, user_id):
-        """The error that says why `_may_add_photo` matched nothing."""
-        if not await self._finds({"_id": event_id}):
-            return NotFound("There is no such event.", code="event_not_found")
-        if not await self._finds({"_id": event_id, **organizer_or_rsvped(user_id)}):
-            return Forbidden("Only the organizer and people who RSVPed can add photos.", code="rsvp_required")
-        return Conflict(f"This event already has {MAX_PHOTOS_PER_EVENT} photos.", code="gallery_full")
-
-    async def _finds(self, query):
-        return await self.store.events.find_one(query, {"_id": 1}) is not None
 
     # --- the storage's life ----------------------------------------------------------------
 
@@ -121,40 +103,46 @@ class Gallery:
 
     # --- listing ---------------------------------------------------------------------------
 
-    async def list_photos(self, event_text_id, limit, cursor=None):
+    async def list_photos(self, event_id, limit, cursor=None):
         """A page of the event's photos, newest first: {url, uploaded_by {id, username} or None,
         uploaded_at or None}."""
-        event = await self.store.events.find_one(
-            {"_id": parse_event_id(event_text_id)}, {"photo_gallery": 1, "photos": 1})
-        if event is None:
-            raise NotFound("There is no such event.", code="event_not_found")
-        gallery = event.get("photo_gallery") or []
-        end = len(gallery) if cursor is None else min(len(gallery), photo_position(cursor))
-        start = max(0, end - limit)
-        known = {entry.get("url"): entry for entry in event.get("photos") or [] if isinstance(entry, dict)}
-        shown = [(url, known.get(url, {})) for url in reversed(gallery[start:end])]
-        usernames = await self._usernames({entry.get("uploaded_by") for _, entry in shown} - {None})
-        items = [_photo_json(url, entry, usernames) for url, entry in shown]
+        try:
+            before = None if cursor is None else photo_position(cursor)
+        except InvalidInput:
+            # An unknown event is a 404 whatever the cursor.
+            if await self.store.events.get(event_id) is None:
+                raise _event_not_found() from None
+            raise
+        found = await self.store.events.photos(event_id, before, limit)
+        if found is None:
+            raise _event_not_found()
+        photos, start = found
+        usernames = await self.store.users.usernames({photo["uploaded_by"] for photo in photos} - {None})
+        items = [_photo_json(photo, usernames) for photo in photos]
         return Page(items, str(start) if start else None)
 
-    async def _usernames(self, user_ids):
-        users = await self.store.users.find({"_id": {"$in": list(user_ids)}}, {"username": 1}).to_list(None)
-        return {user["_id"]: user.get("username", "") for user in users}
+
+def _refusal(member):
+    """The error that says why a photo may not be added, from `Events.is_member`'s answer: no
+    such event (None), not the organizer nor RSVPed (False), or else a full gallery."""
+    if member is None:
+        return _event_not_found()
+    if not member:
+        return Forbidden("Only the organizer and people who RSVPed can add photos.", code="rsvp_required")
+    return Conflict(f"This event already has {MAX_PHOTOS_PER_EVENT} photos.", code="gallery_full")
 
 
-def _may_add_photo(event_id, user_id):
-    """Filter: the event, when user_id organizes it or has RSVPed, and its gallery has room."""
-    return {"_id": event_id, **organizer_or_rsvped(user_id),
-            f"photo_gallery.{MAX_PHOTOS_PER_EVENT - 1}": {"$exists": False}}
+def _event_not_found():
+    return NotFound("There is no such event.", code="event_not_found")
 
 
-def _photo_json(url, entry, usernames):
-    uploader_id = entry.get("uploaded_by")
+def _photo_json(photo, usernames):
+    uploader_id = photo["uploaded_by"]
     return {
-        "url": str(url),
+        "url": photo["url"],
         # A deleted uploader keeps their id, with the empty name deleted organizers get too.
-        "uploaded_by": {"id": str(uploader_id), "username": usernames.get(uploader_id, "")} if uploader_id else None,
-        "uploaded_at": to_iso(entry.get("uploaded_at")),
+        "uploaded_by": {"id": uploader_id, "username": usernames.get(uploader_id, "")} if uploader_id else None,
+        "uploaded_at": to_iso(photo["uploaded_at"]),
     }
 
 

@@ -1,8 +1,9 @@
 """Geometry for events: great-circle distances, nearby search, geofences.
 
 Pure functions over GeoJSON-shaped values ([lng, lat] in degrees); no database, no framework.
-`find_nearest` stands in for MongoDB's `$geoNear` where the in-memory store cannot run it, and
-`Geofence` decides arrivals.
+`distance_m` and `bounding_boxes` are how a store without geo operators (SQLite) measures a
+nearby search as MongoDB's `$geoNear` does; `find_nearest` is that search over a list, the
+reference the benchmarks and tests hold it to; `Geofence` decides arrivals.
 """
 
 import math
@@ -12,8 +13,8 @@ from shapely.validation import explain_validity
 
 from domain.errors import InvalidInput
 
-# MongoDB's 2dsphere radius (kRadiusOfEarthInMeters), not the mean radius, so that the in-memory
-# store and $geoNear find the same events at the same distances.
+# MongoDB's 2dsphere radius (kRadiusOfEarthInMeters), not the mean radius, so that every store
+# and $geoNear find the same events at the same distances.
 EARTH_RADIUS_M = 6378100.0
 
 # Widens the prefilter boxes (about 0.1 mm) so that float rounding can never make the box drop
@@ -75,7 +76,7 @@ def in_boxes(boxes, lng, lat):
 
 def find_nearest(docs, lng, lat, radius_m, limit=None):
     """(distance_m, doc) for each doc whose `location` Point lies within radius_m of (lng, lat),
-    nearest first, ties broken by str(doc["_id"]). Docs without a location are skipped, as a
+    nearest first, ties broken by doc["id"]. Docs without a location are skipped, as a
     2dsphere index skips them. This is the set and order `$geoNear` (spherical, maxDistance
     radius_m) returns when both use the same Earth radius; see EARTH_RADIUS_M."""
     boxes = bounding_boxes(lng, lat, radius_m)
@@ -96,7 +97,7 @@ def find_nearest(docs, lng, lat, radius_m, limit=None):
 
 
 def _sort_nearest_first(hits):
-    # Building str(_id) keys costs far more than the sort itself, and ties are rare
+    # Sorting on (distance, id) pairs is slower than on distances alone, and ties are rare
     # (events at one venue), so break ties by id only when there are some.
     hits.sort(key=_distance_of)
     if any(a[0] == b[0] for a, b in zip(hits, hits[1:])):
@@ -108,7 +109,7 @@ def _distance_of(hit):
 
 
 def _distance_then_id(hit):
-    return hit[0], str(hit[1]["_id"])
+    return hit[0], hit[1]["id"]
 
 
 class LocalProjection:

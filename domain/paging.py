@@ -1,6 +1,6 @@
 """Lists come in pages: `limit` items (1..100, default 20) after an opaque cursor.
 
-A cursor is the sort key of the last item shown, never an offset, so documents added or removed
+A cursor is the sort key of the last item shown, never an offset, so records added or removed
 meanwhile never make a later page repeat or skip anything. Each list states its cursor's exact
 shape in the OpenAPI document; every string of that shape is a real position.
 """
@@ -9,6 +9,9 @@ import dataclasses
 from domain.errors import InvalidInput
 
 DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
+# Every record id has this shape (domain/repositories.py); a list in id order pages by the last
+# id shown, so its cursors have it too.
+ID_PATTERN = r"^[0-9a-f]{24}$"
 
 
 @dataclasses.dataclass(frozen=True)

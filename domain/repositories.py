@@ -203,7 +203,10 @@ class Events(abc.ABC):
 class Messages(abc.ABC):
     """Chat messages of each event. A message record: id, event_id, user_id, username, text,
     timestamp, client_msg_id (or None). Within an event, ids increase in the order messages are
-    stored, also across restarts and across processes sharing the database."""
+    stored, also across restarts. Across processes appending to one event at the same moment,
+    SQLite keeps that order (ids are handed out under the file's write lock); the MongoDB adapter
+    keeps it only for one writing process per event, which is how rooms must be routed once
+    several processes serve (the multi-process issue)."""
 
     @abc.abstractmethod
     async def append(self, event_id, drafts):

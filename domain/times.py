@@ -5,13 +5,14 @@ UTC = datetime.timezone.utc
 
 
 def utcnow():
-    # MongoDB keeps milliseconds; truncating here makes a stored time equal to the one we return.
+    # Stores keep milliseconds (domain/repositories.py); truncating here makes a stored time
+    # equal to the one we return.
     now = datetime.datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def as_utc(moment):
-    """Drivers may hand back naive datetimes (mongomock, or motor without tz_aware): they are UTC."""
+    """The moment in UTC; a naive one is taken to be UTC already."""
     if moment.tzinfo is None:
         return moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC)

@@ -3,15 +3,17 @@ from domain.times import to_iso
 
 
 def public_user(user):
+    """The contract's User from a user record (`domain.repositories.Users`)."""
     return {
-        "id": str(user["_id"]),
-        "username": user.get("username", ""),
-        "role": user.get("role", "attendee"),
-        "followers_count": len(user.get("followers") or []),
-        "following_count": len(user.get("following") or []),
-        "created_at": to_iso(user.get("created_at")),
+        "id": user["id"],
+        # Users written by the old backend may lack a name or a role.
+        "username": user["username"] or "",
+        "role": user["role"] or "attendee",
+        "followers_count": user["followers_count"],
+        "following_count": user["following_count"],
+        "created_at": to_iso(user["created_at"]),
     }
 
 
 def own_user(user):
-    return {**public_user(user), "email": user.get("email", "")}
+    return {**public_user(user), "email": user["email"] or ""}

@@ -8,14 +8,15 @@ from domain.events import Events
 from domain.gallery import Gallery
 from domain.mailer import make_mailer
 from domain.passwords import PasswordHasher
+from domain.repositories import Store
 from domain.storage import make_storage
-from domain.store import Store
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, schema_validator
 from handlers import auth, chat, events, feed, messages, metrics, openapi, ops, photos, users
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
+from storage import make_store
 
 
 @dataclasses.dataclass
@@ -38,7 +39,10 @@ class Services:
 
 
 def build_services(settings, store=None, mailer=None):
-    store = store or Store.connect(settings.mongo_uri, settings.mongo_dbname, settings.mongo_timeout_ms)
+    """Everything the handlers use. `store`: an opened store; without one, the store the settings
+    name, which the caller opens (`await services.store.open()`) before serving."""
+    if store is None:
+        store = make_store(settings)
     mailer = mailer or make_mailer(settings)
     accounts = Accounts(store, settings, PasswordHasher(settings.bcrypt_rounds),
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)

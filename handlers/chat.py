@@ -12,9 +12,9 @@ import logging
 
 import tornado.websocket
 
-from domain import store as db
 from domain.chat import MAX_CATCH_UP, MAX_TEXT_CHARS, RECENT_COUNT, MessageLog, chat_event_id
-from domain.errors import DomainError, Forbidden, InvalidInput, NotAuthenticated, RateLimited, Unavailable
+from domain.errors import (DomainError, Forbidden, InvalidInput, NotAuthenticated, RateLimited, StoreUnavailable,
+                           Unavailable)
 from domain.ratelimit import TokenBucketLimiter
 from handlers.base import bearer_token, client_address
 from handlers.chat_hub import RoomHub, encode_json
@@ -50,13 +50,12 @@ class ChatService:
         self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
     def _publish(self, event_id, messages):
-        room = str(event_id)
         for message in messages:
-            self.hub.broadcast(room, {"type": "new_message", "message": message})
-        self.metrics.chat_messages_out.inc(len(messages) * len(self.hub.members(room)))
+            self.hub.broadcast(event_id, {"type": "new_message", "message": message})
+        self.metrics.chat_messages_out.inc(len(messages) * len(self.hub.members(event_id)))
 
     def online_count(self, event_id):
-        """Users in the event's live chat now (`event_id` as text)."""
+        """Users in the event's live chat now."""
         return self.hub.online_count(event_id)
 
     # --- admission and bookkeeping ------------------------------------------------------
@@ -128,7 +127,7 @@ class ChatService:
 
     def close_event(self, event_id):
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404)."""
-        self.log.discard(db.parse_id(event_id))
+        self.log.discard(event_id)
         self._close_sockets_of(event_id, CLOSE_EVENT_DELETED, "event deleted")
 
     async def shutdown(self, timeout=5.0):
@@ -182,9 +181,9 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             raise Forbidden("This origin may not open the chat.", code="origin_not_allowed")
         self.chat.check_accepting()
         user, claims = await self.services.accounts.authenticate(self._token())
-        self.event_oid = await chat_event_id(self.services.store, event_id, user["_id"])
-        self.event_id, self.user_id, self.username = str(self.event_oid), str(user["_id"]), user.get("username", "")
-        self.current_user = {"_id": user["_id"], "username": self.username}  # not the whole document
+        self.event_id = await chat_event_id(self.services.store, event_id, user["id"])
+        self.user_id, self.username = user["id"], user["username"] or ""
+        self.current_user = {"id": self.user_id, "username": self.username}  # not the whole record
         self.token_id, self.token_issued_at = claims["jti"], claims["iat"]
         # From here to open(), which registers the socket, nothing awaits: the cap holds.
         self.chat.check_admission(self.user_id)
@@ -280,7 +279,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.state != IDLE:
             raise _frame_error("already_joined", "This connection has joined already; send leave_chat first.")
         self.state = JOINING
-        joining = asyncio.ensure_future(self.chat.log.replay(self.event_oid, frame.get("since"), self._subscribe))
+        joining = asyncio.ensure_future(self.chat.log.replay(self.event_id, frame.get("since"), self._subscribe))
         joining.add_done_callback(self._join_settled)
 
     def _subscribe(self, messages):
@@ -313,8 +312,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if not self.chat.accepting:
             raise Unavailable("The server is restarting; send it again once reconnected.", code="shutting_down")
         client_msg_id = frame.get("client_msg_id")
-        posted = self.chat.log.post(self.event_oid, self.current_user["_id"], self.username, frame["text"],
-                                    client_msg_id)
+        posted = self.chat.log.post(self.event_id, self.user_id, self.username, frame["text"], client_msg_id)
         self.chat.metrics.chat_messages_in.inc()
         posted.add_done_callback(functools.partial(self._posted, client_msg_id))
 
@@ -341,9 +339,10 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
 
     def _send_error(self, error, client_msg_id=None):
         if not isinstance(error, DomainError):
-            if not isinstance(error, db.UNAVAILABLE_ERRORS):
-                log.error("chat frame failed", exc_info=error)
-            error = Unavailable("The chat cannot be reached right now. Try again shortly.", code="unavailable")
+            log.error("chat frame failed", exc_info=error)
+        # Frames have one code for every backing-service failure (schemas/ChatError.json).
+        if isinstance(error, StoreUnavailable) or not isinstance(error, DomainError):
+            error = Unavailable("The chat cannot be reached right now. Try again shortly.")
         if error.code == "unavailable":
             self.chat.metrics.database_errors.labels(self.route_name).inc()
         frame = {"type": "error", "code": error.code, "message": error.message, **error.extra}

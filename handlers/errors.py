@@ -4,7 +4,7 @@ import json
 
 import tornado.web
 
-from domain import errors, store
+from domain import errors
 
 STATUS = {
     errors.InvalidInput: 400,
@@ -20,6 +20,10 @@ STATUS = {
     errors.Unavailable: 503,
 }
 
+# When a client may try again after a database outage: long enough for a failover or a lock
+# held by another process to pass.
+STORE_RETRY_AFTER_SECONDS = 5
+
 CODES = {400: "bad_request", 401: "not_authenticated", 403: "forbidden", 404: "not_found",
          405: "method_not_allowed", 409: "conflict", 413: "too_large", 415: "unsupported_media_type",
          422: "refused", 429: "rate_limited", 500: "internal_error", 502: "upstream_failed",
@@ -31,13 +35,18 @@ def error_response(exc, fallback_status=500):
     if isinstance(exc, errors.DomainError):
         status = next(code for cls, code in STATUS.items() if isinstance(exc, cls))
         body = {"message": exc.message, "code": exc.code, **exc.extra}
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, errors.RateLimited) else {}
-        return status, body, headers
-    if isinstance(exc, store.UNAVAILABLE_ERRORS):
-        return 503, {"message": errors.Unavailable.message, "code": "database_unavailable"}, {"Retry-After": "5"}
+        return status, body, _retry_after(exc)
     if isinstance(exc, tornado.web.HTTPError):
         return plain_error(exc.status_code, exc.log_message if exc.status_code < 500 else None)
     return plain_error(fallback_status)
+
+
+def _retry_after(exc):
+    if isinstance(exc, errors.RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, errors.StoreUnavailable):
+        return {"Retry-After": str(STORE_RETRY_AFTER_SECONDS)}
+    return {}
 
 
 def plain_error(status, detail=None):

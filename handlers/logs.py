@@ -77,7 +77,7 @@ def log_request(handler):
         "status": status,
         "code": getattr(handler, "error_code", None),
         "duration_ms": round(request.request_time() * 1000, 2),
-        "user_id": str(user["_id"]) if user else None,
+        "user_id": user["id"] if user else None,
         "remote_ip": remote_ip,
         "scheme": request.protocol,
     })

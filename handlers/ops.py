@@ -1,5 +1,5 @@
 """Liveness and readiness for the operator's tools."""
-from domain import store
+from domain.errors import StoreUnavailable
 from handlers.base import BaseHandler
 from handlers.docs import operation
 
@@ -14,18 +14,25 @@ class HealthHandler(BaseHandler):
 
 class ReadyHandler(BaseHandler):
     authentication = "none"
-    docs = {"get": operation("Readiness: 200 when the database answers", response="Status", errors=[503],
-                             public=True)}
+    docs = {"get": operation("Readiness: 200 when the database answers and is fully prepared", response="Status",
+                             errors=[503], public=True)}
 
     async def get(self):
+        store = self.services.store
         try:
-            await self.services.store.ping()
-        except store.UNAVAILABLE_ERRORS:
-            self.set_status(503)
-            self.finish({"message": "The database is not answering.", "code": "database_unavailable"})
+            await store.ping()
+        except StoreUnavailable:
+            self._not_ready("The database is not answering.", "database_unavailable")
             return
-        self.reply({"status": "ready", "database": "in-memory" if self.services.store.in_memory else "mongodb"},
-                   "Ready.")
+        problems = store.problems()
+        if problems:
+            self._not_ready(f"The database is not ready: {'; '.join(problems)}.", "database_not_ready")
+            return
+        self.reply({"status": "ready", "database": store.kind}, "Ready.")
+
+    def _not_ready(self, message, code):
+        self.set_status(503)
+        self.finish({"message": message, "code": code})
 
 
 ROUTES = [

@@ -9,8 +9,7 @@ class UserHandler(BaseHandler):
     docs = {"get": operation("A user's public profile", response="UserProfile")}
 
     async def get(self, user_id):
-        user = await social.find_user(self.services.store, user_id)
-        self.reply(social.user_profile(user, self.current_user))
+        self.reply(await social.user_profile(self.services.store, user_id, self.current_user))
 
 
 class FollowHandler(BaseHandler):

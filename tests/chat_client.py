@@ -9,11 +9,20 @@ import json
 import tornado.httpclient
 import tornado.websocket
 
+from domain.times import utcnow
 from tests.event_builders import publish
 
 WAIT_SECONDS = 10  # a bound on every wait, never a timing assertion
 SERVER_FRAME_SCHEMAS = {"recent_messages": "ChatRecentMessages", "user_joined": "ChatUserJoined",
                         "user_left": "ChatUserLeft", "new_message": "ChatNewMessage", "error": "ChatError"}
+
+
+async def write_history(store, event_id, author, texts):
+    """Stores messages from `author` (a user's JSON) through the store, as if sent while nobody
+    watched (far faster than through a socket); returns their records, oldest first."""
+    drafts = [{"user_id": author["id"], "username": author["username"], "text": text, "timestamp": utcnow(),
+               "client_msg_id": None} for text in texts]
+    return [message for message, _ in await store.messages.append(event_id, drafts)]
 
 
 def chat_url(base_url, event_id, token=None):
@@ -111,6 +120,10 @@ class ChatRoom:
         client = await self.connect(token, **options)
         await client.join()
         return client
+
+    async def write_history(self, texts):
+        """Messages from the organizer, stored as `write_history` does; returns their records."""
+        return await write_history(self.services.store, self.event_id, self.organizer, texts)
 
     def close_all(self):
         for client in self.clients:

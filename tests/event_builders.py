@@ -1,7 +1,14 @@
-"""Building events for the tests: a valid request body, and publishing it through the API."""
+"""Building events for the tests: a valid request body, and publishing it through the API; and
+ids that name nothing."""
 import datetime
+import secrets
 
 PARIS = [2.3522, 48.8566]
+
+
+def unknown_id():
+    """A well-formed id (24 lowercase hex characters) that no stored record has."""
+    return secrets.token_hex(12)
 
 
 def iso(moment):

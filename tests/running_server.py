@@ -68,6 +68,7 @@ class RunningServer:
         self.notify = NotifyListener(self.directory.name, abstract=abstract_notify_socket)
         self.stdout_path = os.path.join(self.directory.name, "stdout")
         self.stderr_path = os.path.join(self.directory.name, "stderr")
+        self.database_path = os.path.join(self.directory.name, "events.sqlite3")
         self.environment = self._environment(environment or {})
         self.process = None
         self.ready_message = None
@@ -76,7 +77,9 @@ class RunningServer:
         # Nothing from the test runner's own environment may configure the server under test.
         ours = {spec.env for spec in SPECS.values()} | {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
         environment = {name: value for name, value in os.environ.items() if name not in ours}
-        environment.update({"BCRYPT_LOG_ROUNDS": "4", "NOTIFY_SOCKET": self.notify.environment_value})
+        # Each server keeps its data in its own file, never in the checkout's data/.
+        environment.update({"BCRYPT_LOG_ROUNDS": "4", "NOTIFY_SOCKET": self.notify.environment_value,
+                            "SQLITE_PATH": self.database_path})
         environment.update(extra)
         return environment
 

@@ -3,7 +3,6 @@ import math
 
 import pytest
 
-from domain.store import ObjectId
 from tests.event_builders import PARIS, hours_from_now, publish
 
 pytestmark = pytest.mark.gen_test
@@ -50,8 +49,8 @@ async def test_an_rsvped_attendee_inside_the_radius_arrives(api, services):
     assert reply.status == 200 and reply.data == {"arrived": True, "distance_m": 0}
     shown = (await api.call("GET", f"/api/v1/events/{event['id']}", token=token)).data
     assert shown["has_arrived"] is True and shown["arrival_count"] == 1
-    stored = await services.store.events.find_one({"_id": ObjectId(event["id"])})
-    assert stored["arrivals"] == [ObjectId(attendee["id"])]
+    stored = await services.store.events.get(event["id"], attendee["id"])
+    assert stored["has_arrived"] is True and stored["arrival_count"] == 1
 
 
 async def test_outside_the_radius_is_a_422_with_the_distance_to_the_fence(api):
@@ -102,8 +101,7 @@ async def test_arriving_twice_is_one_arrival(api, services):
     assert (await arrive(api, event, token, offset(0, 0))).status == 200
     again = await arrive(api, event, token, offset(0, 10))
     assert again.status == 200 and again.data["arrived"] is True
-    stored = await services.store.events.find_one({"_id": ObjectId(event["id"])})
-    assert len(stored["arrivals"]) == 1
+    assert (await services.store.events.get(event["id"]))["arrival_count"] == 1
 
 
 async def test_arrival_without_an_rsvp_is_a_409(api):

@@ -167,13 +167,12 @@ async def test_one_ipv6_subscriber_block_shares_one_address_limit(api):
 
 
 async def test_a_hash_written_by_the_old_flask_backend_logs_in(api, services):
-    # Flask-Bcrypt stored bcrypt's $2b$ text; the old documents have no normalized copies.
+    # Flask-Bcrypt stored bcrypt's $2b$ text. (The old backend's user documents themselves, without
+    # normalized copies of email and username, are taken over by the MongoDB adapter:
+    # tests/test_mongo_store.py.)
     old_hash = bcrypt.hashpw(b"legacy-password", bcrypt.gensalt(4)).decode()
     assert old_hash.startswith("$2b$")
-    await services.store.users.insert_one({
-        "username": "Legacy", "email": "Legacy@Example.com", "password_hash": old_hash, "role": "organizer",
-        "following": [], "followers": [], "created_events": [], "rsvped_events": [], "created_at": utcnow()})
-    await services.store.ensure_indexes()  # what the server does at start
+    await services.store.users.add("Legacy", "Legacy@Example.com", "organizer", old_hash, utcnow())
     reply = await api.call("POST", "/api/v1/auth/login", {"email": "legacy@example.com", "password": "legacy-password"})
     assert reply.status == 200 and reply.data["user"]["role"] == "organizer"
 

@@ -1,27 +1,40 @@
-"""Live chat with real WebSocket clients: delivery, one order, acknowledgement, retries, recovery."""
+"""Live chat with real WebSocket clients: delivery, one order, acknowledgement, retries, recovery,
+and a database that cannot take a write."""
 import asyncio
 import datetime
-import socket
+import sqlite3
+import time
 
 import pytest
 
 from domain.chat import MAX_CATCH_UP, RECENT_COUNT
-from domain.store import ObjectId, Store
+from domain.errors import StoreUnavailable
+from handlers.app import build_services
+from storage.sqlite import SqliteStore
 from tests.chat_client import ChatRoom
+from tests.event_builders import unknown_id
 
 pytestmark = pytest.mark.gen_test
 FAST = dict(chat_messages_per_second=10_000, chat_burst=10_000)
+EVERY_MESSAGE = 100_000  # more than any test stores
 
 
-def closed_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+async def stored_messages(services, event_id):
+    return await services.store.messages.latest(event_id, EVERY_MESSAGE)
 
 
 async def stored_texts(services, event_id):
-    docs = await services.store.messages.find({"event_id": ObjectId(event_id)}).sort("_id", 1).to_list(None)
-    return [doc["text"] for doc in docs]
+    return [message["text"] for message in await stored_messages(services, event_id)]
+
+
+class Unreachable:
+    """Stands in for a repository whose database cannot be reached: every call raises
+    StoreUnavailable, as the adapters do then."""
+
+    def __getattr__(self, name):
+        async def unreachable(*args, **kwargs):
+            raise StoreUnavailable()
+        return unreachable
 
 
 async def test_two_clients_see_each_others_messages_in_the_same_order(room):
@@ -47,7 +60,8 @@ async def test_the_senders_echo_is_the_stored_message_with_its_client_msg_id(roo
     assert message["text"] == "doors open at eight"  # trimmed
     assert message["user_id"] == organizer["id"] and message["username"] == organizer["username"]
     assert message["event_id"] == room.event_id and message["timestamp"].endswith("Z")
-    stored = await room.services.store.messages.find_one({"_id": ObjectId(message["id"])})
+    [stored] = await stored_messages(room.services, room.event_id)
+    assert stored["id"] == message["id"]
     assert stored["text"] == "doors open at eight" and stored["client_msg_id"] == "m-1"
 
 
@@ -165,7 +179,7 @@ async def test_joining_while_others_send_misses_nothing_and_doubles_nothing(room
 async def test_an_unknown_since_fails_closed(room):
     await room.create(attendees=0)
     client = await room.connect(room.organizer_token)
-    await client.send({"type": "join_chat", "since": str(ObjectId())})
+    await client.send({"type": "join_chat", "since": unknown_id()})
     error = await client.receive_type("error")
     assert error["code"] == "unknown_since"
     await client.say("am I in?")
@@ -202,9 +216,7 @@ async def test_a_since_up_to_500_messages_behind_is_replayed_and_further_fails_c
     [seen] = await client.messages(1)
 
     async def history_grows_by(count):  # as if written while the client was away
-        await room.services.store.messages.insert_many([{
-            "_id": ObjectId(), "event_id": ObjectId(room.event_id), "user_id": ObjectId(room.organizer["id"]),
-            "username": room.organizer["username"], "text": "meanwhile"} for _ in range(count)])
+        await room.write_history(["meanwhile"] * count)
 
     await history_grows_by(MAX_CATCH_UP)
     back = await room.connect(room.organizer_token)
@@ -219,9 +231,6 @@ async def test_a_since_up_to_500_messages_behind_is_replayed_and_further_fails_c
 @pytest.mark.settings(**FAST)
 async def test_twenty_clients_sending_at_once_lose_nothing_and_all_see_one_order(room):
     senders, per_sender = 20, 50
-    # mongomock checks a unique index by scanning every stored document on each insert, which
-    # would make this test about mongomock; its client_msg_ids are all distinct anyway.
-    await room.services.store.messages.drop_index("event_id_1_user_id_1_client_msg_id_1")
     await room.create(attendees=senders - 1)
     clients = [await room.joined(token, checked=n == 0) for n, (_, token) in enumerate(room.members)]
 
@@ -236,9 +245,7 @@ async def test_twenty_clients_sending_at_once_lose_nothing_and_all_see_one_order
     assert all([m["id"] for m in order] == first for order in orders)
     assert len(set(first)) == total
     assert first == sorted(first)  # ids grow in stored order
-    stored = await room.services.store.messages.find({"event_id": ObjectId(room.event_id)}).sort(
-        "_id", 1).to_list(None)
-    assert [str(doc["_id"]) for doc in stored] == first
+    assert [m["id"] for m in await stored_messages(room.services, room.event_id)] == first
     for index in range(senders):  # each sender's own messages in the order it sent them
         mine = [m["text"] for m in orders[0] if m["text"].startswith(f"c{index}-")]
         assert mine == [f"c{index}-{n}" for n in range(per_sender)]
@@ -325,17 +332,19 @@ async def test_the_organizer_view_and_stats_count_messages_and_people_online(roo
     assert event["stats"]["message_count"] == 2 and event["stats"]["online_count"] == 2
 
 
-async def test_new_messages_sort_after_every_stored_one_even_one_stamped_by_a_clock_ahead(room):
+async def test_new_messages_sort_after_every_stored_one_even_one_stamped_by_a_clock_ahead(room, monkeypatch):
     await room.create(attendees=0)
-    ahead = ObjectId.from_datetime(datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc))
-    await room.services.store.messages.insert_one({
-        "_id": ahead, "event_id": ObjectId(room.event_id), "user_id": ObjectId(room.organizer["id"]),
-        "username": room.organizer["username"], "text": "written by a process with a fast clock"})
+    year_2100 = datetime.datetime(2100, 1, 1, tzinfo=datetime.timezone.utc).timestamp()
+    with monkeypatch.context() as fast_clock:  # as another process, whose clock is far ahead, wrote it
+        fast_clock.setattr(time, "time", lambda: year_2100)
+        [ahead] = await room.write_history(["written by a process with a fast clock"])
+    # Ids are shaped like ObjectIds, creation seconds first: this one is ahead of any id made now.
+    assert ahead["id"] > f"{int(time.time()):08x}" + "f" * 16
     client = await room.joined(room.organizer_token)
     await client.say("now")
     await client.say("later")
     now, later = await client.messages(2)
-    assert str(ahead) < now["id"] < later["id"]
+    assert ahead["id"] < now["id"] < later["id"]
     assert await stored_texts(room.services, room.event_id) == [
         "written by a process with a fast clock", "now", "later"]
 
@@ -344,8 +353,7 @@ async def test_a_message_the_database_cannot_take_is_refused_and_can_be_sent_aga
     await room.create(attendees=0)
     client = await room.joined(room.organizer_token)
     store = room.services.store
-    working, down = store.messages, Store.connect(f"mongodb://127.0.0.1:{closed_port()}/", "down", timeout_ms=300)
-    store.messages = down.messages
+    working, store.messages = store.messages, Unreachable()
     await client.say("did it go?", client_msg_id="r1")
     error = await client.receive_type("error")
     assert error["code"] == "unavailable" and error["client_msg_id"] == "r1"
@@ -354,15 +362,71 @@ async def test_a_message_the_database_cannot_take_is_refused_and_can_be_sent_aga
     [message] = await client.messages(1)
     assert message["client_msg_id"] == "r1"
     assert await stored_texts(room.services, room.event_id) == ["did it go?"]
-    down.close()
 
 
 async def test_the_handshake_is_a_503_while_the_database_is_down(room):
     await room.create(attendees=0)
-    down = Store.connect(f"mongodb://127.0.0.1:{closed_port()}/", "down", timeout_ms=300)
-    room.services.store.revoked_tokens = down.revoked_tokens
+    room.services.store.revoked_tokens = Unreachable()
     reply = await room.api.call("GET", f"/ws/chat/{room.event_id}?token={room.organizer_token}", headers={
         "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "MDEyMzQ1Njc4OWFiY2RlZg=="})
     assert reply.status == 503 and reply.json["code"] == "database_unavailable"
-    down.close()
+
+
+class TestOnADatabaseFileAnotherProcessHoldsLocked:
+    """The chat on a SQLite file while another connection to it holds the write lock, as a
+    process stuck in a long transaction does: each write waits out the busy timeout, then fails
+    for real, as on a full disk."""
+
+    @pytest.fixture
+    def database_path(self, tmp_path):
+        return str(tmp_path / "events.sqlite3")
+
+    @pytest.fixture
+    def services(self, settings, io_loop, database_path):
+        store = SqliteStore(database_path, busy_timeout_ms=200)
+        io_loop.run_sync(store.open)
+        yield build_services(settings, store=store)
+        io_loop.run_sync(store.close)
+
+    @pytest.mark.settings(**FAST)
+    async def test_a_batch_that_cannot_be_written_is_refused_to_its_senders_whole_and_can_be_sent_again(
+            self, room, database_path):
+        await room.create(attendees=2)
+        (_, token_a), (_, token_b), (_, token_c) = room.members
+        alice, bob, listener = [await room.joined(token) for token in (token_a, token_b, token_c)]
+        await alice.say("before", client_msg_id="a-0")
+        [before] = await listener.messages(1)
+
+        locker = sqlite3.connect(database_path, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            await alice.say("a one", client_msg_id="a-1")
+            await alice.say("a two", client_msg_id="a-2")
+            await bob.say("b one", client_msg_id="b-1")
+            refusals = [await alice.receive_type("error"), await alice.receive_type("error"),
+                        await bob.receive_type("error")]
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        assert [refusal["client_msg_id"] for refusal in refusals] == ["a-1", "a-2", "b-1"]
+        for refusal in refusals:
+            assert refusal["code"] == "unavailable", refusal
+            assert "not stored" in refusal["message"] and "same client_msg_id" in refusal["message"], refusal
+        stored = await stored_messages(room.services, room.event_id)
+        assert [m["id"] for m in stored] == [before["id"]]  # nothing of the batch was written
+
+        await alice.say("a one", client_msg_id="a-1")
+        await alice.say("a two", client_msg_id="a-2")
+        resent = await alice.messages(2)
+        assert [m["client_msg_id"] for m in resent] == ["a-1", "a-2"]
+        await bob.say("b one", client_msg_id="b-1")
+        assert [m["client_msg_id"] for m in await bob.messages(3)] == ["a-1", "a-2", "b-1"]
+        await alice.messages(1)  # bob's
+        await alice.say("a one", client_msg_id="a-1")  # once more: the resend is the one stored
+        assert await alice.messages(1) == resent[:1]
+        await alice.say("marker")
+        seen = await listener.messages(4)  # nothing of the failed batch was published either
+        assert [m["text"] for m in seen] == ["a one", "a two", "b one", "marker"]
+        stored = await stored_messages(room.services, room.event_id)
+        assert [m["id"] for m in stored] == [before["id"]] + [m["id"] for m in seen]

@@ -1,33 +1,28 @@
 """How chat connections end: revoked tokens (4401), deleted events (4404), shutdown (1001)."""
 import asyncio
-import inspect
 import re
 
 import pytest
 import tornado.httpclient
 
-from domain.store import ObjectId
 from tests.chat_client import ChatClient, ChatRoom
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.gen_test
 
 
-class SlowWrites:
-    """The messages collection with every write taking `delay` seconds, as over a slow link."""
+class SlowAppends:
+    """The messages repository with every append taking `delay` seconds more, as over a slow link."""
 
-    def __init__(self, collection, delay):
-        self._collection, self._delay = collection, delay
+    def __init__(self, messages, delay):
+        self._messages, self._delay = messages, delay
 
     def __getattr__(self, name):
-        attribute = getattr(self._collection, name)
-        if not name.startswith("insert") or not inspect.iscoroutinefunction(attribute):
-            return attribute
+        return getattr(self._messages, name)
 
-        async def slowly(*args, **kwargs):
-            await asyncio.sleep(self._delay)
-            return await attribute(*args, **kwargs)
-        return slowly
+    async def append(self, event_id, drafts):
+        await asyncio.sleep(self._delay)
+        return await self._messages.append(event_id, drafts)
 
 
 async def login(api, user):
@@ -113,7 +108,7 @@ async def test_deleting_the_event_deletes_its_messages(room):
     await client.messages(1)
     await room.api.call("DELETE", f"/api/v1/events/{room.event_id}", token=room.organizer_token)
     assert await client.closed() == 4404
-    assert await room.services.store.messages.count_documents({"event_id": ObjectId(room.event_id)}) == 0
+    assert await room.services.store.messages.latest(room.event_id, 100) == []
 
 
 @pytest.mark.settings(chat_messages_per_second=10_000, chat_burst=10_000)
@@ -121,7 +116,7 @@ async def test_shutdown_stores_and_acknowledges_what_was_sent_then_closes_with_1
     await room.create(attendees=1)
     (_, token_a), (_, token_b) = room.members
     sender, listener = await room.joined(token_a), await room.joined(token_b)
-    room.services.store.messages = SlowWrites(room.services.store.messages, 0.05)
+    room.services.store.messages = SlowAppends(room.services.store.messages, 0.05)
     for n in range(10):
         await sender.say(f"last words {n}", client_msg_id=f"w{n}")
     await sender.send("not a frame")  # answered at once, after the ten were queued
@@ -135,8 +130,8 @@ async def test_shutdown_stores_and_acknowledges_what_was_sent_then_closes_with_1
     assert len(await listener.messages(10)) == 10
     assert await listener.closed() == 1001
     await shutting_down
-    stored = await room.services.store.messages.find({"event_id": ObjectId(room.event_id)}).to_list(None)
-    assert sorted(doc["client_msg_id"] for doc in stored) == sorted(acknowledged)
+    stored = await room.services.store.messages.latest(room.event_id, 100)
+    assert sorted(message["client_msg_id"] for message in stored) == sorted(acknowledged)
     reply = await room.api.call("GET", f"/ws/chat/{room.event_id}?token={token_a}", headers={
         "Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
         "Sec-WebSocket-Key": "MDEyMzQ1Njc4OWFiY2RlZg=="})

@@ -14,9 +14,9 @@ import tornado.iostream
 from prometheus_client.parser import text_string_to_metric_families
 
 from domain.chat import MAX_CATCH_UP
-from domain.store import ObjectId
 from handlers.chat import _plainly_valid_send
 from tests.chat_client import WAIT_SECONDS, ChatClient
+from tests.event_builders import unknown_id
 
 pytestmark = pytest.mark.gen_test
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
@@ -69,7 +69,7 @@ async def test_a_revoked_token_is_refused_with_401(room):
 
 async def test_an_unknown_or_malformed_event_is_a_404(room):
     await room.create(attendees=0)
-    for event_id in (str(ObjectId()), "nope"):
+    for event_id in (unknown_id(), "nope"):
         assert await refused_status(room, event_id, token=room.organizer_token) == 404
         reply = await handshake(room, event_id, token=room.organizer_token)
         assert reply.status == 404 and reply.json["code"] == "event_not_found"
@@ -307,11 +307,9 @@ async def test_send_frames_passed_without_the_schema_are_ones_the_schema_accepts
 async def test_a_client_that_does_not_read_its_own_answers_is_disconnected(room):
     await room.create(attendees=0)
     await room.joined(room.organizer_token)  # so that the stuck connection's join announces nothing
-    history = [{"_id": ObjectId(), "event_id": ObjectId(room.event_id), "user_id": ObjectId(room.organizer["id"]),
-                "username": room.organizer["username"], "text": "\U0001F600" * 2000} for _ in range(MAX_CATCH_UP + 1)]
-    await room.services.store.messages.insert_many(history)
+    history = await room.write_history(["\U0001F600" * 2000] * (MAX_CATCH_UP + 1))
     stuck = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token,
-                                      since=str(history[0]["_id"]))  # a 12 MB replay, never read
+                                      since=history[0]["id"])  # a 12 MB replay, never read
     await stuck.stream.write(masked_frame({"type": "dance"}))  # its answer finds that backlog
     assert await stuck.close_code() == 1013
     assert room.services.chat.hub.dropped_slow_consumers == 0  # not a broadcast: its own answer

@@ -4,13 +4,14 @@ import json
 import signal
 import uuid
 
-import pymongo
 import pytest
 import tornado.websocket
 
-from tests.conftest import PASSWORD, TEST_MONGO_URI
+from tests.conftest import PASSWORD
 from tests.event_builders import event_body
 from tests.running_server import RunningServer
+from tests.stores import discard_store
+from tests.test_server_process import open_store_left_by, store_environment
 
 pytestmark = pytest.mark.gen_test(timeout=60)
 
@@ -24,10 +25,8 @@ def registered(server, role):
 
 
 async def test_sigterm_acknowledges_every_message_it_read_then_closes_sockets_with_1001_and_exits_0():
-    environment, database = {}, f"chat_shutdown_{uuid.uuid4().hex[:8]}"
-    if TEST_MONGO_URI:
-        environment.update(MONGO_URI=TEST_MONGO_URI, MONGO_DBNAME=database)
-    with RunningServer(environment) as server:
+    database = f"chat_shutdown_{uuid.uuid4().hex[:8]}"
+    with RunningServer(store_environment(database)) as server:
         token = registered(server, "organizer")
         status, reply = server.request("POST", "/api/v1/events", event_body(),
                                        headers={"Authorization": f"Bearer {token}"})
@@ -57,9 +56,9 @@ async def test_sigterm_acknowledges_every_message_it_read_then_closes_sockets_wi
         assert acknowledged == sent
         assert client.close_code == 1001
         assert server.wait() == 0
-    if TEST_MONGO_URI:
-        with pymongo.MongoClient(TEST_MONGO_URI) as mongo:
-            db = mongo.get_default_database(default=database)
-            stored = [doc["client_msg_id"] for doc in db.messages.find({}).sort("_id", 1)]
-            mongo.drop_database(db.name)
+        store = await open_store_left_by(server, database)
+        try:
+            stored = [message["client_msg_id"] for message in await store.messages.latest(event_id, 100)]
+        finally:
+            await discard_store(store)
         assert stored == acknowledged

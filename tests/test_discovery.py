@@ -1,11 +1,8 @@
 """Finding events: filters, date order, nearby search nearest first, and cursor pages."""
-import datetime
 import urllib.parse
 
 import pytest
 
-from domain.discovery import summarize, summary_projection
-from domain.store import ObjectId
 from tests.event_builders import PARIS, hours_from_now, publish
 
 pytestmark = pytest.mark.gen_test
@@ -269,21 +266,3 @@ async def test_a_time_offset_whose_plus_was_not_url_encoded_is_understood(api, o
     found = await api.call("GET", "/api/v1/events?from=2030-06-01T19:59:00+02:00", token=token)
     assert found.status == 200 and [item["title"] for item in found.data["items"]] == ["at eight"]
 
-
-async def test_summaries_computed_here_match_the_projection_mongodb_runs(services):
-    """The in-memory store summarizes in Python; MongoDB runs summary_projection. Both must agree,
-    on new events and on the old backend's, which lack rsvp_count and sometimes whole arrays."""
-    viewer, other = ObjectId(), ObjectId()
-    store = services.store
-    await store.events.insert_many([
-        {"title": "new", "rsvps": [viewer, other], "arrivals": [viewer], "photo_gallery": ["a"], "rsvp_count": 2,
-         "date": datetime.datetime(2030, 1, 1), "capacity": 5, "geofence": None},
-        {"title": "old", "rsvps": [other], "arrivals": [], "photo_gallery": []},
-        {"title": "bare"},
-    ])
-    for viewer_id in (viewer, other, None):
-        in_python = sorted((summarize(event, viewer_id) for event in await store.events.find({}).to_list(None)),
-                           key=lambda summary: summary["title"])
-        by_projection = await store.events.aggregate([
-            {"$project": summary_projection(viewer_id)}, {"$sort": {"title": 1}}]).to_list(None)
-        assert in_python == by_projection

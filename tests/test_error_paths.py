@@ -1,8 +1,9 @@
-"""When something is wrong beneath the API: an index the database cannot build, a database that
-is not there yet, a mail server that is down, a stored hash that is not one, a time past the
-calendar's end, a broken settings or schema file, a notify socket nobody reads. Each answers as
-documented (or stops the start with one line) instead of crashing."""
-import asyncio
+"""When something is wrong beneath the API: a mail server that is down, a stored hash that is not
+one, a time past the calendar's end, a broken settings or schema file, a notify socket nobody
+reads. Each answers as documented (or stops the start with one line) instead of crashing.
+(A database that is down: tests/test_database_down.py; indexes MongoDB cannot build and a
+MongoDB not there yet: tests/test_mongo_store.py; a SQLite file that is not a database:
+tests/test_durability.py.)"""
 import json
 import logging
 import sys
@@ -13,50 +14,18 @@ import jwt
 import pytest
 
 from domain.settings import SettingsError, load_settings
-from domain.store import Store
 from domain.systemd import SystemdNotifier
 from domain.times import utcnow
 from domain.validation import load_schemas, schema_validator
 from handlers.app import build_services
 from handlers.base import address_in
 from handlers.logs import JsonFormatter
-from tests.conftest import PASSWORD, ROOT, make_settings, make_store
+from tests.conftest import PASSWORD, ROOT, make_settings
 from tests.event_builders import event_body, publish
 from tests.running_server import free_port
+from tests.stores import new_store
 
 pytestmark = pytest.mark.gen_test
-
-# --- the database ------------------------------------------------------------------------------
-
-
-async def test_an_index_that_cannot_be_built_does_not_stop_the_others(caplog):
-    caplog.set_level(logging.INFO, logger="store")
-    store = Store.connect("", "indexes")
-    # Two accounts of the old backend whose emails differ only in case: no unique email index.
-    await store.users.insert_many([{"email": "Ana@example.com", "username": "ana"},
-                                   {"email": "ana@EXAMPLE.com", "username": "ana2"}])
-    await store.keep_indexes_until_ready()
-    assert "location_2dsphere" in await store.events.index_information()
-    assert "username_lower_1" in await store.users.index_information()
-    assert "email_lower_1" not in await store.users.index_information()
-    assert "could not create the index email_lower on users" in caplog.text
-    assert "database indexes are in place, but for 1" in caplog.text
-    store.close()
-
-
-async def test_indexes_are_retried_while_the_database_is_unreachable(caplog):
-    store = Store.connect(f"mongodb://127.0.0.1:{free_port()}/events", "events", timeout_ms=50)
-    retrying = asyncio.ensure_future(store.keep_indexes_until_ready(retry_seconds=0.01))
-    try:
-        for _ in range(400):  # a safety bound only: each attempt takes the 50 ms selection timeout
-            if caplog.text.count("database not reachable yet") >= 2:
-                break
-            await asyncio.sleep(0.05)
-        assert caplog.text.count("database not reachable yet") >= 2 and not retrying.done()
-        assert store.indexes_ready is False
-    finally:
-        retrying.cancel()
-        store.close()
 
 
 # --- accounts ----------------------------------------------------------------------------------
@@ -80,9 +49,7 @@ async def test_a_mail_server_that_is_down_leaves_the_forgot_password_answer_unch
 
 
 async def test_a_stored_hash_that_is_not_bcrypt_fails_the_login_without_a_crash(api, services):
-    await services.store.users.insert_one({
-        "username": "plain", "email": "plain@example.com", "username_lower": "plain",
-        "email_lower": "plain@example.com", "password_hash": PASSWORD, "role": "attendee", "created_at": utcnow()})
+    await services.store.users.add("plain", "plain@example.com", "attendee", PASSWORD, utcnow())
     reply = await api.call("POST", "/api/v1/auth/login", {"email": "plain@example.com", "password": PASSWORD})
     assert reply.status == 401 and reply.json["code"] == "bad_credentials"
 
@@ -124,7 +91,8 @@ def test_a_schema_file_whose_id_is_not_its_file_name_is_refused(tmp_path):
 
 def test_the_schemas_are_loaded_and_checked_once_per_process():
     settings = make_settings()
-    first, second = build_services(settings, store=make_store()), build_services(settings, store=make_store())
+    first, second = (build_services(settings, store=new_store("sqlite")),
+                     build_services(settings, store=new_store("sqlite")))
     assert first.validator is second.validator is schema_validator()
 
 

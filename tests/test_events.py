@@ -1,7 +1,10 @@
 """Publishing, reading, changing and deleting events through the API."""
 import pytest
 
-from domain.store import ObjectId
+from domain.activities import EVENT_CREATED
+from domain.gallery import MAX_PHOTOS_PER_EVENT
+from domain.times import utcnow
+from tests.chat_client import write_history
 from tests.event_builders import PARIS, event_body, hours_from_now, publish
 
 pytestmark = pytest.mark.gen_test
@@ -25,17 +28,15 @@ async def test_an_organizer_publishes_an_event_and_reads_it_back(api):
     assert reply.status == 200 and reply.data == created
 
 
-async def test_the_event_is_stored_in_the_old_backends_shape(api, services):
+async def test_the_event_is_stored_with_its_organizer_and_place_and_nothing_yet_attached(api, services):
     organizer, token = await api.register(role="organizer")
     created = await publish(api, token)
-    stored = await services.store.events.find_one({"_id": ObjectId(created["id"])})
-    assert stored["organizer_id"] == ObjectId(organizer["id"])
+    stored = await services.store.events.get(created["id"])
+    assert stored["organizer_id"] == organizer["id"]
     assert stored["location"] == {"type": "Point", "coordinates": PARIS}
-    assert (stored["rsvps"], stored["arrivals"], stored["photo_gallery"], stored["rsvp_count"]) == ([], [], [], 0)
+    assert (stored["rsvp_count"], stored["arrival_count"], stored["photo_count"]) == (0, 0, 0)
     assert stored["geofence_radius"] == 100
     assert stored["date"].year >= 2026 and stored["created_at"]
-    user = await services.store.users.find_one({"_id": ObjectId(organizer["id"])})
-    assert user["created_events"] == [stored["_id"]]
 
 
 async def test_event_objects_never_show_the_rsvp_and_arrival_arrays(api):
@@ -49,10 +50,12 @@ async def test_event_objects_never_show_the_rsvp_and_arrival_arrays(api):
 
 async def test_publishing_writes_an_event_created_activity(api, services):
     organizer, token = await api.register(role="organizer")
+    reader, reader_token = await api.register()
+    assert (await api.call("POST", f"/api/v1/users/{organizer['id']}/follow", token=reader_token)).status == 200
     created = await publish(api, token, title="Night market")
-    activity = await services.store.activities.find_one({"type": "EVENT_CREATED"})
-    assert activity["actor_id"] == ObjectId(organizer["id"])
-    assert activity["event_id"] == ObjectId(created["id"])
+    [activity] = await services.store.activities.feed(reader["id"], [EVENT_CREATED], None, 10)
+    assert activity["actor_id"] == organizer["id"]
+    assert activity["event_id"] == created["id"]
     assert "Night market" in activity["summary"]
 
 
@@ -201,16 +204,14 @@ async def test_malformed_and_unknown_event_ids_are_a_404(api, event_id):
         assert reply.status == 404 and reply.json["code"] in ("event_not_found", "not_found"), (method, suffix, reply)
 
 
-async def test_deleting_an_event_removes_its_messages_and_its_id_from_users(api, services):
-    organizer, token = await api.register(role="organizer")
+async def test_deleting_an_event_removes_it_with_its_messages_and_rsvps(api, services):
+    _, token = await api.register(role="organizer")
     attendee, attendee_token = await api.register()
     doomed, kept = await publish(api, token), await publish(api, token)
     for event in (doomed, kept):
         await api.call("POST", f"/api/v1/events/{event['id']}/rsvp", token=attendee_token)
-    doomed_id, kept_id = ObjectId(doomed["id"]), ObjectId(kept["id"])
-    await services.store.messages.insert_many([
-        {"event_id": doomed_id, "user_id": ObjectId(attendee["id"]), "text": "hi"},
-        {"event_id": kept_id, "user_id": ObjectId(attendee["id"]), "text": "hello"}])
+    await write_history(services.store, doomed["id"], attendee, ["hi"])
+    await write_history(services.store, kept["id"], attendee, ["hello"])
     closed = []
     services.events.deleted_listeners.append(closed.append)
 
@@ -218,10 +219,12 @@ async def test_deleting_an_event_removes_its_messages_and_its_id_from_users(api,
     assert reply.status == 200
     assert (await api.call("GET", f"/api/v1/events/{doomed['id']}", token=token)).status == 404
     assert closed == [doomed["id"]]
-    assert [m["text"] for m in await services.store.messages.find({}).to_list(None)] == ["hello"]
-    owner = await services.store.users.find_one({"_id": ObjectId(organizer["id"])})
-    rsvper = await services.store.users.find_one({"_id": ObjectId(attendee["id"])})
-    assert owner["created_events"] == [kept_id] and rsvper["rsvped_events"] == [kept_id]
+    assert await services.store.messages.latest(doomed["id"], 10) == []
+    assert [m["text"] for m in await services.store.messages.latest(kept["id"], 10)] == ["hello"]
+    assert await services.store.events.is_member(doomed["id"], attendee["id"]) is None
+    assert await services.store.events.is_member(kept["id"], attendee["id"]) is True
+    mine = await api.call("GET", "/api/v1/organizer/events", token=token)
+    assert [item["id"] for item in mine.data["items"]] == [kept["id"]]
     assert (await api.call("DELETE", f"/api/v1/events/{doomed['id']}", token=token)).status == 404
 
 
@@ -238,27 +241,25 @@ async def test_a_failing_deletion_listener_does_not_stop_the_deletion(api, servi
     assert heard == [created["id"]]
 
 
-async def test_an_event_from_the_old_backend_is_shown_with_counts_from_its_arrays(api, services):
+async def test_an_event_stored_without_an_update_time_shows_its_creation_time(api, services):
+    # As the old backend's events come back from the MongoDB store: it never wrote updated_at.
     organizer, token = await api.register(role="organizer")
-    attendees = [ObjectId() for _ in range(3)]
-    legacy = await services.store.events.insert_one({
-        "title": "Old one", "description": "", "date": services.events.clock(), "category": "talk",
+    created_at = services.events.clock()
+    event_id = await services.store.events.add({
+        "title": "Old one", "description": "", "date": created_at, "end_date": None, "category": "talk",
         "location_address": "Somewhere", "location": {"type": "Point", "coordinates": PARIS},
-        "organizer_id": ObjectId(organizer["id"]), "rsvps": attendees, "arrivals": attendees[:1],
-        "photo_gallery": ["https://cdn.example.com/a.jpg"], "geofence_radius": 100,
-        "created_at": services.events.clock()})
-    reply = await api.call("GET", f"/api/v1/events/{legacy.inserted_id}", token=token)
+        "geofence_radius": 100, "geofence": None, "capacity": None, "organizer_id": organizer["id"],
+        "created_at": created_at, "updated_at": None})
+    reply = await api.call("GET", f"/api/v1/events/{event_id}", token=token)
     assert reply.status == 200
     shown = reply.data
-    assert (shown["rsvp_count"], shown["arrival_count"], shown["photo_count"]) == (3, 1, 1)
-    assert shown["end_date"] is None and shown["capacity"] is None and shown["geofence"] is None
     assert shown["updated_at"] == shown["created_at"]
+    assert shown["end_date"] is None and shown["capacity"] is None and shown["geofence"] is None
 
 
 async def test_stats_count_rsvps_arrivals_photos_and_messages(api, services):
-    _, token = await api.register(role="organizer")
+    organizer, token = await api.register(role="organizer")
     created = await publish(api, token, date=hours_from_now(0.5))
-    event_id = ObjectId(created["id"])
     arriving = []
     for n in range(4):
         _, attendee = await api.register()
@@ -268,8 +269,9 @@ async def test_stats_count_rsvps_arrivals_photos_and_messages(api, services):
     reply = await api.call("POST", f"/api/v1/events/{created['id']}/arrival",
                            {"location": {"type": "Point", "coordinates": PARIS}}, token=arriving[0])
     assert reply.status == 200, reply
-    await services.store.messages.insert_many([{"event_id": event_id, "text": str(n)} for n in range(5)])
-    await services.store.events.update_one({"_id": event_id}, {"$push": {"photo_gallery": "https://x/1.jpg"}})
+    await write_history(services.store, created["id"], organizer, [str(n) for n in range(5)])
+    assert await services.store.events.add_photo(created["id"], "https://x/1.jpg", organizer["id"], utcnow(),
+                                                 MAX_PHOTOS_PER_EVENT)
     services.events.online_counter = lambda event: 2 if event == created["id"] else 0
 
     reply = await api.call("GET", f"/api/v1/events/{created['id']}/stats", token=token)
@@ -286,11 +288,11 @@ async def test_stats_of_an_event_without_rsvps_have_a_zero_rate(api):
 
 
 async def test_the_organizer_view_lists_only_the_callers_events_with_stats(api, services):
-    _, token = await api.register(role="organizer")
+    organizer, token = await api.register(role="organizer")
     _, other = await api.register(role="organizer")
     mine = [await publish(api, token, title=f"Mine {n}", date=hours_from_now(10 + n)) for n in range(3)]
     await publish(api, other, title="Not mine")
-    await services.store.messages.insert_one({"event_id": ObjectId(mine[1]["id"]), "text": "hi"})
+    await write_history(services.store, mine[1]["id"], organizer, ["hi"])
 
     first = await api.call("GET", "/api/v1/organizer/events?limit=2", token=token)
     assert first.status == 200

@@ -1,13 +1,16 @@
 """The gallery's hold on its storage: started once on first use, closed without breaking uploads."""
 import asyncio
+import datetime
 
 import pytest
 
+from domain.activities import SUMMARIES
 from domain.errors import Forbidden, Unavailable
 from domain.gallery import Gallery
-from domain.store import ObjectId
-from tests.conftest import make_store
+from domain.repositories import EventWindow
+from domain.times import utcnow
 from tests.photo_uploads import png
+from tests.stores import DEFAULT_STORE, discard_store, new_store
 
 pytestmark = pytest.mark.gen_test
 
@@ -37,17 +40,30 @@ class HeldStorage:
 
 
 @pytest.fixture
-def store():
-    store = make_store()
+def store(io_loop):
+    store = new_store(DEFAULT_STORE)
+    io_loop.run_sync(store.open)
     yield store
-    store.close()
+    io_loop.run_sync(lambda: discard_store(store))
+
+
+async def new_user(store, username, role="attendee"):
+    return await store.users.add(username, f"{username}@example.com", role, "$2b$04$" + "x" * 53, utcnow())
+
+
+def now_window():
+    return EventWindow(now=utcnow(), default_duration=datetime.timedelta(hours=3))
 
 
 async def organizer_and_event(store):
-    organizer = {"_id": ObjectId(), "username": "ana"}
-    event_id = (await store.events.insert_one({"title": "Jazz night", "organizer_id": organizer["_id"],
-                                               "rsvps": [], "photo_gallery": []})).inserted_id
-    return organizer, str(event_id)
+    organizer = await new_user(store, "ana", role="organizer")
+    now = utcnow()
+    event_id = await store.events.add({
+        "title": "Jazz night", "description": "A trio.", "date": now + datetime.timedelta(days=1), "end_date": None,
+        "category": "music", "location_address": "1 Quay", "location": {"type": "Point", "coordinates": [2.35, 48.85]},
+        "geofence_radius": 100, "geofence": None, "capacity": None, "organizer_id": organizer["id"],
+        "created_at": now, "updated_at": now})
+    return organizer, event_id
 
 
 async def until(condition):
@@ -90,19 +106,20 @@ async def test_an_rsvp_cancelled_while_the_photo_is_stored_keeps_it_out_of_the_g
     storage = HeldStorage()
     gallery = Gallery(store, storage)
     organizer, event_id = await organizer_and_event(store)
-    attendee = {"_id": ObjectId(), "username": "bo"}
-    await store.events.update_one({"_id": ObjectId(event_id)}, {"$push": {"rsvps": attendee["_id"]}})
+    attendee = await new_user(store, "bo")
+    assert await store.follows.follow(organizer["id"], attendee["id"])  # so the feed would show bo's upload
+    assert await store.events.take_seat(event_id, attendee["id"], now_window())
     in_flight = asyncio.ensure_future(gallery.upload(event_id, attendee, png()))
     await until(lambda: storage.puts_waiting == 1)
 
-    await store.events.update_one({"_id": ObjectId(event_id)}, {"$pull": {"rsvps": attendee["_id"]}})
+    assert await store.events.release_seat(event_id, attendee["id"], now_window())
     storage.release.set()
 
     with pytest.raises(Forbidden):
         await in_flight
-    event = await store.events.find_one({"_id": ObjectId(event_id)})
-    assert event["photo_gallery"] == [] and not event.get("photos")
-    assert await store.activities.count_documents({}) == 0
+    assert (await store.events.get(event_id))["photo_count"] == 0
+    assert await store.events.photos(event_id, None, 10) == ([], 0)
+    assert await store.activities.feed(organizer["id"], list(SUMMARIES), None, 10) == []
 
 
 async def test_closing_an_unused_gallery_closes_its_storage_at_once(store):

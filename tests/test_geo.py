@@ -48,11 +48,11 @@ def central_angle_by_vectors(lng1, lat1, lng2, lat2):
 
 
 def event(event_id, lng, lat):
-    return {"_id": event_id, "location": {"type": "Point", "coordinates": [lng, lat]}}
+    return {"id": event_id, "location": {"type": "Point", "coordinates": [lng, lat]}}
 
 
 def ids(hits):
-    return [doc["_id"] for _, doc in hits]
+    return [doc["id"] for _, doc in hits]
 
 
 def local_offset(origin, east_m, north_m):
@@ -171,7 +171,7 @@ def test_a_query_near_the_north_pole_finds_events_at_every_longitude_over_it():
 
 
 def test_events_without_a_location_are_skipped():
-    assert find_nearest([{"_id": "x"}, event("y", *PARIS)], *PARIS, 100) == [
+    assert find_nearest([{"id": "x"}, event("y", *PARIS)], *PARIS, 100) == [
         (0.0, event("y", *PARIS))
     ]
 
@@ -193,7 +193,7 @@ def test_the_prefilter_never_drops_a_point_within_the_radius(center):
         for i in range(300)
     ]
     expected = {
-        doc["_id"] for doc in docs
+        doc["id"] for doc in docs
         if distance_m(*center, *doc["location"]["coordinates"]) <= radius
     }
     assert set(ids(find_nearest(docs, *center, radius))) == expected

@@ -60,7 +60,9 @@ def test_a_message_of_several_lines_stays_one_line_and_secrets_in_it_are_redacte
 
 
 @pytest.mark.gen_test
-@pytest.mark.settings(env="production", secret_key="s" * 48, jwt_secret_key="j" * 48)
+# Production names its database; the test's own store is the one served.
+@pytest.mark.settings(env="production", secret_key="s" * 48, jwt_secret_key="j" * 48,
+                      sqlite_path="/var/lib/event-server/events.sqlite3")
 async def test_in_production_the_console_mailer_keeps_the_reset_email_out_of_the_log(api, services, json_lines):
     await api.register(email="prod@example.com")
     await api.call("POST", "/api/v1/auth/forgot-password", {"email": "prod@example.com"})

@@ -8,7 +8,8 @@ import pytest
 
 from domain.mailer import make_mailer
 from handlers.app import build_services
-from tests.conftest import make_settings, make_store
+from tests.conftest import make_settings
+from tests.stores import DEFAULT_STORE, discard_store, new_store
 
 pytestmark = pytest.mark.gen_test
 
@@ -17,10 +18,10 @@ pytestmark = pytest.mark.gen_test
 def services(mailbox, io_loop):
     settings = make_settings(mail_backend="smtp", mail_server="127.0.0.1", mail_port=mailbox[1],
                              mail_default_sender="events@example.com")
-    services = build_services(settings, store=make_store(), mailer=make_mailer(settings))
-    io_loop.run_sync(services.store.ensure_indexes)
-    yield services
-    services.store.close()
+    store = new_store(DEFAULT_STORE)
+    io_loop.run_sync(store.open)
+    yield build_services(settings, store=store, mailer=make_mailer(settings))
+    io_loop.run_sync(lambda: discard_store(store))
 
 
 async def test_the_reset_email_arrives_over_smtp_and_its_link_works_once(api, mailbox):

@@ -1,7 +1,7 @@
 """Chat history over REST: newest first, page by page, for the event's members only."""
 import pytest
 
-from domain.store import ObjectId
+from tests.event_builders import unknown_id
 
 pytestmark = pytest.mark.gen_test
 
@@ -51,16 +51,6 @@ async def test_an_empty_history(room):
     assert reply.status == 200 and reply.data == {"items": [], "next_cursor": None}
 
 
-async def test_messages_the_old_backend_wrote_are_listed(room):
-    await room.create(attendees=0)
-    old = {"_id": ObjectId(), "event_id": ObjectId(room.event_id), "user_id": ObjectId(room.organizer["id"]),
-           "username": room.organizer["username"], "text": "from the Flask days"}
-    await room.services.store.messages.insert_one(old)
-    reply = await room.api.call("GET", history_path(room), token=room.organizer_token)
-    [message] = reply.data["items"]
-    assert message["text"] == "from the Flask days" and message["timestamp"].endswith("Z")
-
-
 async def test_history_is_for_the_organizer_and_rsvped_users_only(room):
     await room.create(attendees=0)
     _, stranger = await room.api.register()
@@ -71,7 +61,7 @@ async def test_history_is_for_the_organizer_and_rsvped_users_only(room):
 
 async def test_history_of_an_unknown_event_is_a_404(room):
     await room.create(attendees=0)
-    for event_id in (str(ObjectId()), "nope"):
+    for event_id in (unknown_id(), "nope"):
         reply = await room.api.call("GET", f"/api/v1/events/{event_id}/messages", token=room.organizer_token)
         assert reply.status == 404
 

@@ -1,6 +1,4 @@
 """GET /metrics: Prometheus text, per-route figures, and the optional token and address list."""
-import socket
-
 import pytest
 import tornado.httpclient
 import tornado.httpserver
@@ -8,9 +6,9 @@ import tornado.testing
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from domain.store import Store
 from handlers.app import build_services, make_app
 from handlers.metrics import ServerMetrics
+from storage.sqlite import SqliteStore
 
 pytestmark = pytest.mark.gen_test
 
@@ -72,10 +70,9 @@ async def test_rate_limit_refusals_are_counted(api):
 
 
 async def test_database_errors_are_counted(settings, http_client):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed_port = s.getsockname()[1]
-    store = Store.connect(f"mongodb://127.0.0.1:{closed_port}/", "down", timeout_ms=200)
+    store = SqliteStore(":memory:")
+    await store.open()
+    await store.close()  # every call now raises StoreUnavailable, as when the database is gone
     services = build_services(settings, store=store)
     server = tornado.httpserver.HTTPServer(make_app(services))
     listening, port = tornado.testing.bind_unused_port()
@@ -88,7 +85,6 @@ async def test_database_errors_are_counted(settings, http_client):
         text = (await http_client.fetch(f"http://127.0.0.1:{port}/metrics")).body.decode()
     finally:
         server.stop()
-        store.close()
     assert value(text, "database_errors_total", route=REGISTER) == 1
 
 

@@ -7,8 +7,9 @@ import pytest
 import tornado.httpclient
 from PIL import Image
 
+import domain.gallery
+from domain.activities import PHOTO_UPLOADED
 from domain.gallery import MAX_PHOTOS_PER_EVENT
-from domain.store import ObjectId
 from handlers.photos import MULTIPART_OVERHEAD_BYTES
 from tests.conftest import make_settings
 from tests.event_builders import publish
@@ -33,8 +34,11 @@ async def event_with_organizer(api):
     return await publish(api, token), organizer, token
 
 
-async def stored_event(services, event):
-    return await services.store.events.find_one({"_id": ObjectId(event["id"])})
+async def stored_photos(services, event):
+    """The event's gallery as stored, newest first."""
+    photos, start = await services.store.events.photos(event["id"], None, 100)
+    assert start == 0
+    return photos
 
 
 def stored_files(settings):
@@ -66,17 +70,18 @@ async def test_an_rsvped_attendee_uploads_a_photo_and_the_event_counts_it(api, s
     event, _, _ = await event_with_organizer(api)
     attendee, token = await api.register()
     await api.call("POST", f"/api/v1/events/{event['id']}/rsvp", token=token)
+    watcher, watcher_token = await api.register()  # whose feed shows the attendee's activities
+    assert (await api.call("POST", f"/api/v1/users/{attendee['id']}/follow", token=watcher_token)).status == 200
 
     reply = await upload(api, event["id"], token, png(), filename="x.jpg", content_type="image/jpeg")
 
     assert reply.status == 201 and reply.data["url"].endswith(".png")
     shown = await api.call("GET", f"/api/v1/events/{event['id']}", token=token)
     assert shown.data["photo_count"] == 1
-    stored = await stored_event(services, event)
-    assert stored["photo_gallery"] == [reply.data["url"]]
-    assert stored["photos"][0]["uploaded_by"] == ObjectId(attendee["id"])
-    activity = await services.store.activities.find_one({"type": "PHOTO_UPLOADED"})
-    assert activity["actor_id"] == ObjectId(attendee["id"]) and activity["event_id"] == ObjectId(event["id"])
+    [stored] = await stored_photos(services, event)
+    assert (stored["url"], stored["uploaded_by"]) == (reply.data["url"], attendee["id"])
+    [activity] = await services.store.activities.feed(watcher["id"], [PHOTO_UPLOADED], None, 10)
+    assert activity["actor_id"] == attendee["id"] and activity["event_id"] == event["id"]
     assert activity["summary"] == f"{attendee['username']} shared a photo from {event['title']}"
 
 
@@ -88,7 +93,7 @@ async def test_anyone_else_is_refused_with_403_and_nothing_is_stored(api, servic
     for token in (stranger, other_organizer):
         reply = await upload(api, event["id"], token)
         assert reply.status == 403 and reply.json["code"] == "rsvp_required"
-    assert (await stored_event(services, event))["photo_gallery"] == []
+    assert await stored_photos(services, event) == []
     assert stored_files(settings) == []
 
 
@@ -118,7 +123,7 @@ async def test_a_jpg_that_is_really_text_is_415_and_not_stored(api, services, se
     reply = await upload(api, event["id"], token, b"I am a text file, honest.", filename="beach.jpg")
 
     assert reply.status == 415 and reply.json["code"] == "unsupported_media_type"
-    assert (await stored_event(services, event))["photo_gallery"] == []
+    assert await stored_photos(services, event) == []
     assert stored_files(settings) == []
 
 
@@ -148,10 +153,16 @@ async def test_a_malformed_multipart_body_is_400(api):
     assert reply.status == 400 and reply.json["code"] == "malformed_multipart"
 
 
-async def test_a_full_gallery_refuses_more_photos_with_409(api, services):
+def test_a_gallery_holds_ten_thousand_photos():
+    assert MAX_PHOTOS_PER_EVENT == 10_000
+
+
+async def test_a_full_gallery_refuses_more_photos_with_409(api, monkeypatch):
+    # A cap of three stands in for the 10,000: filling the real one would take 10,000 uploads.
+    monkeypatch.setattr(domain.gallery, "MAX_PHOTOS_PER_EVENT", 3)
     event, _, token = await event_with_organizer(api)
-    full = [f"https://old.example.com/p/{n}.jpg" for n in range(MAX_PHOTOS_PER_EVENT)]
-    await services.store.events.update_one({"_id": ObjectId(event["id"])}, {"$set": {"photo_gallery": full}})
+    for _ in range(3):
+        assert (await upload(api, event["id"], token, png())).status == 201
 
     reply = await upload(api, event["id"], token)
 
@@ -191,7 +202,7 @@ async def test_a_photo_over_the_limit_is_413_even_when_the_framing_fits(api, ser
     reply = await upload(api, event["id"], token, b"\xff\xd8\xff" + bytes(SMALL_LIMIT))
 
     assert reply.status == 413 and reply.json["code"] == "too_large"
-    assert (await stored_event(services, event))["photo_gallery"] == []
+    assert await stored_photos(services, event) == []
 
 
 async def test_the_gallery_lists_photos_newest_first_with_their_uploaders(api, services):
@@ -210,21 +221,6 @@ async def test_the_gallery_lists_photos_newest_first_with_their_uploaders(api, s
         {"id": attendee["id"], "username": attendee["username"]},
         {"id": organizer["id"], "username": organizer["username"]}]
     assert all(item["uploaded_at"].endswith("Z") for item in reply.data["items"])
-
-
-async def test_photos_the_old_backend_added_are_listed_without_an_uploader(api, services):
-    event, _, token = await event_with_organizer(api)
-    await services.store.events.update_one({"_id": ObjectId(event["id"])},
-                                           {"$push": {"photo_gallery": "https://old.example.com/p/1.jpg"}})
-    uploaded = (await upload(api, event["id"], token)).data["url"]
-
-    reply = await api.call("GET", f"/api/v1/events/{event['id']}/photos", token=token)
-
-    assert reply.data["items"][0]["url"] == uploaded
-    assert reply.data["items"][1] == {"url": "https://old.example.com/p/1.jpg", "uploaded_by": None,
-                                      "uploaded_at": None}
-    shown = await api.call("GET", f"/api/v1/events/{event['id']}", token=token)
-    assert shown.data["photo_count"] == 2
 
 
 async def test_the_gallery_pages_stay_stable_while_photos_are_added(api):

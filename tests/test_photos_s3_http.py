@@ -1,7 +1,7 @@
 """Event photos through HTTP with the S3 storage: the app talks to moto's S3 server over real HTTP."""
 import pytest
 
-from domain.store import ObjectId
+from domain.activities import PHOTO_UPLOADED
 from tests.conftest import make_settings
 from tests.event_builders import publish
 from tests.photo_uploads import carries_gps, jpeg_with_gps, upload
@@ -36,6 +36,11 @@ async def organizer_event(api):
     return await publish(api, token), token
 
 
+async def stored_gallery(services, event):
+    """(photos newest first, position of the oldest) as stored."""
+    return await services.store.events.photos(event["id"], None, 10)
+
+
 async def test_an_upload_is_stored_in_the_bucket_without_its_gps(api, http_client, moto_endpoint,  # noqa: F811
                                                                  bucket_client):  # noqa: F811
     event, token = await organizer_event(api)
@@ -66,13 +71,16 @@ async def test_the_url_is_under_the_public_base_url_when_one_is_set(api, bucket_
 @pytest.mark.settings(s3_endpoint_url=NOBODY_LISTENS)
 async def test_storage_that_cannot_be_reached_is_503_and_adds_nothing_to_the_gallery(api, services):
     event, token = await organizer_event(api)
+    watcher, watcher_token = await api.register()  # whose feed shows the organizer's activities
+    assert (await api.call("POST", f"/api/v1/users/{event['organizer']['id']}/follow",
+                           token=watcher_token)).status == 200
 
     reply = await upload(api, event["id"], token)
 
     assert reply.status == 503 and reply.json["code"] == "unavailable"
-    stored = await services.store.events.find_one({"_id": ObjectId(event["id"])})
-    assert stored["photo_gallery"] == [] and not stored.get("photos")
-    assert await services.store.activities.count_documents({"type": "PHOTO_UPLOADED"}) == 0
+    assert await stored_gallery(services, event) == ([], 0)
+    assert (await services.store.events.get(event["id"]))["photo_count"] == 0
+    assert await services.store.activities.feed(watcher["id"], [PHOTO_UPLOADED], None, 10) == []
 
 
 @pytest.mark.settings(cloud_storage_bucket="no-such-bucket")
@@ -82,8 +90,7 @@ async def test_storage_that_refuses_the_upload_is_502_and_adds_nothing_to_the_ga
     reply = await upload(api, event["id"], token)
 
     assert reply.status == 502 and reply.json["code"] == "upstream_failed"
-    stored = await services.store.events.find_one({"_id": ObjectId(event["id"])})
-    assert stored["photo_gallery"] == []
+    assert await stored_gallery(services, event) == ([], 0)
 
 
 async def test_the_media_route_serves_nothing_with_s3_storage(http_client, base_url):

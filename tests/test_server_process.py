@@ -1,11 +1,14 @@
 """SIGTERM during traffic, on a real server process: requests in flight finish, new connections
-are refused, the process exits 0. And the shutdown hooks the chat uses to say goodbye."""
+are refused, the process exits 0. And the shutdown hooks the chat uses to say goodbye.
+
+The process keeps its data in RunningServer's SQLite file, or in a database of its own on the
+test MongoDB when TEST_MONGO_URI is set; the tests read what it stored once it has ended."""
+import asyncio
 import http.client
 import json
 import socket
 import uuid
 
-import pymongo
 import pytest
 import tornado.httpserver
 import tornado.testing
@@ -13,8 +16,26 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import server as server_module
 from handlers.app import make_app
-from tests.conftest import PASSWORD, TEST_MONGO_URI
+from storage.sqlite import SqliteStore
+from tests.conftest import PASSWORD
 from tests.running_server import SAFETY_TIMEOUT, RunningServer
+from tests.stores import TEST_MONGO_URI, discard_store
+
+
+def store_environment(database):
+    """The environment that points a server process at the test MongoDB's `database`, if there is one."""
+    return {"MONGO_URI": TEST_MONGO_URI, "MONGO_DBNAME": database} if TEST_MONGO_URI else {}
+
+
+async def open_store_left_by(server, database):
+    """The store a server process that has ended kept its data in, opened for reading."""
+    if TEST_MONGO_URI:
+        from storage.mongo import MongoStore
+        store = MongoStore.connect(TEST_MONGO_URI, database, 3000)
+    else:
+        store = SqliteStore(server.database_path)
+    await store.open()
+    return store
 
 
 class HeldRequest:
@@ -56,10 +77,9 @@ def wait_until_in_flight(server, count):
 
 
 def test_sigterm_lets_requests_in_flight_finish_refuses_new_connections_and_exits_0():
-    environment = {"BCRYPT_LOG_ROUNDS": "12"}  # production cost: the hashing happens after SIGTERM
     database = f"shutdown_{uuid.uuid4().hex[:8]}"
-    if TEST_MONGO_URI:
-        environment.update(MONGO_URI=TEST_MONGO_URI, MONGO_DBNAME=database)
+    # Production cost: the hashing happens after SIGTERM.
+    environment = {"BCRYPT_LOG_ROUNDS": "12", **store_environment(database)}
     with RunningServer(environment) as server:
         held = [HeldRequest(server.port) for _ in range(3)]
         wait_until_in_flight(server, 3)
@@ -75,12 +95,15 @@ def test_sigterm_lets_requests_in_flight_finish_refuses_new_connections_and_exit
         messages = [entry["message"] for entry in server.log_entries()]
         assert any("3 requests in flight" in message for message in messages)
         assert not any("still in flight" in message for message in messages)
-    if TEST_MONGO_URI:
-        with pymongo.MongoClient(TEST_MONGO_URI) as client:
-            db = client.get_default_database(default=database)
-            stored = {user["username"] for user in db.users.find({}, {"username": 1})}
-            client.drop_database(db.name)
-        assert stored == {request.username for request in held}
+
+        async def stored_usernames():
+            store = await open_store_left_by(server, database)
+            try:
+                return [(await store.users.get(body["data"]["user"]["id"]) or {}).get("username")
+                        for _, body in answers]
+            finally:
+                await discard_store(store)
+        assert asyncio.run(stored_usernames()) == [request.username for request in held]
 
 
 def test_a_request_still_running_at_the_deadline_is_cut_off_and_the_process_still_exits_0():

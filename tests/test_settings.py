@@ -61,7 +61,8 @@ def test_production_refuses_missing_placeholder_or_short_secrets():
             load_settings(SETTINGS, environ={"ENV": "production", "SECRET_KEY": secret, "JWT_SECRET_KEY": STRONG})
     with pytest.raises(SettingsError, match="setting jwt_secret_key"):
         load_settings(SETTINGS, environ={"ENV": "production", "SECRET_KEY": STRONG})
-    settings = load_settings(SETTINGS, environ={"ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": STRONG})
+    settings = load_settings(SETTINGS, environ={"ENV": "production", "SECRET_KEY": STRONG, "JWT_SECRET_KEY": STRONG,
+                                                "SQLITE_PATH": "/var/lib/event-server/events.sqlite3"})
     assert settings.jwt_secret_key == STRONG and not settings.generated_secrets
 
 

@@ -4,8 +4,8 @@ import urllib.parse
 import pytest
 
 from domain.social import USER_CURSOR_PATTERN
-from domain.store import ObjectId
 from domain.validation import load_schemas
+from tests.event_builders import unknown_id
 
 pytestmark = pytest.mark.gen_test
 
@@ -47,7 +47,7 @@ async def test_users_me_still_answers_with_the_callers_own_view(api):
 
 
 @pytest.mark.parametrize("route", USER_ROUTES)
-@pytest.mark.parametrize("user_id", [str(ObjectId()), "zzzzzzzzzzzzzzzzzzzzzzzz", "1234", "ME", "%20"])
+@pytest.mark.parametrize("user_id", [unknown_id(), "zzzzzzzzzzzzzzzzzzzzzzzz", "1234", "ME", "%20"])
 async def test_an_unknown_or_malformed_user_id_is_a_404(api, route, user_id):
     _, token = await api.register()
     reply = await api.call("GET", route.format(user_id), token=token)

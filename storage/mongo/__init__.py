@@ -1,0 +1,74 @@
+"""The MongoDB store: the production database, and the old Flask backend's database as it is.
+
+The only code that knows motor, PyMongo, the query language and the server's error codes:
+`repository` (the one translation of "cannot serve now" errors, applied to every public
+method), `values` (ids and times at the edge), `indexes` (the plan and its background build),
+one module per group of repositories. Collections and field names are the old backend's, so
+the store takes its database over as it finds it.
+"""
+import motor.motor_asyncio
+
+from domain import repositories
+from domain.errors import StoreUnavailable
+from storage.mongo.accounts import ResetTokens, RevokedTokens, Users
+from storage.mongo.events import Events
+from storage.mongo.indexes import Indexes
+from storage.mongo.messages import Messages
+from storage.mongo.repository import translating_unavailable
+from storage.mongo.social import Activities, Follows
+
+__all__ = ["MongoStore"]
+
+
+class MongoStore(repositories.Store):
+    kind = "mongodb"
+
+    def __init__(self, client, dbname):
+        """`client`: a motor AsyncIOMotorClient, or anything with its API (tests use
+        mongomock-motor's AsyncMongoMockClient)."""
+        self.client = client
+        self.dbname = dbname
+        # For adapter-specific tests and tools only; the domain goes through the repositories.
+        self.db = client[dbname]
+        self.indexes = Indexes(self.db)
+        self.users = Users(self.db)
+        self.revoked_tokens = RevokedTokens(self.db)
+        self.reset_tokens = ResetTokens(self.db)
+        self.events = Events(self.db)
+        self.messages = Messages(self.db)
+        self.follows = Follows(self.db)
+        self.activities = Activities(self.db)
+
+    @classmethod
+    def connect(cls, uri, dbname, timeout_ms=5000):
+        """Returns at once: the driver connects lazily, so the server starts while MongoDB is down.
+        The database is the one the URI names, else `dbname`."""
+        client = motor.motor_asyncio.AsyncIOMotorClient(
+            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True)
+        return cls(client, client.get_default_database(default=dbname).name)
+
+    async def open(self):
+        """Backfills the old backend's users and builds the indexes. While the database cannot be
+        reached, raises StoreUnavailable and keeps building in the background (the server serves
+        503s meanwhile); `problems` says what is missing until the build has run."""
+        if not await self.indexes.build():
+            raise StoreUnavailable()
+
+    @translating_unavailable
+    async def ping(self):
+        await self.db.command("ping")
+
+    def problems(self):
+        return self.indexes.problems()
+
+    async def close(self):
+        await self.indexes.close()
+        self.client.close()
+
+    @translating_unavailable
+    async def drop_database(self):
+        """Deletes the whole database: for tests on a real server."""
+        await self.client.drop_database(self.dbname)
+
+    def __repr__(self):
+        return f"MongoStore({self.dbname!r})"

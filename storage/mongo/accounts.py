@@ -1,0 +1,154 @@
+"""Users, revoked tokens and password reset tokens, in the old backend's `users`,
+`revoked_tokens` and `reset_tokens` collections.
+
+A user document keeps the old backend's fields and arrays (`following`, `followers`,
+`created_events`, `rsvped_events`), which the other repositories maintain, plus the lower-cased
+`email_lower` and `username_lower` that the unique indexes hold (storage/mongo/indexes.py
+backfills them on documents the old backend wrote).
+"""
+from pymongo import errors as driver_errors
+
+from domain import repositories
+from domain.times import utcnow
+from storage.mongo.repository import Repository
+from storage.mongo.values import aware, id_text, object_id, stored_id
+
+# A user record as Users.get returns it. The counts are the lengths of the old backend's arrays,
+# taken next to the data so that the arrays themselves (a popular user's followers) never travel.
+USER_PROJECTION = {
+    "username": 1, "email": 1, "role": 1, "password_hash": 1, "created_at": 1, "tokens_valid_after": 1,
+    "followers_count": {"$size": {"$ifNull": ["$followers", []]}},
+    "following_count": {"$size": {"$ifNull": ["$following", []]}},
+}
+
+
+def user_record(document):
+    return {
+        "id": str(document["_id"]),
+        "username": document.get("username"),
+        "email": document.get("email"),
+        "role": document.get("role"),
+        "password_hash": document.get("password_hash"),
+        "created_at": aware(document.get("created_at")),
+        "tokens_valid_after": aware(document.get("tokens_valid_after")),
+        "followers_count": document["followers_count"],
+        "following_count": document["following_count"],
+    }
+
+
+async def user_records(users, match, sort=None, limit=None):
+    """The records of the users matching `match`, in `sort` order, at most `limit`."""
+    pipeline = [{"$match": match}]
+    if sort:
+        pipeline.append({"$sort": sort})
+    if limit is not None:
+        pipeline.append({"$limit": limit})
+    pipeline.append({"$project": USER_PROJECTION})
+    return [user_record(document) for document in await users.aggregate(pipeline).to_list(None)]
+
+
+class Users(Repository, repositories.Users):
+    def __init__(self, db):
+        self._users = db["users"]
+
+    async def add(self, username, email, role, password_hash, created_at):
+        # Checked before the insert so that the answer names the right field, and so that the rule
+        # holds where a unique index could not be built over the old backend's duplicates; where
+        # the indexes are in place they make it atomic.
+        taken = await self._taken(email, username)
+        if taken:
+            raise repositories.AlreadyTaken(taken)
+        document = {
+            "username": username, "email": email, "role": role,
+            "username_lower": username.lower(), "email_lower": email.lower(),
+            "password_hash": password_hash,
+            "following": [], "followers": [], "created_events": [], "rsvped_events": [],
+            "created_at": created_at,
+        }
+        try:
+            await self._users.insert_one(document)
+        except driver_errors.DuplicateKeyError as error:
+            # A concurrent registration took the email or the username since the check.
+            raise repositories.AlreadyTaken(await self._taken(email, username) or _taken_index(error)) from None
+        return user_record({**document, "followers_count": 0, "following_count": 0})
+
+    async def _taken(self, email, username):
+        """"email" or "username" when another user has it (ignoring case), email first; else None."""
+        for field, value in (("email", email), ("username", username)):
+            if await self._users.find_one({f"{field}_lower": value.lower()}, {"_id": 1}):
+                return field
+        return None
+
+    async def get(self, user_id):
+        user = object_id(user_id)
+        return None if user is None else await self._one({"_id": user})
+
+    async def find_by_email(self, email):
+        return await self._one({"email_lower": email.lower()})
+
+    async def _one(self, match):
+        found = await user_records(self._users, match, limit=1)
+        return found[0] if found else None
+
+    async def set_password(self, user_id, password_hash, tokens_valid_after):
+        user = object_id(user_id)
+        if user is None:
+            return False
+        result = await self._users.update_one(
+            {"_id": user}, {"$set": {"password_hash": password_hash, "tokens_valid_after": tokens_valid_after}})
+        return result.matched_count == 1
+
+    async def usernames(self, user_ids):
+        wanted = [value for value in map(object_id, user_ids) if value is not None]
+        found = await self._users.find({"_id": {"$in": wanted}}, {"username": 1}).to_list(None)
+        return {str(user["_id"]): user.get("username") for user in found}
+
+
+def _taken_index(error):
+    key_pattern = (error.details or {}).get("keyPattern") or {}
+    return "email" if "email_lower" in key_pattern else "username"
+
+
+class RevokedTokens(Repository, repositories.RevokedTokens):
+    """Documents {_id: jti, user_id, expires_at}; a TTL index forgets them once expired."""
+
+    def __init__(self, db):
+        self._revoked = db["revoked_tokens"]
+
+    async def revoke(self, jti, user_id, expires_at):
+        try:
+            await self._revoked.update_one(
+                {"_id": jti}, {"$setOnInsert": {"user_id": stored_id(user_id), "expires_at": expires_at}},
+                upsert=True)
+        except driver_errors.DuplicateKeyError:
+            pass  # a concurrent revoke of the same jti inserted it first: it is revoked either way
+
+    async def is_revoked(self, jti):
+        # The TTL monitor deletes expired documents only once a minute.
+        return await self._revoked.find_one({"_id": jti, "expires_at": {"$gt": utcnow()}}, {"_id": 1}) is not None
+
+
+class ResetTokens(Repository, repositories.ResetTokens):
+    """Documents {_id: digest, user_id, expires_at}; a TTL index forgets them once expired."""
+
+    def __init__(self, db):
+        self._tokens = db["reset_tokens"]
+
+    async def add(self, digest, user_id, expires_at):
+        await self._tokens.replace_one(
+            {"_id": digest}, {"user_id": stored_id(user_id), "expires_at": expires_at}, upsert=True)
+
+    async def take(self, digest, now):
+        # find_one_and_delete decides and deletes in one step: of concurrent takers, one gets it.
+        token = await self._tokens.find_one_and_delete(
+            {"_id": digest, "expires_at": {"$gt": now}}, projection={"user_id": 1})
+        return None if token is None else id_text(token.get("user_id"))
+
+    async def drop_all(self, user_id):
+        user = object_id(user_id)
+        if user is not None:
+            await self._tokens.delete_many({"user_id": user})
+
+    async def count(self, user_id):
+        user = object_id(user_id)
+        return 0 if user is None else await self._tokens.count_documents({"user_id": user})

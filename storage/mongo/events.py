@@ -1,0 +1,348 @@
+"""Events with their RSVPs, arrivals and photos, and discovery, in the old backend's `events`
+collection.
+
+An event document keeps the old backend's shape (`location` GeoJSON, `organizer_id`, the id
+arrays `rsvps` and `arrivals`, `photo_gallery`: photo URLs in upload order, `geofence_radius`,
+`created_at`) plus `end_date`, `geofence`, `capacity`, `updated_at`, `rsvp_count` and `photos`
+(who uploaded each URL, and when). Events the old backend wrote may lack any of the additions:
+their `rsvp_count` is the length of `rsvps`, the others read as None.
+
+Concurrency: every rule that depends on an event's current state (not RSVPed yet, room left,
+not over, capacity not below the RSVPs, gallery not full) sits in the filter of the one update
+that changes the event, so MongoDB checks and writes it in a single step on a single document.
+`rsvp_count` is rewritten from the `rsvps` array in that same update, so the two cannot drift.
+The users' `created_events` and `rsvped_events`, which only the old backend reads, follow in a
+second write: `organizer_id` and `rsvps` are the truth.
+"""
+import re
+
+from domain import repositories
+from storage.mongo.repository import Repository
+from storage.mongo.values import aware, id_text, object_id, stored_id
+
+TIME_FIELDS = ("date", "end_date", "created_at", "updated_at")
+_RSVPS = {"$ifNull": ["$rsvps", []]}
+_ARRIVALS = {"$ifNull": ["$arrivals", []]}
+_GALLERY = {"$ifNull": ["$photo_gallery", []]}
+_PHOTOS = {"$ifNull": ["$photos", []]}
+# The stored count, or the array's length for events the old backend wrote.
+_RSVP_COUNT = {"$ifNull": ["$rsvp_count", {"$size": _RSVPS}]}
+# $geoNear's distance and domain.geo.distance_m are one formula computed in two ways, which may
+# disagree in the last bits (around 1e-15 of the distance). An event exactly at the radius, as
+# domain.geo measures it, stays inside with this much more reach: 10 nanometres at 10 km.
+_ROUNDING_SLACK = 1e-12
+
+
+def summary_projection(viewer):
+    """$project body of event records: the fields, the counts and whether `viewer` (an ObjectId,
+    or None) is in the arrays, computed next to the data so that the arrays never travel.
+    `distance_m` is there on nearby searches only."""
+    projection = {field: 1 for field in repositories.Events.FIELDS}
+    projection.update(rsvp_count=_RSVP_COUNT, arrival_count={"$size": _ARRIVALS},
+                      photo_count={"$size": _GALLERY}, distance_m=1)
+    if viewer is not None:
+        projection.update(is_rsvped={"$in": [viewer, _RSVPS]}, has_arrived={"$in": [viewer, _ARRIVALS]})
+    return projection
+
+
+def event_record(document):
+    record = {"id": str(document["_id"])}
+    record.update({field: document.get(field) for field in repositories.Events.FIELDS})
+    record.update({field: aware(document.get(field)) for field in TIME_FIELDS})
+    record["organizer_id"] = id_text(document.get("organizer_id"))
+    record.update(rsvp_count=document["rsvp_count"], arrival_count=document["arrival_count"],
+                  photo_count=document["photo_count"], is_rsvped=document.get("is_rsvped", False),
+                  has_arrived=document.get("has_arrived", False))
+    if "distance_m" in document:
+        record["distance_m"] = document["distance_m"]
+    return record
+
+
+def stored_fields(fields):
+    """The stored form of event fields (names from Events.FIELDS)."""
+    stored = {}
+    for field, value in fields.items():
+        if field not in repositories.Events.FIELDS:
+            raise ValueError(f"{field!r} is not an event field")
+        stored[field] = stored_id(value) if field == "organizer_id" else value
+    return stored
+
+
+def _not_over(window):
+    """Filter: events not over at window.now: before their end_date or, without one, started less
+    than window.default_duration ago."""
+    return {"$or": [{"end_date": {"$gt": window.now}},
+                    {"end_date": None, "date": {"$gt": window.now - window.default_duration}}]}
+
+
+def _has_room():
+    return {"$or": [{"capacity": None}, {"$expr": {"$lt": [_RSVP_COUNT, "$capacity"]}}]}
+
+
+def _without(array, user):
+    return {"$filter": {"input": {"$ifNull": [f"${array}", []]}, "cond": {"$ne": ["$$this", user]}}}
+
+
+def _filters(query):
+    """The filter of a DiscoveryQuery but its centre, radius and cursor; None when it can match
+    nothing (an organizer_id that is not an id)."""
+    parts = []
+    if query.category:
+        parts.append({"category": query.category})
+    if query.date_from or query.date_to:
+        bounds = {}
+        if query.date_from:
+            bounds["$gte"] = query.date_from
+        if query.date_to:
+            bounds["$lte"] = query.date_to
+        parts.append({"date": bounds})
+    if query.organizer_id:
+        organizer = object_id(query.organizer_id)
+        if organizer is None:
+            return None
+        parts.append({"organizer_id": organizer})
+    if query.text:
+        # Escaped: the client's text is found literally, never run as a regular expression.
+        pattern = {"$regex": re.escape(query.text), "$options": "i"}
+        parts.append({"$or": [{"title": pattern}, {"description": pattern}]})
+    return _all_of(parts)
+
+
+def _all_of(parts):
+    if not parts:
+        return {}
+    return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _after(key_field, position, last_id):
+    """Filter: documents strictly after (position, last_id) in (key_field, _id) order."""
+    return {"$or": [{key_field: {"$gt": position}}, {key_field: position, "_id": {"$gt": object_id(last_id)}}]}
+
+
+class Events(Repository, repositories.Events):
+    def __init__(self, db):
+        self._events = db["events"]
+        self._users = db["users"]
+        self._messages = db["messages"]
+
+    # --- reading ---------------------------------------------------------------------------
+
+    async def get(self, event_id, viewer_id=None):
+        event = object_id(event_id)
+        return None if event is None else await self._one(event, object_id(viewer_id))
+
+    async def _one(self, event, viewer):
+        found = await self._records([{"$match": {"_id": event}}], viewer)
+        return found[0] if found else None
+
+    async def _records(self, stages, viewer):
+        pipeline = [*stages, {"$project": summary_projection(viewer)}]
+        return [event_record(document) for document in await self._events.aggregate(pipeline).to_list(None)]
+
+    async def find(self, query, viewer_id=None):
+        match = _filters(query)
+        if match is None:
+            return []
+        if query.near is None:
+            return await self._by_date(query, match, object_id(viewer_id))
+        return await self._nearest(query, match, object_id(viewer_id))
+
+    async def _by_date(self, query, match, viewer):
+        if query.cursor is not None:
+            match = _all_of([match, _after("date", query.cursor.moment(), query.cursor.last_id)])
+        return await self._records(
+            [{"$match": match}, {"$sort": {"date": 1, "_id": 1}}, {"$limit": query.limit + 1}], viewer)
+
+    async def _nearest(self, query, match, viewer):
+        """One $geoNear on the 2dsphere index, the other filters in its `query`.
+
+        Why these are the contract's events, distances and order. With `spherical: true` over a
+        2dsphere index, $geoNear measures great-circle distances in metres on a sphere of radius
+        6378100 m (MongoDB's kRadiusOfEarthInMeters; its manual's $geoNear page and "Calculate
+        Distance Using Spherical Geometry"), the radius domain.geo.EARTH_RADIUS_M names; it keeps
+        the documents at most `maxDistance` away, puts each distance in `distance_m`, and S2
+        handles the antimeridian and the poles. It leaves the order of equal distances open: the
+        explicit $sort on (distance_m, _id) fixes it, and $limit after it keeps only the page.
+
+        Cursors: a cursor holds a distance exactly as $geoNear reported it, and $geoNear computes
+        the same value for the same two points on every call, so the $match "distance_m above
+        the position, or equal to it with a greater _id" resumes exactly, ties included.
+        `minDistance` only spares the index the events nearer than the cursor; it stays a metre
+        short of the position because the index covers that ring approximately, and the exact
+        cut is the $match on the distance $geoNear reported.
+
+        mongomock has no $geoNear: tests/test_repositories.py holds this to the contract on a real
+        MongoDB (TEST_MONGO_URI).
+        """
+        lng, lat = query.near
+        reach = query.radius_m * (1 + _ROUNDING_SLACK)
+        geo_near = {"near": {"type": "Point", "coordinates": [lng, lat]}, "key": "location",
+                    "distanceField": "distance_m", "maxDistance": reach, "spherical": True, "query": match}
+        stages = [{"$geoNear": geo_near}]
+        if query.cursor is not None:
+            if query.cursor.position > reach:
+                return []
+            geo_near["minDistance"] = max(0.0, query.cursor.position - 1.0)
+            stages.append({"$match": _after("distance_m", query.cursor.position, query.cursor.last_id)})
+        stages += [{"$sort": {"distance_m": 1, "_id": 1}}, {"$limit": query.limit + 1}]
+        return await self._records(stages, viewer)
+
+    async def is_member(self, event_id, user_id):
+        event, user = object_id(event_id), object_id(user_id)
+        if event is None:
+            return None
+        member = {"$or": [{"$eq": ["$organizer_id", user]}, {"$in": [user, _RSVPS]}]} if user else {"$literal": False}
+        found = await self._events.aggregate(
+            [{"$match": {"_id": event}}, {"$project": {"member": member}}]).to_list(None)
+        return found[0]["member"] if found else None
+
+    async def photos(self, event_id, before, limit):
+        """Two small reads: the arrays' lengths, then only the page's slice of each (a full
+        gallery is thousands of URLs).
+
+        Which entry of `photos` describes gallery position p: add_photo pushes every upload to
+        both arrays in one update, and the old backend's uploads, which came before, are in
+        `photo_gallery` only. So the described uploads are the last len(photos) of the gallery,
+        and position p is photos[p - (len(photo_gallery) - len(photos))]. An entry whose URL does
+        not match is not taken: the uploader is then unknown, never a wrong one."""
+        event = object_id(event_id)
+        if event is None:
+            return None
+        lengths = await self._events.aggregate([
+            {"$match": {"_id": event}},
+            {"$project": {"gallery": {"$size": _GALLERY}, "described": {"$size": _PHOTOS}}},
+        ]).to_list(None)
+        if not lengths:
+            return None
+        size, described = lengths[0]["gallery"], lengths[0]["described"]
+        end = size if before is None else max(0, min(before, size))
+        start = max(0, end - limit)
+        first_described = size - described
+        found = await self._events.aggregate([
+            {"$match": {"_id": event}},
+            {"$project": {"gallery": _slice(_GALLERY, start, end),
+                          "photos": _slice(_PHOTOS, max(start, first_described) - first_described,
+                                           end - first_described)}},
+        ]).to_list(None)
+        if not found:
+            return None  # deleted between the two reads
+        entries = found[0]["photos"]
+        photos = []
+        for position, url in enumerate(found[0]["gallery"], start):
+            index = position - max(start, first_described)
+            entry = entries[index] if 0 <= index < len(entries) else {}
+            photos.append(_photo_record(url, entry if entry.get("url") == url else {}))
+        return photos[::-1], start
+
+    # --- writing ---------------------------------------------------------------------------
+
+    async def add(self, fields):
+        document = stored_fields({field: fields.get(field) for field in self.FIELDS})
+        document.update(rsvps=[], arrivals=[], photo_gallery=[], photos=[], rsvp_count=0)
+        await self._events.insert_one(document)
+        if document["organizer_id"] is not None:
+            await self._users.update_one({"_id": document["organizer_id"]},
+                                         {"$addToSet": {"created_events": document["_id"]}})
+        return str(document["_id"])
+
+    async def update(self, event_id, organizer_id, changes, expected):
+        event, organizer = object_id(event_id), object_id(organizer_id)
+        if event is None or organizer is None:
+            return False
+        # "Unchanged since read": the values the caller's validation relied on are part of the
+        # filter, so a stale read can refuse a change, never let a wrong one through.
+        condition = {**stored_fields(expected), "_id": event, "organizer_id": organizer}
+        if changes.get("capacity") is not None:
+            # The RSVPs are counted in the same step as the write: none can slip in between.
+            condition["$expr"] = {"$lte": [_RSVP_COUNT, changes["capacity"]]}
+        if not changes:
+            return await self._events.find_one(condition, {"_id": 1}) is not None
+        result = await self._events.update_one(condition, {"$set": stored_fields(changes)})
+        return result.matched_count == 1
+
+    async def delete(self, event_id, organizer_id):
+        event, organizer = object_id(event_id), object_id(organizer_id)
+        if event is None or organizer is None:
+            return False
+        # Deleting the document is the decision, and takes its RSVPs, arrivals and photos with it.
+        deleted = await self._events.find_one_and_delete({"_id": event, "organizer_id": organizer},
+                                                         projection={"rsvps": 1})
+        if deleted is None:
+            return False
+        # Then what refers to it. Should the database fail in between, what is left is unreachable
+        # (chat history is read only for an event that exists) and only the old backend's lists
+        # still name the event.
+        await self._messages.delete_many({"event_id": event})
+        await self._users.update_one({"_id": organizer}, {"$pull": {"created_events": event}})
+        await self._users.update_many({"_id": {"$in": deleted.get("rsvps") or []}}, {"$pull": {"rsvped_events": event}})
+        return True
+
+    async def take_seat(self, event_id, user_id, window):
+        event, user = object_id(event_id), object_id(user_id)
+        if event is None or user is None:
+            return None
+        # The whole rule in one conditional update: not RSVPed yet, not over, room left; and the
+        # count rewritten from the array in the same step.
+        taken = await self._events.update_one(
+            {"_id": event, "rsvps": {"$ne": user}, "$and": [_not_over(window), _has_room()]},
+            [{"$set": {"rsvps": {"$concatArrays": [_RSVPS, [user]]}}},
+             {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
+        if taken.matched_count != 1:
+            return None
+        await self._users.update_one({"_id": user}, {"$addToSet": {"rsvped_events": event}})
+        # Read after the update rather than returned by it: counting in find_one_and_update's
+        # projection needs MongoDB 4.4, and mongomock cannot. The record may show later changes
+        # too; it is never older than this one. Likewise after the other changes below.
+        return await self._one(event, user)
+
+    async def release_seat(self, event_id, user_id, window):
+        event, user = object_id(event_id), object_id(user_id)
+        if event is None or user is None:
+            return None
+        # One conditional update: RSVPed and not over; the arrival goes with the RSVP.
+        released = await self._events.update_one(
+            {"_id": event, "rsvps": user, **_not_over(window)},
+            [{"$set": {"rsvps": _without("rsvps", user), "arrivals": _without("arrivals", user)}},
+             {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
+        if released.matched_count != 1:
+            return None
+        await self._users.update_one({"_id": user}, {"$pull": {"rsvped_events": event}})
+        return await self._one(event, user)
+
+    async def record_arrival(self, event_id, user_id, window, opens_before):
+        event, user = object_id(event_id), object_id(user_id)
+        if event is None or user is None:
+            return False
+        # RSVPed, not arrived yet, open (started at most opens_before from now) and not over: all
+        # in the filter of the one update that records the arrival.
+        arrived = await self._events.update_one(
+            {"_id": event, "rsvps": user, "arrivals": {"$ne": user},
+             "date": {"$lte": window.now + opens_before}, **_not_over(window)},
+            {"$push": {"arrivals": user}})
+        return arrived.matched_count == 1
+
+    async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
+        event, user = object_id(event_id), object_id(uploaded_by)
+        if event is None or user is None or max_photos < 1:
+            return None
+        # One conditional update: the uploader organizes the event or has RSVPed, and the gallery
+        # has room (it has no entry at position max_photos - 1); both arrays get the photo in it,
+        # so they cannot disagree.
+        added = await self._events.update_one(
+            {"_id": event, "$or": [{"organizer_id": user}, {"rsvps": user}],
+             f"photo_gallery.{max_photos - 1}": {"$exists": False}},
+            {"$push": {"photo_gallery": url, "photos": {"url": url, "uploaded_by": user, "uploaded_at": uploaded_at}}})
+        if added.matched_count != 1:
+            return None
+        return await self._one(event, user)
+
+
+def _slice(array, start, end):
+    """Aggregation: the array's items at positions start to end (excluded). $slice wants a
+    positive count, so an empty range is an empty array."""
+    return {"$slice": [array, start, end - start]} if end > start else {"$literal": []}
+
+
+def _photo_record(url, entry):
+    return {"url": url, "uploaded_by": id_text(entry.get("uploaded_by")),
+            "uploaded_at": aware(entry.get("uploaded_at"))}

@@ -1,0 +1,125 @@
+"""The indexes the old backend had, the ones our queries need, and building them.
+
+Building is idempotent (creating an index that exists is a no-op), so every open builds the
+whole plan. One index that cannot be built (a unique index over the old backend's case-variant
+duplicates) is logged, skipped and reported by `problems`; the others are still built.
+"""
+import asyncio
+import logging
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo import errors as driver_errors
+
+from storage.mongo.repository import is_unavailable
+
+log = logging.getLogger("store")
+
+NOT_BUILT_YET = "indexes not built yet"
+
+# (collection, keys, options).
+PLAN = [
+    # Registration's rule "no two users share an email or a username, ignoring case".
+    ("users", [("email_lower", ASCENDING)], {"unique": True}),
+    ("users", [("username_lower", ASCENDING)], {"unique": True}),
+    # Followers lists: users whose `following` holds someone, in _id order.
+    ("users", [("following", ASCENDING), ("_id", ASCENDING)], {}),
+    # Nearby search ($geoNear needs it).
+    ("events", [("location", "2dsphere")], {}),
+    ("events", [("organizer_id", ASCENDING)], {}),
+    ("events", [("date", ASCENDING), ("_id", ASCENDING)], {}),
+    # An organizer's events in date order.
+    ("events", [("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)], {}),
+    ("messages", [("event_id", ASCENDING), ("timestamp", ASCENDING)], {}),
+    # A room's order, "everything after message X", each batch's id floor, and counts per event.
+    ("messages", [("event_id", ASCENDING), ("_id", ASCENDING)], {}),
+    # A sender's client_msg_id is stored once per room, also across restarts.
+    ("messages", [("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)],
+     {"unique": True, "partialFilterExpression": {"client_msg_id": {"$exists": True}}}),
+    # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
+    ("activities", [("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)], {}),
+    ("activities", [("timestamp", DESCENDING)], {}),
+    # Tokens are forgotten once expired (the TTL monitor runs once a minute).
+    ("revoked_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    ("reset_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
+    ("reset_tokens", [("user_id", ASCENDING)], {}),
+]
+
+
+def describe(collection, keys):
+    return f"{collection}({', '.join(field for field, _ in keys)})"
+
+
+class Indexes:
+    """Builds the plan, first when the store opens and then, while the database cannot be
+    reached, in the background every `retry_seconds`, while the server serves."""
+
+    def __init__(self, db, retry_seconds=5.0):
+        self.retry_seconds = retry_seconds
+        self._db = db
+        self._problems = [NOT_BUILT_YET]
+        self._retrying = None
+
+    def problems(self):
+        return list(self._problems)
+
+    async def build(self):
+        """Builds the plan now; returns whether it is done (built, or failed for good). When the
+        database cannot be reached, returns False and keeps trying in the background."""
+        if await self._attempt():
+            return True
+        if self._retrying is None:
+            self._retrying = asyncio.ensure_future(self._keep_trying())
+        return False
+
+    async def _keep_trying(self):
+        while True:
+            await asyncio.sleep(self.retry_seconds)
+            if await self._attempt():
+                return
+
+    async def _attempt(self):
+        try:
+            await self._backfill_lower_cased_names()
+            failed = await self._build_plan()
+        except driver_errors.PyMongoError as error:
+            if is_unavailable(error):
+                log.warning("database not reachable yet (%s); retrying in %.0f s",
+                            type(error).__name__, self.retry_seconds)
+                return False
+            # The backfill failed: serve anyway, and say why.
+            log.error("could not create indexes: %s", error)
+            self._problems = [f"indexes could not be built: {error}"]
+            return True
+        log.info("database indexes are in place%s", f", but for {len(failed)} (see above)" if failed else "")
+        self._problems = [f"the index {name} could not be built (see the log)" for name in failed]
+        return True
+
+    async def _build_plan(self):
+        """Creates every index it can; returns the descriptions of those it could not."""
+        failed = []
+        for collection, keys, options in PLAN:
+            try:
+                await self._db[collection].create_index(keys, **options)
+            except driver_errors.PyMongoError as error:
+                if is_unavailable(error):
+                    raise
+                failed.append(describe(collection, keys))
+                log.error("could not create the index %s on %s: %s", keys, collection, error)
+        return failed
+
+    async def _backfill_lower_cased_names(self):
+        # Users the old backend wrote have no lower-cased copies, which the unique indexes and
+        # find_by_email need. Lowered by Python's str.lower, as Users.add lowers: MongoDB's
+        # $toLower folds ASCII letters only.
+        users = self._db["users"]
+        missing = {"$or": [{"email_lower": {"$exists": False}}, {"username_lower": {"$exists": False}}]}
+        async for user in users.find(missing, {"email": 1, "username": 1}):
+            await users.update_one({"_id": user["_id"]}, {"$set": {
+                "email_lower": str(user.get("email", "")).lower(),
+                "username_lower": str(user.get("username", "")).lower()}})
+
+    async def close(self):
+        if self._retrying is not None:
+            self._retrying.cancel()
+            await asyncio.gather(self._retrying, return_exceptions=True)
+            self._retrying = None

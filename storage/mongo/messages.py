@@ -1,0 +1,172 @@
+"""Chat messages in the old backend's `messages` collection: `event_id`, `user_id`, `username`,
+`text`, `timestamp`, plus `client_msg_id` when the sender gave one. Messages the old backend
+wrote may lack a timestamp: their ObjectId's creation time stands in.
+
+Order: an event's order is `_id` order. Each batch's ids are drawn above the newest id stored
+for the event, read just before the batch is written (one indexed find_one), and one batch per
+event at a time is written by this process. So ids increase in the order batches are stored:
+across restarts, with a clock that went back, and across processes that take turns. Only two
+processes writing to one event at the same moment can store their batches in the opposite
+order of their ids; making that impossible would take a counter document per event, a second
+write per batch.
+"""
+import asyncio
+import contextlib
+import logging
+
+import bson
+from pymongo import errors as driver_errors
+
+from domain import repositories
+from storage.mongo.repository import Repository, found
+from storage.mongo.values import aware, id_text, object_id, stored_id
+
+log = logging.getLogger("store")
+
+DUPLICATE_KEY = 11000
+
+
+def message_record(document):
+    return {
+        "id": str(document["_id"]),
+        "event_id": id_text(document.get("event_id")),
+        "user_id": id_text(document.get("user_id")),
+        "username": document.get("username"),
+        "text": document.get("text"),
+        "timestamp": aware(document.get("timestamp") or document["_id"].generation_time),
+        "client_msg_id": document.get("client_msg_id"),
+    }
+
+
+class Messages(Repository, repositories.Messages):
+    def __init__(self, db):
+        self._messages = db["messages"]
+        self._appending = {}  # event ObjectId -> [lock, holders and waiters]
+
+    async def append(self, event_id, drafts):
+        """One insert_many, unordered so that a refused document does not stop the ones after it.
+
+        Unordered means "go on past an error", and a replica set applies the documents of one
+        insert in their order; a sharded cluster may not, but an event's messages share one shard
+        whenever the shard key starts with event_id. The batch is not a transaction: should the
+        connection drop mid-write, some drafts may be stored though StoreUnavailable is raised;
+        sent again with their client_msg_id, they come back as (the stored message, True)."""
+        event = stored_id(event_id)
+        if not drafts:
+            return []
+        async with self._one_append_at_a_time(event):
+            ids = await self._ids_above_newest(event, len(drafts))
+            documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, drafts)]
+            refused = await self._insert(documents)
+        repeated = [documents[index] for index, code in refused.items()
+                    if code == DUPLICATE_KEY and "client_msg_id" in documents[index]]
+        originals = await self._originals(event, repeated)
+        results = []
+        for index, document in enumerate(documents):
+            if index not in refused:
+                results.append((message_record(document), False))
+            elif _key(document) in originals:
+                results.append((message_record(originals[_key(document)]), True))
+            else:
+                results.append(None)
+        return results
+
+    @contextlib.asynccontextmanager
+    async def _one_append_at_a_time(self, event):
+        # Ids are drawn and stored under the event's lock: a later batch of the event cannot be
+        # stored before an earlier one, lower ids after higher ones.
+        entry = self._appending.setdefault(event, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._appending[event]
+
+    async def _insert(self, documents):
+        """Inserts the documents; returns {index: error code} of those the database refused."""
+        try:
+            await self._messages.insert_many(documents, ordered=False)
+        except driver_errors.BulkWriteError as error:
+            refused = {failure["index"]: failure.get("code") for failure in error.details.get("writeErrors", [])}
+            for code in refused.values():
+                if code != DUPLICATE_KEY:
+                    log.error("the database refused a chat message (code %s)", code)
+            return refused
+        return {}
+
+    async def _originals(self, event, documents):
+        """{(user_id, client_msg_id): stored message} for the documents whose pair was stored."""
+        if not documents:
+            return {}
+        stored = await self._messages.find({"event_id": event, "$or": [
+            {"user_id": document["user_id"], "client_msg_id": document["client_msg_id"]}
+            for document in documents]}).to_list(None)
+        return {_key(document): document for document in stored}
+
+    async def _ids_above_newest(self, event, count):
+        """`count` increasing ids above every stored message of the event: fresh ObjectIds, or the
+        floor plus one while the clock is behind it."""
+        newest = await self._messages.find_one({"event_id": event}, {"_id": 1}, sort=[("_id", -1)])
+        floor = newest["_id"] if newest else None
+        ids = []
+        for _ in range(count):
+            candidate = bson.ObjectId()
+            if floor is not None and candidate <= floor:
+                candidate = bson.ObjectId((int.from_bytes(floor.binary, "big") + 1).to_bytes(12, "big"))
+            ids.append(candidate)
+            floor = candidate
+        return ids
+
+    async def exists(self, event_id, message_id):
+        event, message = object_id(event_id), object_id(message_id)
+        if event is None or message is None:
+            return False
+        return await self._messages.find_one({"_id": message, "event_id": event}, {"_id": 1}) is not None
+
+    async def latest(self, event_id, limit):
+        newest_first = await self.before(event_id, None, limit)
+        return newest_first[::-1]
+
+    async def after(self, event_id, message_id, limit):
+        event, message = object_id(event_id), object_id(message_id)
+        if event is None or message is None:
+            return []
+        cursor = self._messages.find({"event_id": event, "_id": {"$gt": message}}).sort("_id", 1)
+        return [message_record(document) for document in await found(cursor, limit)]
+
+    async def before(self, event_id, message_id, limit):
+        event, message = object_id(event_id), object_id(message_id)
+        if event is None or (message_id is not None and message is None):
+            return []
+        match = {"event_id": event}
+        if message is not None:
+            match["_id"] = {"$lt": message}
+        cursor = self._messages.find(match).sort("_id", -1)
+        return [message_record(document) for document in await found(cursor, limit)]
+
+    async def counts(self, event_ids):
+        """One $group over the events' messages, on the (event_id, _id) index."""
+        events = [value for value in map(object_id, event_ids) if value is not None]
+        grouped = await self._messages.aggregate([
+            {"$match": {"event_id": {"$in": events}}},
+            {"$group": {"_id": "$event_id", "count": {"$sum": 1}}},
+        ]).to_list(None)
+        counted = {str(group["_id"]): group["count"] for group in grouped}
+        return {event_id: counted.get(event_id, 0) for event_id in event_ids}
+
+
+def _document(event, message_id, draft):
+    document = {"_id": message_id, "event_id": event, "user_id": stored_id(draft["user_id"]),
+                "username": draft["username"], "text": draft["text"], "timestamp": draft["timestamp"]}
+    # Absent rather than null: the unique index on (event_id, user_id, client_msg_id) covers only
+    # the messages that have one.
+    if draft.get("client_msg_id") is not None:
+        document["client_msg_id"] = draft["client_msg_id"]
+    return document
+
+
+def _key(document):
+    return document["user_id"], document.get("client_msg_id")

@@ -1,0 +1,155 @@
+"""Follows and the activity feed, in the old backend's documents.
+
+A follow lives twice, as in the old backend: in the follower's `following` array and in the
+followed user's `followers` array. `following` is the truth (the lists, is_following and the
+feed read it); `followers` is kept in step with it by `_align_followers`, without a transaction.
+Activities keep the old backend's `activities` shape: `type`, `actor_id`, `actor_name`,
+`event_id`, `target_user_id`, `summary`, `timestamp`.
+"""
+from domain import repositories
+from storage.mongo.accounts import user_records
+from storage.mongo.repository import Repository, found
+from storage.mongo.values import aware, id_text, object_id, stored_id
+
+
+class Follows(Repository, repositories.Follows):
+    def __init__(self, db):
+        self._users = db["users"]
+
+    async def follow(self, follower_id, followee_id):
+        follower, followee = object_id(follower_id), object_id(followee_id)
+        if follower is None or followee is None:
+            return False
+        # The conditional update is the decision: it matches only while the follow is not there,
+        # so of any number of concurrent identical calls exactly one modifies the document.
+        created = await self._users.update_one(
+            {"_id": follower, "following": {"$ne": followee}}, {"$addToSet": {"following": followee}})
+        await self._align_followers(follower, followee)
+        return created.modified_count == 1
+
+    async def unfollow(self, follower_id, followee_id):
+        follower, followee = object_id(follower_id), object_id(followee_id)
+        if follower is None or followee is None:
+            return False
+        removed = await self._users.update_one(
+            {"_id": follower, "following": followee}, {"$pull": {"following": followee}})
+        await self._align_followers(follower, followee)
+        return removed.modified_count == 1
+
+    async def _align_followers(self, follower, followee):
+        """Sets the followee's `followers` membership to match the follower's `following`.
+
+        Why both arrays end consistent without a transaction: every change to a pair's
+        `following` membership is made by a call that afterwards runs this loop, and this loop is
+        the only writer of `followers`. Each round reads the truth, writes `followers` to match,
+        and re-reads the truth; it ends only when the re-read equals what it wrote. Take the last
+        `followers` write of the pair, by call C writing x: C's re-read, after that write, saw x.
+        Had any call changed `following` after C's re-read, that call's own loop would write
+        `followers` later still, contradicting "last". So `following` ends as x, which is what
+        `followers` holds. A plain "write what you read" without the re-read is not enough: a
+        follow could read "following", an unfollow then pull both sides, and the follow's late
+        $addToSet leave a follower that does not follow.
+
+        It terminates: another round is needed only when the pair's `following` changed during
+        the round, and each follow or unfollow call changes it at most once. A process that dies
+        between the two writes leaves the pair unaligned until its next follow or unfollow; the
+        followers list reads `following`, only followers_count could be off meanwhile.
+        """
+        follows = await self._is_following(follower, followee)
+        while True:
+            change = "$addToSet" if follows else "$pull"
+            await self._users.update_one({"_id": followee}, {change: {"followers": follower}})
+            follows_now = await self._is_following(follower, followee)
+            if follows_now == follows:
+                return
+            follows = follows_now
+
+    async def _is_following(self, follower, followee):
+        return await self._users.find_one({"_id": follower, "following": followee}, {"_id": 1}) is not None
+
+    async def is_following(self, follower_id, followee_id):
+        follower, followee = object_id(follower_id), object_id(followee_id)
+        if follower is None or followee is None:
+            return False
+        return await self._is_following(follower, followee)
+
+    async def followers(self, user_id, after_id, limit):
+        user = object_id(user_id)
+        if user is None:
+            return []
+        # Read from the truth: the users whose `following` holds the user.
+        return await self._users_after({"following": user}, after_id, limit)
+
+    async def following(self, user_id, after_id, limit):
+        user = object_id(user_id)
+        if user is None:
+            return []
+        found_user = await self._users.find_one({"_id": user}, {"following": 1})
+        if found_user is None:
+            return []
+        return await self._users_after({"_id": {"$in": found_user.get("following") or []}}, after_id, limit)
+
+    async def _users_after(self, match, after_id, limit):
+        """Records of the users matching `match` with ids after `after_id`, in id order."""
+        if after_id is not None:
+            after = object_id(after_id)
+            if after is None:
+                return []
+            match = {"$and": [match, {"_id": {"$gt": after}}]}
+        if limit is not None and limit < 1:
+            return []
+        return await user_records(self._users, match, sort={"_id": 1}, limit=limit)
+
+
+class Activities(Repository, repositories.Activities):
+    def __init__(self, db):
+        self._activities = db["activities"]
+        self._users = db["users"]
+
+    async def add(self, activity):
+        document = {
+            "type": activity["type"],
+            "actor_id": stored_id(activity["actor_id"]),
+            "actor_name": activity.get("actor_name"),
+            "event_id": stored_id(activity.get("event_id")),
+            "target_user_id": stored_id(activity.get("target_user_id")),
+            "summary": activity.get("summary"),
+            "timestamp": activity["timestamp"],
+        }
+        await self._activities.insert_one(document)
+        return str(document["_id"])
+
+    async def feed(self, reader_id, kinds, before, limit):
+        reader = object_id(reader_id)
+        if reader is None:
+            return []
+        found_reader = await self._users.find_one({"_id": reader}, {"following": 1})
+        following = (found_reader or {}).get("following") or []
+        if not following:
+            return []
+        # Activities the old backend wrote without a time cannot be placed in the order.
+        moment = {"$type": "date"}
+        match = {"actor_id": {"$in": following}, "type": {"$in": list(kinds)}, "timestamp": moment}
+        if before is not None:
+            timestamp, last_id = before
+            last = object_id(last_id)
+            if last is None:
+                return []
+            # The bound on timestamp alone lets the index on (actor_id, timestamp, _id) stop early.
+            moment["$lte"] = timestamp
+            match["$or"] = [{"timestamp": {"$lt": timestamp}}, {"_id": {"$lt": last}}]
+        cursor = self._activities.find(match).sort([("timestamp", -1), ("_id", -1)])
+        return [_activity_record(document) for document in await found(cursor, limit)]
+
+
+def _activity_record(document):
+    return {
+        "id": str(document["_id"]),
+        "type": document.get("type"),
+        "actor_id": id_text(document.get("actor_id")),
+        "actor_name": document.get("actor_name"),
+        "event_id": id_text(document.get("event_id")),
+        "target_user_id": id_text(document.get("target_user_id")),
+        "summary": document.get("summary"),
+        "timestamp": aware(document["timestamp"]),
+    }

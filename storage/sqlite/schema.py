@@ -1,0 +1,175 @@
+"""The database's tables and indexes, as numbered migrations.
+
+`PRAGMA user_version` holds the number of migrations a file has had; `migrate` runs the ones it
+lacks, in one `BEGIN IMMEDIATE` transaction, so several processes starting on one file at once
+migrate it once. A migration is appended, never edited: files in the field have run the old ones.
+
+Conventions: ids are TEXT (24 lowercase hex, which sort as their numbers do); times are INTEGER
+milliseconds (see `columns`); GeoJSON is JSON text. Tables keyed by text ids are WITHOUT ROWID,
+so a record sits in its primary key's b-tree rather than behind a second index.
+"""
+
+INITIAL_SCHEMA = (
+    # Emails and usernames are unique ignoring case: the *_key columns hold str.lower() of
+    # them, computed in Python, because SQLite's lower() folds ASCII letters only.
+    """CREATE TABLE users (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        username_key TEXT NOT NULL,
+        email TEXT NOT NULL,
+        email_key TEXT NOT NULL,
+        role TEXT NOT NULL,
+        password_hash TEXT,
+        created_at INTEGER,
+        tokens_valid_after INTEGER
+    ) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX users_by_email ON users (email_key)",
+    "CREATE UNIQUE INDEX users_by_username ON users (username_key)",
+
+    """CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        user_id TEXT,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX revoked_tokens_by_expiry ON revoked_tokens (expires_at)",
+
+    """CREATE TABLE reset_tokens (
+        digest TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    "CREATE INDEX reset_tokens_by_user ON reset_tokens (user_id)",
+    "CREATE INDEX reset_tokens_by_expiry ON reset_tokens (expires_at)",
+
+    # `seq` is there for the R*Tree, whose key must be an integer. The counts are kept on the
+    # row, in the same transaction as the rows they count, so that "has room" and "fewer than
+    # N photos" are conditions of one UPDATE. `lng`/`lat` repeat the location's coordinates as
+    # full doubles for the exact distance (the R*Tree keeps 32-bit floats). `geofence_radius`
+    # has no type so that an integer radius comes back an integer.
+    """CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        title TEXT,
+        description TEXT,
+        date INTEGER,
+        end_date INTEGER,
+        category TEXT,
+        location_address TEXT,
+        location TEXT,
+        lng REAL,
+        lat REAL,
+        geofence_radius,
+        geofence TEXT,
+        capacity INTEGER,
+        organizer_id TEXT,
+        created_at INTEGER,
+        updated_at INTEGER,
+        rsvp_count INTEGER NOT NULL DEFAULT 0,
+        arrival_count INTEGER NOT NULL DEFAULT 0,
+        photo_count INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE UNIQUE INDEX events_by_id ON events (id)",
+    "CREATE INDEX events_by_date ON events (date, id)",
+    "CREATE INDEX events_by_organizer ON events (organizer_id, date, id)",
+
+    # Nearby search: each located event as a point-sized box. The R*Tree rounds its 32-bit
+    # bounds outward, so a box query finds every point inside it (and maybe a few just outside,
+    # which the exact distance then drops).
+    "CREATE VIRTUAL TABLE event_locations USING rtree(seq, min_lng, max_lng, min_lat, max_lat)",
+    # Triggers keep the R*Tree in step with every write of a location, whoever makes it.
+    """CREATE TRIGGER event_located AFTER INSERT ON events WHEN new.lng IS NOT NULL BEGIN
+        INSERT INTO event_locations VALUES (new.seq, new.lng, new.lng, new.lat, new.lat);
+    END""",
+    """CREATE TRIGGER event_moved AFTER UPDATE OF lng, lat ON events BEGIN
+        DELETE FROM event_locations WHERE seq = old.seq;
+        INSERT INTO event_locations SELECT new.seq, new.lng, new.lng, new.lat, new.lat
+            WHERE new.lng IS NOT NULL;
+    END""",
+    """CREATE TRIGGER event_deleted AFTER DELETE ON events BEGIN
+        DELETE FROM event_locations WHERE seq = old.seq;
+    END""",
+
+    """CREATE TABLE rsvps (
+        event_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        PRIMARY KEY (event_id, user_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE arrivals (
+        event_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        PRIMARY KEY (event_id, user_id)
+    ) WITHOUT ROWID""",
+    # Positions are 0, 1, ... in upload order: the gallery's pages are ranges of them.
+    """CREATE TABLE photos (
+        event_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        url TEXT NOT NULL,
+        uploaded_by TEXT,
+        uploaded_at INTEGER,
+        PRIMARY KEY (event_id, position)
+    ) WITHOUT ROWID""",
+
+    # Keyed (event_id, id): a room's history, and its newest id, are ranges of the key.
+    """CREATE TABLE messages (
+        event_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        user_id TEXT,
+        username TEXT,
+        text TEXT,
+        timestamp INTEGER,
+        client_msg_id TEXT,
+        PRIMARY KEY (event_id, id)
+    ) WITHOUT ROWID""",
+    # A sender's client_msg_id is stored once per event; messages without one never conflict.
+    """CREATE UNIQUE INDEX messages_by_client_msg_id ON messages (event_id, user_id, client_msg_id)
+        WHERE client_msg_id IS NOT NULL""",
+
+    # The primary key answers "whom does X follow"; the index "who follows X". Both give the
+    # counts on user records by counting a range of one index.
+    """CREATE TABLE follows (
+        follower_id TEXT NOT NULL,
+        followee_id TEXT NOT NULL,
+        PRIMARY KEY (follower_id, followee_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX follows_by_followee ON follows (followee_id, follower_id)",
+
+    """CREATE TABLE activities (
+        id TEXT PRIMARY KEY,
+        type TEXT NOT NULL,
+        actor_id TEXT,
+        actor_name TEXT,
+        event_id TEXT,
+        target_user_id TEXT,
+        summary TEXT,
+        timestamp INTEGER
+    ) WITHOUT ROWID""",
+    # The feed: per followed actor, a range in (timestamp, id) order.
+    "CREATE INDEX activities_by_actor ON activities (actor_id, timestamp, id)",
+)
+
+# Each a tuple of statements; the file's user_version is how many have run.
+MIGRATIONS = [INITIAL_SCHEMA]
+
+
+class SchemaTooNew(Exception):
+    """The file was migrated by a newer version of this server."""
+
+
+def migrate(connection):
+    """Brings the file's schema up to date. Runs in its own write transaction, which it always
+    commits with a write (the version, even unchanged): a file that cannot take writes is found
+    at open rather than by every request."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise SchemaTooNew(f"its schema is version {version}, newer than this server's {len(MIGRATIONS)}")
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                connection.execute(statement)
+        connection.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        connection.execute("COMMIT")
+    except BaseException:
+        if connection.in_transaction:
+            connection.execute("ROLLBACK")
+        raise

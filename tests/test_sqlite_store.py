@@ -1,0 +1,338 @@
+"""What only the SQLite store does: its file (schema versions, damaged and foreign files, WAL),
+its thread, its R*Tree, its locks and its message ids across processes sharing the file.
+tests/test_repositories.py holds it to the repository contracts like every other store."""
+import asyncio
+import datetime
+import random
+import sqlite3
+import threading
+
+import pytest
+
+from domain import geo
+from domain.discovery import Cursor, DiscoveryQuery
+from domain.errors import StoreBroken, StoreUnavailable
+from storage.sqlite import SqliteStore, ids
+from storage.sqlite.schema import MIGRATIONS
+from tests.repository_fixtures import NOW, PARIS, destination, draft, event_fields, point, some_id, window
+
+pytestmark = pytest.mark.gen_test
+
+ORGANIZER = some_id(1)
+READER = some_id(2)
+real_connect = sqlite3.connect
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "data" / "events.sqlite3")
+
+
+@pytest.fixture
+def statements(monkeypatch):
+    """(thread id, SQL with its values) of every statement the stores opened from now on run."""
+    ran = []
+
+    def traced_connect(*args, **kwargs):
+        connection = real_connect(*args, **kwargs)
+        connection.set_trace_callback(lambda sql: ran.append((threading.get_ident(), sql)))
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", traced_connect)
+    return ran
+
+
+async def opened(path, **options):
+    store = SqliteStore(path, **options)
+    await store.open()
+    return store
+
+
+def damaged_copy_of_a_database(path):
+    """The bytes of a real database at `path`, with one of its table's pages overwritten."""
+    connection = real_connect(path)
+    connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+    connection.executemany("INSERT INTO notes (body) VALUES (?)", [("x" * 200,) for _ in range(200)])
+    connection.commit()
+    connection.close()
+    data = bytearray(open(path, "rb").read())
+    page = 4096
+    data[3 * page + 8:3 * page + 200] = b"\xff" * 192
+    return bytes(data)
+
+
+# --- the file --------------------------------------------------------------------------------
+
+async def test_a_new_file_gets_the_whole_schema_in_wal_mode(path):
+    store = await opened(path)
+    await store.close()
+
+    connection = real_connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    connection.close()
+
+
+async def test_reopening_the_file_keeps_its_data(path):
+    store = await opened(path)
+    user = await store.users.add("ana", "ana@example.com", "organizer", "hash", NOW)
+    event_id = await store.events.add(event_fields(user["id"]))
+    await store.close()
+
+    store = await opened(path)
+    assert await store.users.get(user["id"]) == user
+    assert (await store.events.get(event_id))["title"] == "Rooftop jazz"
+    await store.close()
+
+
+async def test_a_migration_added_later_runs_once_on_a_file_that_lacks_it(path, monkeypatch):
+    await (await opened(path)).close()
+    monkeypatch.setattr("storage.sqlite.schema.MIGRATIONS",
+                        MIGRATIONS + [("CREATE TABLE badges (user_id TEXT PRIMARY KEY)",)])
+
+    await (await opened(path)).close()
+    await (await opened(path)).close()  # a second run would fail: the table exists
+
+    connection = real_connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS) + 1
+    assert connection.execute("SELECT count(*) FROM badges").fetchone()[0] == 0
+    connection.close()
+
+
+async def test_a_file_from_a_newer_server_is_refused(path):
+    await (await opened(path)).close()
+    connection = real_connect(path)
+    connection.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    connection.close()
+
+    with pytest.raises(StoreBroken, match="newer than this server's"):
+        await opened(path)
+
+
+async def test_a_damaged_database_is_refused_naming_the_file_and_left_as_it_was(tmp_path):
+    path = str(tmp_path / "events.sqlite3")
+    damaged = damaged_copy_of_a_database(path)
+    with open(path, "wb") as file:
+        file.write(damaged)
+
+    with pytest.raises(StoreBroken) as refusal:
+        await opened(path)
+
+    message = str(refusal.value)
+    assert message.startswith(f"cannot open the database {path}: the file is damaged: ")
+    assert "\n" not in message
+    assert open(path, "rb").read() == damaged
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["events.sqlite3"]
+
+
+async def test_a_file_that_is_not_a_database_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "events.sqlite3"
+    notes = b"these are someone's notes, not a database\n" * 100
+    path.write_bytes(notes)
+
+    with pytest.raises(StoreBroken, match=f"^cannot open the database {path}: file is not a database$"):
+        await opened(str(path))
+    assert path.read_bytes() == notes
+
+
+async def test_a_directory_that_cannot_be_made_is_refused(tmp_path):
+    # Tests run as root, whom permissions do not stop: a regular file stands in the way instead.
+    (tmp_path / "data").write_text("not a directory")
+    path = tmp_path / "data" / "events.sqlite3"
+
+    with pytest.raises(StoreBroken, match=f"^cannot open the database {path}: {tmp_path / 'data'} is not a directory$"):
+        await opened(str(path))
+
+
+async def test_times_at_the_ends_of_the_calendar_round_trip_in_order(path):
+    first = datetime.datetime(1, 1, 1, tzinfo=datetime.timezone.utc)
+    last = datetime.datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=datetime.timezone.utc)
+    store = await opened(path)
+    late = await store.events.add(event_fields(ORGANIZER, date=last, created_at=last))
+    early = await store.events.add(event_fields(ORGANIZER, date=first, created_at=first))
+
+    found = await store.events.find(DiscoveryQuery())
+    assert [(event["id"], event["date"], event["created_at"]) for event in found] == [
+        (early, first, first), (late, last, last)]
+    await store.close()
+
+
+# --- the thread --------------------------------------------------------------------------------
+
+async def test_no_statement_runs_on_the_event_loop_thread(path, statements):
+    store = await opened(path)
+    user = await store.users.add("ana", "ana@example.com", "organizer", "hash", NOW)
+    event_id = await store.events.add(event_fields(user["id"]))
+    await store.events.find(DiscoveryQuery(near=PARIS, text="jazz"))
+    await store.messages.append(event_id, [draft(user["id"], "hello", "m-1")])
+    await store.messages.latest(event_id, 10)
+    await store.close()
+
+    threads = {thread for thread, _ in statements}
+    assert threads and threading.get_ident() not in threads
+    assert len(threads) == 1
+
+
+# --- nearby search -----------------------------------------------------------------------------
+
+async def test_nearby_search_finds_its_candidates_through_the_rtree(path, statements):
+    store = await opened(path)
+    await store.events.add(event_fields(ORGANIZER))
+    await store.events.find(DiscoveryQuery(near=PARIS, category="music"))
+    await store.close()
+
+    candidates = [sql for _, sql in statements if "event_locations" in sql and sql.lstrip().startswith("SELECT")]
+    assert candidates
+    connection = real_connect(path)
+    plan = " / ".join(row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {candidates[0]}"))
+    connection.close()
+    assert plan.startswith("SCAN event_locations VIRTUAL TABLE INDEX"), plan
+
+
+@pytest.mark.parametrize("centre", [PARIS, (179.99, -16.5)], ids=["paris", "antimeridian"])
+async def test_nearby_pages_match_the_exact_search_in_a_dense_crowd(path, centre):
+    # Most events within a few hundred metres, ties at one venue, a few far out: the search
+    # widens its reach round by round, and must still give every page of the exact answer.
+    rng = random.Random(20300601)
+    places = [destination(*centre, rng.uniform(0, 360), rng.choice([rng.uniform(0, 300), rng.uniform(0, 12_000)]))
+              for _ in range(150)]
+    places += [places[0]] * 5
+    store = await opened(path)
+    event_ids = [await store.events.add(event_fields(ORGANIZER, location=point(*place))) for place in places]
+    docs = [{"id": event_id, "location": point(*place)} for event_id, place in zip(event_ids, places)]
+    expected = [(distance, doc["id"]) for distance, doc in geo.find_nearest(docs, *centre, 10_000)]
+
+    served, cursor = [], None
+    while True:
+        found = await store.events.find(DiscoveryQuery(near=centre, radius_m=10_000, limit=7, cursor=cursor))
+        served += [(event["distance_m"], event["id"]) for event in found[:7]]
+        if len(found) <= 7:
+            break
+        cursor = Cursor(found[6]["distance_m"], found[6]["id"])
+    await store.close()
+
+    assert served == expected
+    assert 0 < len(expected) < len(places)
+
+
+async def test_text_search_ignores_case_beyond_ascii(path):
+    store = await opened(path)
+    event_id = await store.events.add(event_fields(ORGANIZER, title="ÉTÉ À PARIS", description=None))
+
+    assert [event["id"] for event in await store.events.find(DiscoveryQuery(text="été à"))] == [event_id]
+    assert await store.events.find(DiscoveryQuery(text="été.à")) == []
+    await store.close()
+
+
+# --- locks and failures ------------------------------------------------------------------------
+
+async def test_a_write_blocked_past_the_busy_timeout_is_unavailable_and_the_store_recovers(path):
+    store = await opened(path, busy_timeout_ms=50)
+    user = await store.users.add("ana", "ana@example.com", "organizer", "hash", NOW)
+    other_process = real_connect(path, isolation_level=None)
+    other_process.execute("BEGIN EXCLUSIVE")
+
+    with pytest.raises(StoreUnavailable):
+        await store.events.add(event_fields(user["id"]))
+    assert await store.users.get(user["id"]) == user  # WAL: reading never waits for the writer
+
+    other_process.execute("ROLLBACK")
+    other_process.close()
+    event_id = await store.events.add(event_fields(user["id"]))
+    assert (await store.events.get(event_id))["organizer_id"] == user["id"]
+    await store.close()
+
+
+async def test_a_store_opened_while_another_process_writes_serves_once_the_lock_is_released(path):
+    await (await opened(path)).close()
+    other_process = real_connect(path, isolation_level=None)
+    other_process.execute("BEGIN EXCLUSIVE")
+
+    store = SqliteStore(path, busy_timeout_ms=50)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    assert store.problems()
+
+    other_process.execute("ROLLBACK")
+    other_process.close()
+    await store.ping()
+    assert store.problems() == []
+    await store.close()
+
+
+async def test_a_batch_that_does_not_fit_on_disk_stores_none_of_its_messages(path, monkeypatch):
+    def connect_to_a_small_disk(*args, **kwargs):
+        connection = real_connect(*args, **kwargs)
+        connection.execute("PRAGMA max_page_count = 64")  # the schema takes about 30 pages of 4 KiB
+        return connection
+
+    monkeypatch.setattr(sqlite3, "connect", connect_to_a_small_disk)
+    store = await opened(path)
+    event_id = some_id(10)
+    await store.messages.append(event_id, [draft(READER, "first")])
+
+    with pytest.raises(StoreUnavailable):
+        await store.messages.append(event_id, [draft(READER, "x" * 4000, f"m-{n}") for n in range(64)])
+
+    assert [message["text"] for message in await store.messages.latest(event_id, 100)] == ["first"]
+    await store.messages.append(event_id, [draft(READER, "second", "m-1")])
+    assert await store.messages.counts([event_id]) == {event_id: 2}
+    await store.close()
+
+
+async def test_a_call_that_fails_midway_releases_the_write_lock(path):
+    store = await opened(path)
+    event_id = some_id(10)
+
+    with pytest.raises(sqlite3.ProgrammingError):  # a bug: a value SQLite cannot store
+        await store.messages.append(event_id, [draft(READER, "fine"), draft(READER, object())])
+
+    other_process = real_connect(path, isolation_level=None, timeout=0)
+    other_process.execute("BEGIN IMMEDIATE")
+    other_process.execute("ROLLBACK")
+    other_process.close()
+    await store.messages.append(event_id, [draft(READER, "next")])
+    assert [message["text"] for message in await store.messages.latest(event_id, 10)] == ["next"]
+    await store.close()
+
+
+async def test_calls_after_close_are_unavailable(path):
+    store = await opened(path)
+    await store.close()
+
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+
+
+# --- two processes on one file -----------------------------------------------------------------
+
+async def test_message_ids_increase_in_stored_order_across_stores_sharing_the_file(path, monkeypatch):
+    first, second = await opened(path), await opened(path)
+    event_id = some_id(10)
+    stored = []
+    for round_number in range(5):
+        for store in (first, second):
+            appended = await store.messages.append(event_id, [draft(READER, f"{round_number}-{n}") for n in range(3)])
+            stored += [message["id"] for message, _ in appended]
+    # A process whose clock is an hour behind still numbers its messages after the stored ones.
+    clock = ids.time.time()
+    monkeypatch.setattr(ids.time, "time", lambda: clock - 3600)
+    stored += [message["id"] for message, _ in await second.messages.append(event_id, [draft(READER, "late")])]
+
+    assert stored == sorted(stored) and len(set(stored)) == len(stored)
+    assert [message["id"] for message in await first.messages.latest(event_id, 100)] == stored
+    await first.close()
+    await second.close()
+
+
+async def test_concurrent_seats_from_two_stores_on_one_file_never_overbook(path):
+    first, second = await opened(path), await opened(path)
+    event_id = await first.events.add(event_fields(ORGANIZER, capacity=10))
+
+    taken = await asyncio.gather(*(store.events.take_seat(event_id, some_id(100 + n), window())
+                                   for n, store in enumerate([first, second] * 25)))
+
+    assert sum(record is not None for record in taken) == 10
+    assert (await second.events.get(event_id))["rsvp_count"] == 10
+    await first.close()
+    await second.close()
