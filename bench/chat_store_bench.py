@@ -310,7 +310,6 @@ def main():
                                     directory, pin, args.reference_messages or args.messages,
                                     args.reference_seconds, args.window))
     print_report(runs, args.chunk)
-    print(f"\nafter: {load_note()}")
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ def pin_generator():
 
 
 def load_note():
-    """The load average, with a warning when other work is running: the server and the load
-    generator each need a core of their own for the figures to mean anything."""
+    """The load average before a run, with a warning when other work is running: the server and
+    the load generator each need a core of their own for the figures to mean anything. (After
+    a run the average counts the run itself, so it says nothing about other work.)"""
     load = os.getloadavg()[0]
     note = f"load average {load:.2f}"
     if load > 0.5:

@@ -324,7 +324,6 @@ def main():
 
     for title, rows, stall, rss in results:
         print_rows(title, rows, stall, rss, hash_s, check_s)
-    print(f"\nafter: {load_note()}")
     if sqlite_auth:
         print(f"\n== sqlite registration and login by users stored (one connection; one bcrypt hash "
               f"{hash_s * 1000:.1f} ms, one check {check_s * 1000:.1f} ms)")

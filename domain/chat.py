@@ -70,14 +70,14 @@ def message_json(message):
     return shown
 
 
-async def chat_event_id(store, event_id, user_id):
-    """`event_id`, when `user_id` may use its chat: its organizer's or an RSVPed user's."""
+async def check_chat_member(store, event_id, user_id):
+    """Raises NotFound or Forbidden unless `user_id` may use the event's chat: its organizer
+    or an RSVPed user."""
     member = await store.events.is_member(event_id, user_id)
     if member is None:
         raise NotFound("There is no such event.", code="event_not_found")
     if not member:
         raise Forbidden("Only the organizer and RSVPed users can read and write this chat.", code="not_a_member")
-    return event_id
 
 
 @dataclasses.dataclass(eq=False)
@@ -213,8 +213,9 @@ class MessageLog:
         try:
             results = await self.store.messages.append(event_id, drafts)
         except Exception as error:
-            # Nothing of the batch was stored: each sender is told to send again, with the same
-            # client_msg_id, and the room goes on with its next batch.
+            # The batch was not stored (on MongoDB, perhaps part of it): each sender is told to
+            # send again with the same client_msg_id, which never stores a message twice, and
+            # the room goes on with its next batch.
             if not isinstance(error, StoreUnavailable):
                 log.error("chat storage failed", exc_info=error)
             for post in posts:

@@ -15,14 +15,12 @@ import re
 
 from domain.errors import InvalidInput
 from domain.paging import DEFAULT_PAGE_SIZE, ID_PATTERN, Page, parse_page_size
-from domain.times import UTC, as_utc, parse_iso
+from domain.times import UTC, epoch_ms, from_epoch_ms, parse_iso
 
 DEFAULT_RADIUS_KM, MAX_RADIUS_KM = 10.0, 500.0
 MAX_TEXT_LENGTH, MAX_CATEGORY_LENGTH = 100, 50
 BY_DATE, BY_DISTANCE = "date", "distance"
 CURSOR_PATTERN = r"^-?[0-9]{1,20}(\.[0-9]{1,20})?(e-[0-9]{1,3})?-[0-9a-f]{24}$"
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = datetime.timedelta(milliseconds=1)
 _UNENCODED_PLUS = re.compile(r" (\d\d:?\d\d)$")
 
 
@@ -38,7 +36,7 @@ class Cursor:
     @classmethod
     def after(cls, order, item):
         if order == BY_DATE:
-            return cls((as_utc(item["date"]) - EPOCH) // MILLISECOND, item["id"])
+            return cls(epoch_ms(item["date"]), item["id"])
         return cls(item["distance_m"], item["id"])
 
     def encode(self):
@@ -54,7 +52,7 @@ class Cursor:
     def moment(self):
         """The position as a time; beyond the calendar's ends, the end it passed."""
         try:
-            return EPOCH + datetime.timedelta(milliseconds=self.position)
+            return from_epoch_ms(self.position)
         except OverflowError:
             return datetime.datetime.min.replace(tzinfo=UTC) if self.position < 0 else \
                 datetime.datetime.max.replace(tzinfo=UTC)

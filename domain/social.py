@@ -8,13 +8,12 @@ step under concurrency is the work of that database's adapter, explained there.
 Lists are cursor-paginated: a page is "strictly after the last item shown", never an offset,
 so records added or removed meanwhile never make a later page repeat or skip anything.
 """
-import datetime
 import re
 
 from domain.activities import FOLLOW, SUMMARIES, record_activity
 from domain.errors import InvalidInput, NotFound
 from domain.paging import ID_PATTERN, Page
-from domain.times import UTC, as_utc, to_iso
+from domain.times import EPOCH, as_utc, epoch_ms, from_epoch_ms, to_iso
 from domain.users import public_user
 
 # Cursors are opaque to clients but have an exact shape, which the OpenAPI document states, and
@@ -23,8 +22,6 @@ from domain.users import public_user
 # "<epoch milliseconds>-<activity id>" of the last activity shown.
 USER_CURSOR_PATTERN = ID_PATTERN
 FEED_CURSOR_PATTERN = r"^[0-9]{1,14}-[0-9a-f]{24}$"
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = datetime.timedelta(milliseconds=1)
 # The activity types the contract knows; anything else in an old database stays out of the feed,
 # as do activities without a time (or one before 1970), which could not be placed in the order.
 FEED_KINDS = list(SUMMARIES)
@@ -40,7 +37,7 @@ def user_position(cursor):
 
 
 def feed_cursor(activity):
-    return f"{(as_utc(activity['timestamp']) - EPOCH) // MILLISECOND}-{activity['id']}"
+    return f"{epoch_ms(activity['timestamp'])}-{activity['id']}"
 
 
 def feed_position(cursor):
@@ -48,7 +45,7 @@ def feed_position(cursor):
     if not re.fullmatch(FEED_CURSOR_PATTERN, cursor):
         raise _bad_cursor(FEED_CURSOR_PATTERN)
     milliseconds, activity_id = cursor.split("-")
-    return EPOCH + int(milliseconds) * MILLISECOND, activity_id
+    return from_epoch_ms(int(milliseconds)), activity_id
 
 
 def _bad_cursor(pattern):

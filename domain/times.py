@@ -2,6 +2,8 @@
 import datetime
 
 UTC = datetime.timezone.utc
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
 
 
 def utcnow():
@@ -36,3 +38,13 @@ def parse_iso(text):
         return as_utc(moment).replace(microsecond=moment.microsecond // 1000 * 1000)
     except (ValueError, OverflowError):
         return None
+
+
+def epoch_ms(moment):
+    """Whole milliseconds since 1970 (negative before): how cursors and SQLite write a time."""
+    return (as_utc(moment) - EPOCH) // _MILLISECOND
+
+
+def from_epoch_ms(milliseconds):
+    """The time `epoch_ms` wrote; OverflowError beyond years 1-9999."""
+    return EPOCH + datetime.timedelta(milliseconds=milliseconds)

@@ -12,7 +12,7 @@ import logging
 
 import tornado.websocket
 
-from domain.chat import MAX_CATCH_UP, MAX_TEXT_CHARS, RECENT_COUNT, MessageLog, chat_event_id
+from domain.chat import MAX_CATCH_UP, MAX_TEXT_CHARS, RECENT_COUNT, MessageLog, check_chat_member
 from domain.errors import (DomainError, Forbidden, InvalidInput, NotAuthenticated, RateLimited, StoreUnavailable,
                            Unavailable)
 from domain.ratelimit import TokenBucketLimiter
@@ -181,7 +181,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             raise Forbidden("This origin may not open the chat.", code="origin_not_allowed")
         self.chat.check_accepting()
         user, claims = await self.services.accounts.authenticate(self._token())
-        self.event_id = await chat_event_id(self.services.store, event_id, user["id"])
+        await check_chat_member(self.services.store, event_id, user["id"])
+        self.event_id = event_id
         self.user_id, self.username = user["id"], user["username"] or ""
         self.current_user = {"id": self.user_id, "username": self.username}  # not the whole record
         self.token_id, self.token_issued_at = claims["jti"], claims["iat"]

@@ -1,5 +1,5 @@
 """Chat history over REST: GET /api/v1/events/<id>/messages, newest first, page by page."""
-from domain.chat import chat_event_id
+from domain.chat import check_chat_member
 from domain.paging import ID_PATTERN
 from handlers.base import BaseHandler
 from handlers.docs import operation
@@ -12,7 +12,7 @@ class MessagesHandler(BaseHandler):
                              query=page_query(ID_PATTERN))}
 
     async def get(self, event_id):
-        await chat_event_id(self.services.store, event_id, self.current_user["id"])
+        await check_chat_member(self.services.store, event_id, self.current_user["id"])
         limit, cursor = page_request(self)
         self.reply(await self.services.chat.log.page(event_id, limit, cursor))
 
