@@ -212,6 +212,11 @@ class MessageLog:
                    "client_msg_id": post.client_msg_id} for post in fresh]
         try:
             results = await self.store.messages.append(event_id, drafts)
+        except NotFound as gone:
+            # The event was deleted while the batch waited: nothing to send again.
+            for post in posts:
+                _settle(post.result, error=gone)
+            return
         except Exception as error:
             # The batch was not stored (on MongoDB, perhaps part of it): each sender is told to
             # send again with the same client_msg_id, which never stores a message twice, and

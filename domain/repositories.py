@@ -218,6 +218,10 @@ class Messages(abc.ABC):
         (the earlier message record, True) for one whose (user_id, client_msg_id) was already
         stored in this event (a client_msg_id is stored once per sender and event), or None for
         a draft the database refused on its own (the others are still stored).
+        Raises domain.errors.NotFound, having stored nothing, when the event does not exist
+        (deleted while the batch waited): SQLite checks it in the batch's transaction; MongoDB
+        checks it just before inserting, so a batch racing the deletion may still be stored,
+        out of every reader's reach.
         Raises StoreUnavailable when the batch cannot be written. SQLite then stored none of
         it (one transaction); MongoDB's unordered insert may have stored part of it before the
         connection failed: a draft resent with its client_msg_id then comes back as a repeat,

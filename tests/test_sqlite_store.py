@@ -1,18 +1,20 @@
 """What only the SQLite store does: its file (schema versions, damaged and foreign files, WAL),
-its thread, its R*Tree, its locks and its message ids across processes sharing the file.
+its thread, its R*Tree, its text index, its locks and its message ids across processes sharing
+the file.
 tests/test_repositories.py holds it to the repository contracts like every other store."""
 import asyncio
 import datetime
 import random
+import re
 import sqlite3
 import threading
 
 import pytest
 
 from domain import geo
-from domain.discovery import Cursor, DiscoveryQuery
+from domain.discovery import BY_DATE, Cursor, DiscoveryQuery
 from domain.errors import StoreBroken, StoreUnavailable
-from storage.sqlite import SqliteStore, ids
+from storage.sqlite import SqliteStore, database, ids, search
 from storage.sqlite.schema import MIGRATIONS
 from tests.repository_fixtures import NOW, PARIS, destination, draft, event_fields, point, some_id, window
 
@@ -222,6 +224,175 @@ async def test_text_search_ignores_case_beyond_ascii(path):
     assert [event["id"] for event in await store.events.find(DiscoveryQuery(text="été à"))] == [event_id]
     assert await store.events.find(DiscoveryQuery(text="été.à")) == []
     await store.close()
+
+
+# --- text search ----------------------------------------------------------------------------------
+
+def titles_found(found):
+    return sorted(event["title"] for event in found)
+
+
+def indexed_rows(path):
+    connection = real_connect(path)
+    rows = connection.execute("SELECT rowid, title, description FROM event_text ORDER BY rowid").fetchall()
+    connection.close()
+    return rows
+
+
+@pytest.fixture
+def text_checks(monkeypatch):
+    """The (text, field) of every contains_text call of the stores opened from now on."""
+    calls, contains_text = [], database.contains_text
+
+    def counted(text, field):
+        calls.append((text, field))
+        return contains_text(text, field)
+
+    monkeypatch.setattr(database, "contains_text", counted)
+    return calls
+
+
+async def test_a_version_1_file_gets_its_events_indexed(path, monkeypatch):
+    with monkeypatch.context() as old_server:
+        old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:1])
+        old_server.setattr(search, "refresh_index", lambda connection: None)
+        store = await opened(path)
+        await store.events.add(event_fields(ORGANIZER, title="Zydeco night", description="Accordion."))
+        await store.events.add(event_fields(ORGANIZER, title="Quiet", description="A ZYDECO band"))
+        await store.events.add(event_fields(ORGANIZER, title="Other", description=None))
+        await store.close()
+    assert real_connect(path).execute("PRAGMA user_version").fetchone()[0] == 1
+
+    store = await opened(path)
+    assert titles_found(await store.events.find(DiscoveryQuery(text="zydeco"))) == ["Quiet", "Zydeco night"]
+    await store.close()
+    assert [row[1:] for row in indexed_rows(path)] == [
+        (search.search_key("Zydeco night"), search.search_key("Accordion.")),
+        (search.search_key("Quiet"), search.search_key("A ZYDECO band")), (search.search_key("Other"), None)]
+
+
+async def test_the_index_follows_every_write_of_a_title_or_description(path):
+    store = await opened(path)
+    first = await store.events.add(event_fields(ORGANIZER, title="Rooftop jazz", description="Quartet"))
+    second = await store.events.add(event_fields(ORGANIZER, title="Salsa", description="Live band"))
+
+    assert await store.events.update(first, ORGANIZER, {"title": "Tango lessons"}, {})
+    assert await store.events.update(second, ORGANIZER, {"description": "Tango after the salsa"}, {})
+    assert await store.events.update(second, ORGANIZER, {"capacity": 40}, {})
+
+    assert titles_found(await store.events.find(DiscoveryQuery(text="tango"))) == ["Salsa", "Tango lessons"]
+    assert await store.events.find(DiscoveryQuery(text="jazz")) == []
+    assert await store.events.delete(first, ORGANIZER)
+    assert titles_found(await store.events.find(DiscoveryQuery(text="tango"))) == ["Salsa"]
+    await store.close()
+    assert [row[1:] for row in indexed_rows(path)] == [(search.search_key("Salsa"),
+                                                          search.search_key("Tango after the salsa"))]
+
+
+async def test_a_rolled_back_write_leaves_the_index_as_it_was(path):
+    store = await opened(path)
+    event_id = await store.events.add(event_fields(ORGANIZER, title="Rooftop jazz"))
+    before = indexed_rows(path)
+
+    def retitle_then_fail(connection):
+        connection.execute("UPDATE events SET title = 'Tango' WHERE id = ?", (event_id,))
+        raise RuntimeError("a bug after the write")
+
+    with pytest.raises(RuntimeError):
+        await store._database.write(retitle_then_fail)
+    assert indexed_rows(path) == before
+    assert [event["id"] for event in await store.events.find(DiscoveryQuery(text="jazz"))] == [event_id]
+    await store.close()
+
+
+async def test_a_text_of_3_characters_or_more_is_checked_on_the_index_candidates_only(path, text_checks):
+    titles = [f"Event {n}" + (" zydeco" if n % 20 == 0 else "") for n in range(60)]
+    store = await opened(path)
+    for n, title in enumerate(titles):
+        await store.events.add(event_fields(ORGANIZER, title=title, date=NOW + datetime.timedelta(minutes=n)))
+
+    found = await store.events.find(DiscoveryQuery(text="ZYDECO", category="music", limit=2))
+    assert [event["title"] for event in found] == ["Event 0 zydeco", "Event 20 zydeco", "Event 40 zydeco"]
+    assert len(text_checks) == 3
+    text_checks.clear()
+    near = await store.events.find(DiscoveryQuery(text="zydeco", near=PARIS, limit=2))
+    assert [event["title"] for event in near] == ["Event 0 zydeco", "Event 20 zydeco", "Event 40 zydeco"]
+    assert len(text_checks) == 3
+    text_checks.clear()
+    # Two characters have no trigram: every event is checked.
+    assert len(await store.events.find(DiscoveryQuery(text="ZY", limit=100))) == 3
+    assert {field for _, field in text_checks if field.startswith("Event")} == set(titles)
+    await store.close()
+
+
+async def test_a_text_more_events_hold_than_the_index_hands_out_is_scanned_in_date_order(path, monkeypatch):
+    monkeypatch.setattr(search, "MAX_CANDIDATES", 3)
+    store = await opened(path)
+    for n in range(8):
+        await store.events.add(event_fields(ORGANIZER, title=f"Jazz {n}", date=NOW + datetime.timedelta(hours=n),
+                                            category="music" if n % 2 else "tech"))
+
+    pages, cursor = [], None
+    while True:
+        found = await store.events.find(DiscoveryQuery(text="jazz", category="music", limit=2, cursor=cursor))
+        pages.append([event["title"] for event in found[:2]])
+        if len(found) <= 2:
+            break
+        cursor = Cursor.after(BY_DATE, found[1])
+    assert pages == [["Jazz 1", "Jazz 3"], ["Jazz 5", "Jazz 7"]]
+    await store.close()
+
+
+# Texts whose matches SQLite's own case folding would miss (it folds none of ı, İ, Cherokee or
+# Georgian Mtavruli as Python does), NUL (where its trigram tokenizer stops reading), quotes (the
+# syntax of the index's queries) and characters that only Python equates (ſ and s, K and k).
+@pytest.mark.parametrize("text", [
+    "istanbul", "İSTANBUL", "kirmizi", "KIRMIZI", "ꮳꮃꭹ", "ᏣᎳᎩ", "ᲗᲑᲘᲚᲘᲡᲘ", "თბილისი", "class", "kelvin",
+    "null\x00byte", "byte", 'say "hi"', '"hi"', '""', "é à", "ÉTÉ", "σοφία", "ΣΟΦΊΑ",
+])
+async def test_the_index_never_changes_which_events_match(path, text):
+    titles = ["İstanbul nights", "Istanbul days", "Kırmızı oda", "ᏣᎳᎩ language", "ꮳꮃꭹ lessons", "თბილისი jazz",
+              "ᲗᲑᲘᲚᲘᲡᲘ jazz", "ClaſS", "\u212aelvin scale", "null\x00byte", 'They say "hi"', '""quoted""',
+              "été à Paris", "ΣΟΦΊΑ", "σοφία", "Plain"]
+    store = await opened(path)
+    for title in titles:
+        await store.events.add(event_fields(ORGANIZER, title=title, description=None))
+
+    found = titles_found(await store.events.find(DiscoveryQuery(text=text, limit=100)))
+    expected = sorted(title for title in titles if re.search(re.escape(text), title, re.IGNORECASE))
+    assert found == expected and expected
+    await store.close()
+
+
+def test_search_keys_equate_every_pair_of_characters_python_equates_ignoring_case():
+    # re.IGNORECASE equates only characters with case mappings; between them, the keys must join
+    # every pair it does (a pair left apart would be an event the index misses).
+    cased = sorted({chr(code) for code in search.KEY_TABLE} | {chr(code) for code in search.KEY_TABLE.values()}
+                   | {c for code in search.KEY_TABLE for mapped in (chr(code).lower(), chr(code).upper(),
+                                                                    chr(code).casefold()) for c in mapped})
+    everything = "".join(cased)
+    for text in cased:
+        for match in re.finditer(re.escape(text), everything, re.IGNORECASE):
+            assert search.search_key(match.group()) == search.search_key(text), (text, match.group())
+    assert "\x00" not in search.search_key("a\x00b") and len(search.search_key("a\x00b")) == 3
+
+
+async def test_the_index_is_rebuilt_for_keys_other_than_those_it_was_built_with(path):
+    store = await opened(path)
+    await store.events.add(event_fields(ORGANIZER, title="Kırmızı oda"))
+    await store.close()
+    # As a server with other Unicode tables would have left it.
+    connection = real_connect(path, isolation_level=None)
+    connection.execute("DELETE FROM event_text")
+    connection.execute("INSERT INTO event_text (rowid, title) SELECT seq, title FROM events")
+    connection.execute("UPDATE event_text_key SET fingerprint = 'older'")
+    connection.close()
+
+    store = await opened(path)
+    assert titles_found(await store.events.find(DiscoveryQuery(text="KIRMIZI"))) == ["Kırmızı oda"]
+    await store.close()
+    assert real_connect(path).execute("SELECT fingerprint FROM event_text_key").fetchall() == [
+        (search.KEY_FINGERPRINT,)]
 
 
 # --- locks and failures ------------------------------------------------------------------------

@@ -19,6 +19,7 @@ import re
 import sqlite3
 
 from domain.errors import StoreBroken, StoreUnavailable
+from storage.sqlite import search
 from storage.sqlite.schema import SchemaTooNew, migrate
 
 log = logging.getLogger("store")
@@ -50,7 +51,8 @@ def _literal_pattern(text):
 def contains_text(text, field):
     """SQL `contains_text(text, field)`: whether `field` holds `text` literally, ignoring case,
     as MongoDB's escaped regex with the `i` option finds it. SQLite's own lower() and LIKE fold
-    ASCII letters only."""
+    ASCII letters only. The text index (see `search`) narrows the rows it is called on; what
+    it answers alone decides which match."""
     return field is not None and _literal_pattern(text).search(field) is not None
 
 
@@ -156,6 +158,8 @@ class Database:
         # machine's disk against 20,000 with NORMAL.
         connection.execute("PRAGMA synchronous = NORMAL")
         connection.create_function("contains_text", 2, contains_text, deterministic=True)
+        # Before migrating: the text index's triggers and its rebuild call it.
+        connection.create_function("search_key", 1, search.search_key, deterministic=True)
         migrate(connection)
 
     def _cannot_open(self, error):

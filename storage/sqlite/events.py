@@ -6,6 +6,7 @@ are written in the same transaction only when that statement matched. `BEGIN IMM
 the pair one step for every process on the file.
 """
 from domain import geo, repositories
+from storage.sqlite import search
 from storage.sqlite.columns import from_json, from_ms, ms_delta, to_json, to_ms
 from storage.sqlite.database import Repository
 from storage.sqlite.ids import new_id
@@ -123,7 +124,7 @@ def _get(connection, event_id, viewer_id):
     return None if row is None else event_record(row)
 
 
-def _filters(query):
+def _filters(connection, query):
     """(SQL conditions, parameters) of the query's filters but the centre, radius and cursor."""
     conditions, parameters = [], {}
     if query.category:
@@ -139,13 +140,23 @@ def _filters(query):
         conditions.append("organizer_id = :organizer_id")
         parameters["organizer_id"] = query.organizer_id
     if query.text:
+        # The trigram index narrows the events to its candidates; contains_text alone decides.
+        # It cannot narrow a text of fewer than 3 characters, nor one that more than
+        # search.MAX_CANDIDATES events hold: those scan as before, calling contains_text on
+        # each event the other conditions keep until the page is full. For a common text that
+        # is a few rows; a short text, or a common one that the other filters (or the cursor)
+        # exclude, can make it call contains_text on every event: a known cost.
+        candidates = search.candidates(connection, query.text)
+        if candidates is not None:
+            conditions.append("events.seq IN (SELECT value FROM json_each(:text_candidates))")
+            parameters["text_candidates"] = candidates
         conditions.append("(contains_text(:text, title) OR contains_text(:text, description))")
         parameters["text"] = query.text
     return conditions, parameters
 
 
 def _find_by_date(connection, query, viewer_id):
-    conditions, parameters = _filters(query)
+    conditions, parameters = _filters(connection, query)
     if query.cursor is not None:
         conditions.append("(date, id) > (:after_date, :after_id)")
         parameters.update(after_date=to_ms(query.cursor.moment()), after_id=query.cursor.last_id)
@@ -165,7 +176,7 @@ def _find_nearest(connection, query, viewer_id):
             return []
         mark = (query.cursor.position, query.cursor.last_id)
         start = max(0.0, query.cursor.position)
-    conditions, parameters = _filters(query)
+    conditions, parameters = _filters(connection, query)
     statement = " AND ".join([NEARBY_CANDIDATES, *conditions])
     wanted = query.limit + 1
     for reach in _reaches(start, query.radius_m):

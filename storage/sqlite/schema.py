@@ -8,6 +8,7 @@ Conventions: ids are TEXT (24 lowercase hex, which sort as their numbers do); ti
 milliseconds (see `columns`); GeoJSON is JSON text. Tables keyed by text ids are WITHOUT ROWID,
 so a record sits in its primary key's b-tree rather than behind a second index.
 """
+from storage.sqlite import search
 
 INITIAL_SCHEMA = (
     # Emails and usernames are unique ignoring case: the *_key columns hold str.lower() of
@@ -147,8 +148,34 @@ INITIAL_SCHEMA = (
     "CREATE INDEX activities_by_actor ON activities (actor_id, timestamp, id)",
 )
 
+# Text search (see `search`): the trigram index of the search keys of events' titles and
+# descriptions, its rowid the event's seq. Its own copy of the keys (not external content):
+# they are not the events' columns, and deleting a row needs what was indexed. columnsize=0:
+# nothing ranks by length. `refresh_index` fills it at the end of `migrate`.
+EVENT_TEXT_INDEX = (
+    """CREATE VIRTUAL TABLE event_text USING fts5(
+        title, description, tokenize='trigram case_sensitive 1', columnsize=0)""",
+    "CREATE TABLE event_text_key (fingerprint TEXT NOT NULL)",
+    # Triggers keep the index in step with every write of a title or description, in the
+    # writer's transaction. Inserting needs the search_key function, which `database` defines
+    # on its connections: a program without it cannot add or retitle events (rather than leave
+    # them out of the index).
+    """CREATE TRIGGER event_text_added AFTER INSERT ON events BEGIN
+        INSERT INTO event_text (rowid, title, description)
+            VALUES (new.seq, search_key(new.title), search_key(new.description));
+    END""",
+    """CREATE TRIGGER event_text_changed AFTER UPDATE OF seq, title, description ON events BEGIN
+        DELETE FROM event_text WHERE rowid = old.seq;
+        INSERT INTO event_text (rowid, title, description)
+            VALUES (new.seq, search_key(new.title), search_key(new.description));
+    END""",
+    """CREATE TRIGGER event_text_deleted AFTER DELETE ON events BEGIN
+        DELETE FROM event_text WHERE rowid = old.seq;
+    END""",
+)
+
 # Each a tuple of statements; the file's user_version is how many have run.
-MIGRATIONS = [INITIAL_SCHEMA]
+MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX]
 
 
 class SchemaTooNew(Exception):
@@ -156,7 +183,8 @@ class SchemaTooNew(Exception):
 
 
 def migrate(connection):
-    """Brings the file's schema up to date. Runs in its own write transaction, which it always
+    """Brings the file's schema up to date, and the text index in step with this process's
+    search keys (see `search.refresh_index`). Runs in its own write transaction, which it always
     commits with a write (the version, even unchanged): a file that cannot take writes is found
     at open rather than by every request."""
     connection.execute("BEGIN IMMEDIATE")
@@ -167,6 +195,9 @@ def migrate(connection):
         for statements in MIGRATIONS[version:]:
             for statement in statements:
                 connection.execute(statement)
+        # After the migrations: they may have just made the index, and it may need rebuilding
+        # for this process's search keys.
+        search.refresh_index(connection)
         connection.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
         connection.execute("COMMIT")
     except BaseException:
