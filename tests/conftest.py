@@ -21,9 +21,10 @@ from aiosmtpd.controller import Controller
 from domain.settings import load_settings
 from handlers.app import build_services, make_app, route_table
 from handlers.openapi import openapi_path
+from storage.sqlite import SqliteStore
 from tests.chat_client import ChatRoom
 from tests.running_server import free_port
-from tests.stores import DEFAULT_STORE, discard_store, new_store
+from tests.stores import DEFAULT_STORE, discard_store, new_store, open_store
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PASSWORD = "correct horse battery"
@@ -45,10 +46,26 @@ def settings(request):
 @pytest.fixture
 def services(settings, io_loop):
     store = new_store(DEFAULT_STORE)
-    io_loop.run_sync(store.open)
+    io_loop.run_sync(lambda: open_store(store))
     services = build_services(settings, store=store)
     yield services
     io_loop.run_sync(lambda: discard_store(store))
+
+
+@pytest.fixture
+def database_path(tmp_path):
+    return str(tmp_path / "events.sqlite3")
+
+
+@pytest.fixture
+def file_services(settings, io_loop, database_path):
+    """The app on a SQLite file whose writes give up after 200 ms of waiting for the lock: for
+    tests in which another connection holds the file locked, as a process stuck in a long
+    transaction does, so that writes fail for real."""
+    store = SqliteStore(database_path, busy_timeout_ms=200)
+    io_loop.run_sync(store.open)
+    yield build_services(settings, store=store)
+    io_loop.run_sync(store.close)
 
 
 @pytest.fixture

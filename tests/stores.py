@@ -26,6 +26,15 @@ def new_store(name, directory=None):
     raise ValueError(f"unknown store {name!r}")
 
 
+async def open_store(store):
+    """Opens the store and, for a store that prepares in the background (MongoStore: the
+    backfill and the indexes), waits for that preparation, so tests start on a ready store."""
+    await store.open()
+    prepared = getattr(store, "prepared", None)
+    if prepared is not None:
+        await prepared()
+
+
 async def discard_store(store):
     """Closes the store; a real MongoDB test database is dropped first."""
     if getattr(store, "kind", None) == "mongodb" and TEST_MONGO_URI:

@@ -9,8 +9,6 @@ import pytest
 
 from domain.chat import MAX_CATCH_UP, RECENT_COUNT
 from domain.errors import StoreUnavailable
-from handlers.app import build_services
-from storage.sqlite import SqliteStore
 from tests.chat_client import ChatRoom
 from tests.event_builders import unknown_id
 
@@ -379,15 +377,8 @@ class TestOnADatabaseFileAnotherProcessHoldsLocked:
     for real, as on a full disk."""
 
     @pytest.fixture
-    def database_path(self, tmp_path):
-        return str(tmp_path / "events.sqlite3")
-
-    @pytest.fixture
-    def services(self, settings, io_loop, database_path):
-        store = SqliteStore(database_path, busy_timeout_ms=200)
-        io_loop.run_sync(store.open)
-        yield build_services(settings, store=store)
-        io_loop.run_sync(store.close)
+    def services(self, file_services):
+        return file_services
 
     @pytest.mark.settings(**FAST)
     async def test_a_batch_that_cannot_be_written_is_refused_to_its_senders_whole_and_can_be_sent_again(

@@ -46,15 +46,8 @@ class TestASqliteFileAnotherProcessHoldsLocked:
     transaction does: a write waits out the busy timeout, then fails for real."""
 
     @pytest.fixture
-    def database_path(self, tmp_path):
-        return str(tmp_path / "events.sqlite3")
-
-    @pytest.fixture
-    def services(self, settings, io_loop, database_path):
-        store = SqliteStore(database_path, busy_timeout_ms=200)
-        io_loop.run_sync(store.open)
-        yield build_services(settings, store=store)
-        io_loop.run_sync(store.close)
+    def services(self, file_services):
+        return file_services
 
     async def test_a_write_that_cannot_get_the_lock_is_a_503_and_changes_nothing(self, api, database_path):
         locker = sqlite3.connect(database_path, isolation_level=None)

@@ -10,7 +10,7 @@ from domain.gallery import Gallery
 from domain.repositories import EventWindow
 from domain.times import utcnow
 from tests.photo_uploads import png
-from tests.stores import DEFAULT_STORE, discard_store, new_store
+from tests.stores import DEFAULT_STORE, discard_store, new_store, open_store
 
 pytestmark = pytest.mark.gen_test
 
@@ -42,7 +42,7 @@ class HeldStorage:
 @pytest.fixture
 def store(io_loop):
     store = new_store(DEFAULT_STORE)
-    io_loop.run_sync(store.open)
+    io_loop.run_sync(lambda: open_store(store))
     yield store
     io_loop.run_sync(lambda: discard_store(store))
 

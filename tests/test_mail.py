@@ -9,7 +9,7 @@ import pytest
 from domain.mailer import make_mailer
 from handlers.app import build_services
 from tests.conftest import make_settings
-from tests.stores import DEFAULT_STORE, discard_store, new_store
+from tests.stores import DEFAULT_STORE, discard_store, new_store, open_store
 
 pytestmark = pytest.mark.gen_test
 
@@ -19,7 +19,7 @@ def services(mailbox, io_loop):
     settings = make_settings(mail_backend="smtp", mail_server="127.0.0.1", mail_port=mailbox[1],
                              mail_default_sender="events@example.com")
     store = new_store(DEFAULT_STORE)
-    io_loop.run_sync(store.open)
+    io_loop.run_sync(lambda: open_store(store))
     yield build_services(settings, store=store, mailer=make_mailer(settings))
     io_loop.run_sync(lambda: discard_store(store))
 

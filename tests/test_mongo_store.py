@@ -16,12 +16,14 @@ import pytest
 from domain import repositories
 from domain.discovery import DiscoveryQuery
 from domain.errors import StoreUnavailable
+from handlers.app import build_services
 from storage.mongo import MongoStore
 from storage.mongo.indexes import NOT_BUILT_YET
 from tests.repository_fixtures import (CREATED, MINUTE, NOW, PARIS, PASSWORD_HASH, activity, draft, event_fields,
                                        point, some_id, window)
+from tests.conftest import make_settings
 from tests.running_server import free_port
-from tests.stores import TEST_MONGO_URI, discard_store, new_store
+from tests.stores import TEST_MONGO_URI, discard_store, new_store, open_store
 
 pytestmark = pytest.mark.gen_test
 
@@ -61,7 +63,7 @@ def oid(text):
 # --- the index plan ------------------------------------------------------------------------------
 
 async def test_open_builds_the_index_plan(store):
-    await store.open()
+    await open_store(store)
 
     assert store.problems() == []
     users = await store.db.users.index_information()
@@ -78,7 +80,7 @@ async def test_an_index_that_cannot_be_built_is_skipped_and_reported_while_the_o
     await store.db.users.insert_many([{"email": "Ana@example.com", "username": "ana"},
                                       {"email": "ana@EXAMPLE.com", "username": "ana2"}])
 
-    await store.open()
+    await open_store(store)
 
     assert "location_2dsphere" in await store.db.events.index_information()
     assert "username_lower_1" in await store.db.users.index_information()
@@ -92,12 +94,56 @@ async def test_an_index_that_cannot_be_built_is_skipped_and_reported_while_the_o
     assert taken.value.field == "email"
 
 
+async def test_open_returns_before_the_preparation_which_prepared_waits_for(store):
+    # Held at the index build, as a first takeover of a large old database is for minutes: the
+    # server, which listens once open returns, must not wait for it.
+    release = asyncio.Event()
+    build_plan = store.indexes._build_plan
+
+    async def slow_build_plan():
+        await release.wait()
+        return await build_plan()
+
+    store.indexes._build_plan = slow_build_plan
+    await store.db.users.insert_one({"username": "Ana", "email": "Ana@Example.com"})
+
+    await store.open()
+
+    assert store.problems() == [NOT_BUILT_YET]
+    preparing = asyncio.ensure_future(store.prepared())
+    await asyncio.sleep(0.05)
+    assert not preparing.done() and store.problems() == [NOT_BUILT_YET]
+    assert "email_lower_1" not in await store.db.users.index_information()
+    assert (await store.db.users.find_one({}))["email_lower"] == "ana@example.com"  # the backfill ran
+    release.set()
+    await asyncio.wait_for(preparing, 10)
+    assert store.problems() == []
+    assert "email_lower_1" in await store.db.users.index_information()
+
+
+async def test_prepared_completes_though_the_client_never_yields_to_the_loop(store):
+    # mongomock-motor's calls finish without giving the loop a turn: awaiting runs the task.
+    await store.db.users.insert_one({"username": "Ana", "email": "Ana@Example.com"})
+    await store.open()
+    assert store.problems() == [NOT_BUILT_YET]
+
+    await asyncio.wait_for(store.prepared(), 10)
+
+    assert store.problems() == []
+    assert (await store.users.find_by_email("ana@example.com"))["username"] == "Ana"
+
+
+async def test_prepared_before_open_is_a_mistake(store):
+    with pytest.raises(RuntimeError):
+        await store.prepared()
+
+
 async def test_indexes_are_retried_while_the_database_is_unreachable(caplog):
     store = unreachable_store(timeout_ms=50)
     store.indexes.retry_seconds = 0.01
     try:
-        with pytest.raises(StoreUnavailable):
-            await store.open()
+        await asyncio.wait_for(store.open(), 0.04)  # at once: well within one selection timeout
+        assert store.problems() == [NOT_BUILT_YET]
         for _ in range(400):  # a safety bound only: each attempt takes the 50 ms selection timeout
             if caplog.text.count("database not reachable yet") >= 2:
                 break
@@ -180,7 +226,7 @@ async def test_events_of_the_old_backend_are_read_with_their_arrays_counted(stor
         "organizer_id": organizer, "rsvps": [going, arrived], "arrivals": [arrived],
         "photo_gallery": ["https://old.example.com/1.jpg"], "created_at": CREATED})).inserted_id
     bare = (await store.db.events.insert_one({"title": "Bare", "date": NOW, "organizer_id": organizer})).inserted_id
-    await store.open()
+    await open_store(store)
 
     event = await store.events.get(str(old), str(arrived))
     assert (event["rsvp_count"], event["arrival_count"], event["photo_count"]) == (2, 1, 1)
@@ -209,7 +255,7 @@ async def test_an_old_event_without_a_stored_count_is_full_by_its_array(store):
     full = (await store.db.events.insert_one({
         "title": "Full", "date": NOW, "organizer_id": oid(some_id(1)), "capacity": 2,
         "rsvps": [oid(some_id(2)), oid(some_id(3))]})).inserted_id
-    await store.open()
+    await open_store(store)
 
     assert await store.events.take_seat(str(full), some_id(4), window()) is None
     assert await store.events.update(str(full), some_id(1), {"capacity": 1}, {}) is False
@@ -221,7 +267,7 @@ async def test_a_user_of_the_old_backend_without_lower_cased_copies_is_found_aft
         "username": "Ana", "email": "Ana@Example.com", "password_hash": PASSWORD_HASH, "created_at": CREATED,
         "following": [], "followers": []})).inserted_id
 
-    await store.open()
+    await open_store(store)
 
     user = await store.users.find_by_email("ANA@example.COM")
     assert user["id"] == str(ana) and user["email"] == "Ana@Example.com"
@@ -239,7 +285,7 @@ async def test_messages_of_the_old_backend_without_a_timestamp_take_their_ids_ti
     old_id = bson.ObjectId.from_datetime(written)
     await store.db.messages.insert_one({"_id": old_id, "event_id": event, "user_id": user, "username": "ana",
                                         "text": "from the old backend"})
-    await store.open()
+    await open_store(store)
 
     [message] = await store.messages.latest(str(event), 10)
 
@@ -258,17 +304,217 @@ async def test_activities_of_the_old_backend_are_read_with_what_they_have(store)
         {"actor_id": actor, "type": "RSVP", "actor_name": "bo"},  # no time: it cannot be placed in the order
         {"actor_id": actor, "type": "LIKED", "timestamp": NOW},  # a type the feed does not ask for
     ])
-    await store.open()
+    await open_store(store)
 
     assert await store.activities.feed(str(reader), ["RSVP"], None, 10) == [{
         "id": str(legacy), "type": "RSVP", "actor_id": str(actor), "actor_name": None, "event_id": None,
         "target_user_id": None, "summary": None, "timestamp": NOW}]
 
 
+@pytest.mark.parametrize("arrays", [{}, {"following": None, "followers": None}], ids=["absent", "null"])
+async def test_users_of_the_old_backend_without_follow_arrays_follow_and_are_followed(store, arrays):
+    ana, bo = (oid(some_id(n)) for n in (1, 2))
+    await store.db.users.insert_many([
+        {"_id": ana, "username": "ana", "email": "ana@example.com", "password_hash": PASSWORD_HASH,
+         "created_at": CREATED, **arrays},
+        {"_id": bo, "username": "bo", "email": "bo@example.com", "password_hash": PASSWORD_HASH,
+         "created_at": CREATED, **arrays}])
+    await open_store(store)
+    assert (await store.users.get(str(ana)))["following_count"] == 0
+    assert await store.follows.followers(str(bo), None, 10) == []
+    assert await store.follows.following(str(ana), None, 10) == []
+
+    assert await store.follows.follow(str(ana), str(bo)) is True
+
+    assert await store.follows.is_following(str(ana), str(bo)) is True
+    assert await store.follows.is_following(str(bo), str(ana)) is False
+    a, b = await store.users.get(str(ana)), await store.users.get(str(bo))
+    assert (a["following_count"], a["followers_count"], b["following_count"], b["followers_count"]) == (1, 0, 0, 1)
+    assert [u["id"] for u in await store.follows.followers(str(bo), None, 10)] == [str(ana)]
+    assert [u["id"] for u in await store.follows.following(str(ana), None, 10)] == [str(bo)]
+    assert await store.follows.follow(str(bo), str(ana)) is True
+    stored = {d["_id"]: d async for d in store.db.users.find({})}
+    assert (stored[ana]["following"], stored[ana]["followers"]) == ([bo], [bo])
+    assert (stored[bo]["following"], stored[bo]["followers"]) == ([ana], [ana])
+
+    assert await store.follows.unfollow(str(ana), str(bo)) is True
+
+    assert await store.follows.is_following(str(ana), str(bo)) is False
+    assert await store.follows.followers(str(bo), None, 10) == []
+    assert [u["id"] for u in await store.follows.following(str(bo), None, 10)] == [str(ana)]
+    b = await store.users.get(str(bo))
+    assert (b["following_count"], b["followers_count"]) == (1, 0)
+    stored = {d["_id"]: d async for d in store.db.users.find({})}
+    assert (stored[ana]["following"], stored[ana]["followers"]) == ([], [bo])
+    assert (stored[bo]["following"], stored[bo]["followers"]) == ([ana], [])
+
+
+# The old backend's arrays, null or absent: every write to one of them (storage/mongo/arrays.py).
+# mongomock refuses $addToSet and $push on a null field, as MongoDB does; a $pull on null it
+# leaves null, where MongoDB refuses it ("Cannot apply $pull to a non-array value"), so the
+# removals are held to their result: an empty array.
+OLD_SHAPES = pytest.mark.parametrize("shape", ["null", "absent"])
+USER_ARRAYS = ("following", "followers", "created_events", "rsvped_events")
+EVENT_ARRAYS = ("rsvps", "arrivals", "photo_gallery", "photos")
+
+
+def old_arrays(shape, fields):
+    return {field: None for field in fields} if shape == "null" else {}
+
+
+async def insert_old_user(db, n, shape):
+    user = oid(some_id(n))
+    await db.users.insert_one({"_id": user, "username": f"old{n}", "email": f"old{n}@example.com",
+                               "password_hash": PASSWORD_HASH, "created_at": CREATED,
+                               **old_arrays(shape, USER_ARRAYS)})
+    return user
+
+
+async def insert_old_event(db, organizer, shape, **arrays):
+    """An event of the old backend at NOW, its arrays null (or absent) unless given."""
+    return (await db.events.insert_one({
+        "title": "Old", "date": NOW, "category": "music", "location_address": "Paris",
+        "location": point(*PARIS), "geofence_radius": 100, "organizer_id": organizer, "created_at": CREATED,
+        **old_arrays(shape, EVENT_ARRAYS), **arrays})).inserted_id
+
+
+async def stored_user(store, user):
+    return await store.db.users.find_one({"_id": user})
+
+
+async def stored_event(store, event):
+    return await store.db.events.find_one({"_id": event})
+
+
+@OLD_SHAPES
+async def test_an_old_organizer_without_created_events_adds_an_event(store, shape):
+    organizer = await insert_old_user(store.db, 1, shape)
+    await open_store(store)
+
+    event_id = await store.events.add(event_fields(str(organizer)))
+
+    assert (await stored_user(store, organizer))["created_events"] == [oid(event_id)]
+    assert (await store.events.get(event_id))["organizer_id"] == str(organizer)
+
+
+@OLD_SHAPES
+async def test_a_seat_is_taken_on_an_old_event_by_an_old_user_without_arrays(store, shape):
+    organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    event = await insert_old_event(store.db, organizer, shape)
+    await open_store(store)
+
+    taken = await store.events.take_seat(str(event), str(attendee), window())
+
+    assert (taken["rsvp_count"], taken["is_rsvped"]) == (1, True)
+    assert (await stored_event(store, event))["rsvps"] == [attendee]
+    assert (await stored_user(store, attendee))["rsvped_events"] == [event]
+
+
+@OLD_SHAPES
+async def test_a_seat_is_released_on_an_old_event_by_an_old_user_without_arrays(store, shape):
+    organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    event = await insert_old_event(store.db, organizer, shape, rsvps=[attendee])
+    await open_store(store)
+
+    released = await store.events.release_seat(str(event), str(attendee), window())
+
+    assert (released["rsvp_count"], released["is_rsvped"]) == (0, False)
+    stored = await stored_event(store, event)
+    assert (stored["rsvps"], stored["arrivals"]) == ([], [])
+    assert (await stored_user(store, attendee))["rsvped_events"] == []
+
+
+@OLD_SHAPES
+async def test_an_arrival_is_recorded_on_an_old_event_without_arrivals(store, shape):
+    organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    event = await insert_old_event(store.db, organizer, shape, rsvps=[attendee])
+    await open_store(store)
+
+    assert await store.events.record_arrival(str(event), str(attendee), window(), OPENS_BEFORE) is True
+    assert await store.events.record_arrival(str(event), str(attendee), window(), OPENS_BEFORE) is False
+
+    assert (await stored_event(store, event))["arrivals"] == [attendee]
+    assert (await store.events.get(str(event), str(attendee)))["has_arrived"] is True
+
+
+@OLD_SHAPES
+async def test_a_photo_is_added_to_an_old_event_without_a_gallery(store, shape):
+    organizer = await insert_old_user(store.db, 1, shape)
+    event = await insert_old_event(store.db, organizer, shape)
+    await open_store(store)
+    url = "https://photos.example.com/1.jpg"
+
+    added = await store.events.add_photo(str(event), url, str(organizer), NOW, 1)
+
+    assert added["photo_count"] == 1
+    stored = await stored_event(store, event)
+    assert stored["photo_gallery"] == [url]
+    assert stored["photos"] == [{"url": url, "uploaded_by": organizer, "uploaded_at": NOW}]
+    assert await store.events.photos(str(event), None, 10) == (
+        [{"url": url, "uploaded_by": str(organizer), "uploaded_at": NOW}], 0)
+    assert await store.events.add_photo(str(event), "https://photos.example.com/2.jpg", str(organizer), NOW, 1) is None
+
+
+@OLD_SHAPES
+async def test_an_old_event_is_deleted_from_old_users_without_arrays(store, shape):
+    organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    event = await insert_old_event(store.db, organizer, shape, rsvps=[attendee])
+    await open_store(store)
+
+    assert await store.events.delete(str(event), str(organizer)) is True
+
+    assert await stored_event(store, event) is None
+    assert (await stored_user(store, organizer))["created_events"] == []
+    assert (await stored_user(store, attendee))["rsvped_events"] == []
+
+
+OLD_GALLERY = ["https://old.example.com/1.jpg", "https://old.example.com/2.jpg"]
+
+
+async def insert_event_with_an_old_gallery(db):
+    """An event as the old backend left it: photo URLs in `photo_gallery`, no `photos` entries."""
+    return str((await db.events.insert_one({
+        "title": "Old gallery", "date": NOW, "category": "music", "location_address": "Paris",
+        "location": point(*PARIS), "geofence_radius": 100, "organizer_id": oid(some_id(1)),
+        "rsvps": [], "arrivals": [], "photo_gallery": OLD_GALLERY, "created_at": CREATED})).inserted_id)
+
+
+async def test_photos_the_old_backend_added_are_listed_newest_first_without_uploader(store):
+    event_id = await insert_event_with_an_old_gallery(store.db)
+    await open_store(store)
+
+    assert (await store.events.get(event_id))["photo_count"] == 2
+    assert await store.events.photos(event_id, None, 10) == (
+        [{"url": url, "uploaded_by": None, "uploaded_at": None} for url in reversed(OLD_GALLERY)], 0)
+
+
+class TestOldGalleryOverHttp:
+    """The same gallery as the app renders it, with the app built on a mongomock store."""
+
+    @pytest.fixture
+    def services(self, io_loop):
+        store = new_store("mongomock")
+        io_loop.run_sync(lambda: open_store(store))
+        services = build_services(make_settings(), store=store)
+        yield services
+        io_loop.run_sync(lambda: discard_store(store))
+
+    async def test_photos_the_old_backend_added_are_served_with_null_uploader_and_time(self, api, services):
+        event_id = await insert_event_with_an_old_gallery(services.store.db)
+        _, token = await api.register()
+
+        reply = await api.call("GET", f"/api/v1/events/{event_id}/photos", token=token)
+
+        assert reply.status == 200, reply
+        assert reply.data == {"items": [{"url": url, "uploaded_by": None, "uploaded_at": None}
+                                        for url in reversed(OLD_GALLERY)], "next_cursor": None}
+        assert (await api.call("GET", f"/api/v1/events/{event_id}", token=token)).data["photo_count"] == 2
+
+
 # --- what the adapter writes ----------------------------------------------------------------------------
 
 async def test_stored_documents_keep_the_old_backends_field_names(store):
-    await store.open()
+    await open_store(store)
     organizer = await store.users.add("Ana", "Ana@example.com", "organizer", PASSWORD_HASH, CREATED)
     attendee = await store.users.add("bo", "bo@example.com", "attendee", PASSWORD_HASH, CREATED)
     organizer_oid, attendee_oid = oid(organizer["id"]), oid(attendee["id"])
@@ -314,7 +560,7 @@ async def test_stored_documents_keep_the_old_backends_field_names(store):
 
 
 async def test_an_id_in_upper_case_is_not_an_id(store):
-    await store.open()
+    await open_store(store)
     user = await store.users.add("ana", "ana@example.com", "attendee", PASSWORD_HASH, CREATED)
 
     assert await store.users.get(user["id"].upper()) is None
@@ -328,7 +574,7 @@ async def test_message_ids_stay_above_a_stored_id_from_a_clock_ahead_also_in_ano
     ahead = bson.ObjectId.from_datetime(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1))
     await store.db.messages.insert_one({"_id": ahead, "event_id": event, "user_id": oid(some_id(2)),
                                         "username": "ana", "text": "from a clock ahead", "timestamp": NOW})
-    await store.open()
+    await open_store(store)
 
     first = await store.messages.append(str(event), [draft(some_id(2), "a"), draft(some_id(2), "b")])
     twin = second_store_on(store, store_name)
@@ -353,7 +599,7 @@ async def test_a_draft_the_database_refuses_is_none_and_the_others_are_stored(st
         {"_id": ahead, "event_id": event, "user_id": oid(some_id(2)), "text": "ahead", "timestamp": NOW},
         {"_id": after_ahead[1], "event_id": oid(some_id(9)), "user_id": oid(some_id(2)), "text": "taken",
          "timestamp": NOW}])
-    await store.open()
+    await open_store(store)
 
     results = await store.messages.append(str(event), [draft(some_id(2), "a", "c1"), draft(some_id(2), "b", "c2"),
                                                        draft(some_id(2), "c", "c3")])
@@ -368,7 +614,7 @@ async def test_a_draft_refused_by_a_validator_is_none_and_the_others_are_stored(
     if store_name == "mongomock":
         pytest.skip("mongomock has no collection validators; the test above refuses a draft on it by its _id")
     await store.db.create_collection("messages", validator={"text": {"$ne": "refused"}})
-    await store.open()
+    await open_store(store)
 
     results = await store.messages.append(some_id(1), [draft(some_id(2), "a"), draft(some_id(2), "refused"),
                                                        draft(some_id(2), "c")])

@@ -11,16 +11,16 @@ import re
 
 import pytest
 
-from domain.discovery import BY_DATE, BY_DISTANCE, EPOCH, Cursor, DiscoveryQuery
+from domain.discovery import BY_DATE, BY_DISTANCE, Cursor, DiscoveryQuery
 from domain.geo import distance_m
 from domain.repositories import AlreadyTaken, Events
-from domain.times import UTC
+from domain.times import EPOCH, UTC
 from tests.repository_fixtures import (
     CREATED, DEFAULT_DURATION, FAR_FUTURE, HOUR, LONDON, MILLISECOND, MINUTE, NOW, PARIS,
     PARIS_NEIGHBOURHOOD, PASSWORD_HASH, activity, destination, draft, event_fields, point,
     some_id, square_around, window,
 )
-from tests.stores import STORE_NAMES, TEST_MONGO_URI, discard_store, new_store
+from tests.stores import STORE_NAMES, TEST_MONGO_URI, discard_store, new_store, open_store
 
 pytestmark = pytest.mark.gen_test(timeout=30)
 
@@ -49,7 +49,7 @@ def store_name(request):
 @pytest.fixture
 def store(store_name, io_loop, tmp_path):
     store = new_store(store_name, str(tmp_path))
-    io_loop.run_sync(store.open)
+    io_loop.run_sync(lambda: open_store(store))
     yield store
     io_loop.run_sync(lambda: discard_store(store))
 

@@ -2,14 +2,14 @@
 
 The only code that knows motor, PyMongo, the query language and the server's error codes:
 `repository` (the one translation of "cannot serve now" errors, applied to every public
-method), `values` (ids and times at the edge), `indexes` (the plan and its background build),
+method), `values` (ids and times at the edge), `arrays` (the old backend's arrays, null or
+absent in its documents), `indexes` (the backfill and the plan, prepared in the background),
 one module per group of repositories. Collections and field names are the old backend's, so
 the store takes its database over as it finds it.
 """
 import motor.motor_asyncio
 
 from domain import repositories
-from domain.errors import StoreUnavailable
 from storage.mongo.accounts import ResetTokens, RevokedTokens, Users
 from storage.mongo.events import Events
 from storage.mongo.indexes import Indexes
@@ -48,11 +48,17 @@ class MongoStore(repositories.Store):
         return cls(client, client.get_default_database(default=dbname).name)
 
     async def open(self):
-        """Backfills the old backend's users and builds the indexes. While the database cannot be
-        reached, raises StoreUnavailable and keeps building in the background (the server serves
-        503s meanwhile); `problems` says what is missing until the build has run."""
-        if not await self.indexes.build():
-            raise StoreUnavailable()
+        """Starts preparing the database (backfilling the old backend's users, building the
+        indexes; retried while it cannot be reached) in the background and returns at once, so
+        that the server listens even while a first takeover indexes a large old database.
+        Until the preparation has run, `problems` says "indexes not built yet" and /readyz is 503."""
+        self.indexes.start()
+
+    async def prepared(self):
+        """Returns once the preparation `open` started has run: for tests and tools that need
+        the indexes and the backfill before they go on. Never returns while the database
+        cannot be reached."""
+        await self.indexes.prepared()
 
     @translating_unavailable
     async def ping(self):

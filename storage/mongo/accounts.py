@@ -4,12 +4,14 @@
 A user document keeps the old backend's fields and arrays (`following`, `followers`,
 `created_events`, `rsvped_events`), which the other repositories maintain, plus the lower-cased
 `email_lower` and `username_lower` that the unique indexes hold (storage/mongo/indexes.py
-backfills them on documents the old backend wrote).
+backfills them on documents the old backend wrote). The old backend's arrays may be null or
+absent: storage/mongo/arrays.py reads and changes them.
 """
 from pymongo import errors as driver_errors
 
 from domain import repositories
 from domain.times import utcnow
+from storage.mongo.arrays import array
 from storage.mongo.repository import Repository
 from storage.mongo.values import aware, id_text, object_id, stored_id
 
@@ -17,8 +19,8 @@ from storage.mongo.values import aware, id_text, object_id, stored_id
 # taken next to the data so that the arrays themselves (a popular user's followers) never travel.
 USER_PROJECTION = {
     "username": 1, "email": 1, "role": 1, "password_hash": 1, "created_at": 1, "tokens_valid_after": 1,
-    "followers_count": {"$size": {"$ifNull": ["$followers", []]}},
-    "following_count": {"$size": {"$ifNull": ["$following", []]}},
+    "followers_count": {"$size": array("followers")},
+    "following_count": {"$size": array("following")},
 }
 
 

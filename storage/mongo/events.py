@@ -5,7 +5,8 @@ An event document keeps the old backend's shape (`location` GeoJSON, `organizer_
 arrays `rsvps` and `arrivals`, `photo_gallery`: photo URLs in upload order, `geofence_radius`,
 `created_at`) plus `end_date`, `geofence`, `capacity`, `updated_at`, `rsvp_count` and `photos`
 (who uploaded each URL, and when). Events the old backend wrote may lack any of the additions:
-their `rsvp_count` is the length of `rsvps`, the others read as None.
+their `rsvp_count` is the length of `rsvps`, the others read as None. Arrays, theirs and the
+users', are read and changed by the rule of storage/mongo/arrays.py (null or absent is empty).
 
 Concurrency: every rule that depends on an event's current state (not RSVPed yet, room left,
 not over, capacity not below the RSVPs, gallery not full) sits in the filter of the one update
@@ -17,14 +18,15 @@ second write: `organizer_id` and `rsvps` are the truth.
 import re
 
 from domain import repositories
+from storage.mongo.arrays import added, array, pulled, pushed
 from storage.mongo.repository import Repository
 from storage.mongo.values import aware, id_text, object_id, stored_id
 
 TIME_FIELDS = ("date", "end_date", "created_at", "updated_at")
-_RSVPS = {"$ifNull": ["$rsvps", []]}
-_ARRIVALS = {"$ifNull": ["$arrivals", []]}
-_GALLERY = {"$ifNull": ["$photo_gallery", []]}
-_PHOTOS = {"$ifNull": ["$photos", []]}
+_RSVPS = array("rsvps")
+_ARRIVALS = array("arrivals")
+_GALLERY = array("photo_gallery")
+_PHOTOS = array("photos")
 # The stored count, or the array's length for events the old backend wrote.
 _RSVP_COUNT = {"$ifNull": ["$rsvp_count", {"$size": _RSVPS}]}
 # $geoNear's distance and domain.geo.distance_m are one formula computed in two ways, which may
@@ -77,10 +79,6 @@ def _not_over(window):
 
 def _has_room():
     return {"$or": [{"capacity": None}, {"$expr": {"$lt": [_RSVP_COUNT, "$capacity"]}}]}
-
-
-def _without(array, user):
-    return {"$filter": {"input": {"$ifNull": [f"${array}", []]}, "cond": {"$ne": ["$$this", user]}}}
 
 
 def _filters(query):
@@ -242,7 +240,7 @@ class Events(Repository, repositories.Events):
         await self._events.insert_one(document)
         if document["organizer_id"] is not None:
             await self._users.update_one({"_id": document["organizer_id"]},
-                                         {"$addToSet": {"created_events": document["_id"]}})
+                                         [{"$set": {"created_events": added("created_events", document["_id"])}}])
         return str(document["_id"])
 
     async def update(self, event_id, organizer_id, changes, expected):
@@ -273,8 +271,10 @@ class Events(Repository, repositories.Events):
         # (chat history is read only for an event that exists) and only the old backend's lists
         # still name the event.
         await self._messages.delete_many({"event_id": event})
-        await self._users.update_one({"_id": organizer}, {"$pull": {"created_events": event}})
-        await self._users.update_many({"_id": {"$in": deleted.get("rsvps") or []}}, {"$pull": {"rsvped_events": event}})
+        await self._users.update_one({"_id": organizer},
+                                     [{"$set": {"created_events": pulled("created_events", event)}}])
+        await self._users.update_many({"_id": {"$in": deleted.get("rsvps") or []}},
+                                      [{"$set": {"rsvped_events": pulled("rsvped_events", event)}}])
         return True
 
     async def take_seat(self, event_id, user_id, window):
@@ -285,11 +285,11 @@ class Events(Repository, repositories.Events):
         # count rewritten from the array in the same step.
         taken = await self._events.update_one(
             {"_id": event, "rsvps": {"$ne": user}, "$and": [_not_over(window), _has_room()]},
-            [{"$set": {"rsvps": {"$concatArrays": [_RSVPS, [user]]}}},
+            [{"$set": {"rsvps": pushed("rsvps", user)}},
              {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
         if taken.matched_count != 1:
             return None
-        await self._users.update_one({"_id": user}, {"$addToSet": {"rsvped_events": event}})
+        await self._users.update_one({"_id": user}, [{"$set": {"rsvped_events": added("rsvped_events", event)}}])
         # Read after the update rather than returned by it: counting in find_one_and_update's
         # projection needs MongoDB 4.4, and mongomock cannot. The record may show later changes
         # too; it is never older than this one. Likewise after the other changes below.
@@ -302,11 +302,11 @@ class Events(Repository, repositories.Events):
         # One conditional update: RSVPed and not over; the arrival goes with the RSVP.
         released = await self._events.update_one(
             {"_id": event, "rsvps": user, **_not_over(window)},
-            [{"$set": {"rsvps": _without("rsvps", user), "arrivals": _without("arrivals", user)}},
+            [{"$set": {"rsvps": pulled("rsvps", user), "arrivals": pulled("arrivals", user)}},
              {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
         if released.matched_count != 1:
             return None
-        await self._users.update_one({"_id": user}, {"$pull": {"rsvped_events": event}})
+        await self._users.update_one({"_id": user}, [{"$set": {"rsvped_events": pulled("rsvped_events", event)}}])
         return await self._one(event, user)
 
     async def record_arrival(self, event_id, user_id, window, opens_before):
@@ -318,7 +318,7 @@ class Events(Repository, repositories.Events):
         arrived = await self._events.update_one(
             {"_id": event, "rsvps": user, "arrivals": {"$ne": user},
              "date": {"$lte": window.now + opens_before}, **_not_over(window)},
-            {"$push": {"arrivals": user}})
+            [{"$set": {"arrivals": pushed("arrivals", user)}}])
         return arrived.matched_count == 1
 
     async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
@@ -328,11 +328,12 @@ class Events(Repository, repositories.Events):
         # One conditional update: the uploader organizes the event or has RSVPed, and the gallery
         # has room (it has no entry at position max_photos - 1); both arrays get the photo in it,
         # so they cannot disagree.
-        added = await self._events.update_one(
+        stored = await self._events.update_one(
             {"_id": event, "$or": [{"organizer_id": user}, {"rsvps": user}],
              f"photo_gallery.{max_photos - 1}": {"$exists": False}},
-            {"$push": {"photo_gallery": url, "photos": {"url": url, "uploaded_by": user, "uploaded_at": uploaded_at}}})
-        if added.matched_count != 1:
+            [{"$set": {"photo_gallery": pushed("photo_gallery", url),
+                       "photos": pushed("photos", {"url": url, "uploaded_by": user, "uploaded_at": uploaded_at})}}])
+        if stored.matched_count != 1:
             return None
         return await self._one(event, user)
 

@@ -50,32 +50,41 @@ def describe(collection, keys):
 
 
 class Indexes:
-    """Builds the plan, first when the store opens and then, while the database cannot be
-    reached, in the background every `retry_seconds`, while the server serves."""
+    """Prepares the database in the background: backfills the old backend's users, then builds
+    the plan, the first attempt at once and then, while the database cannot be reached, every
+    `retry_seconds`. Started by the store's open, which returns at once: on a large old
+    database this takes a while, and the server listens (answering /readyz with 503) meanwhile."""
 
     def __init__(self, db, retry_seconds=5.0):
         self.retry_seconds = retry_seconds
         self._db = db
         self._problems = [NOT_BUILT_YET]
-        self._retrying = None
+        self._preparing = None
 
     def problems(self):
         return list(self._problems)
 
-    async def build(self):
-        """Builds the plan now; returns whether it is done (built, or failed for good). When the
-        database cannot be reached, returns False and keeps trying in the background."""
-        if await self._attempt():
-            return True
-        if self._retrying is None:
-            self._retrying = asyncio.ensure_future(self._keep_trying())
-        return False
+    def start(self):
+        """Starts the preparation in the background, once; returns at once."""
+        if self._preparing is None:
+            self._preparing = asyncio.ensure_future(self._prepare())
 
-    async def _keep_trying(self):
-        while True:
-            await asyncio.sleep(self.retry_seconds)
-            if await self._attempt():
-                return
+    async def prepared(self):
+        """Returns once the preparation has run (the plan built, or failed for good: `problems`
+        says which). Awaiting the task runs it even on a client that never yields to the loop
+        (mongomock-motor); it never returns while the database cannot be reached."""
+        if self._preparing is None:
+            raise RuntimeError("the preparation has not been started: open the store first")
+        # Shielded: a caller that stops waiting does not stop the preparation.
+        await asyncio.shield(self._preparing)
+
+    async def _prepare(self):
+        try:
+            while not await self._attempt():
+                await asyncio.sleep(self.retry_seconds)
+        except Exception as error:  # a bug: say so in the log and in /readyz rather than nowhere
+            log.exception("preparing the database failed")
+            self._problems = [f"indexes could not be built: {error!r}"]
 
     async def _attempt(self):
         try:
@@ -119,7 +128,8 @@ class Indexes:
                 "username_lower": str(user.get("username", "")).lower()}})
 
     async def close(self):
-        if self._retrying is not None:
-            self._retrying.cancel()
-            await asyncio.gather(self._retrying, return_exceptions=True)
-            self._retrying = None
+        """Stops a preparation still running (it starts again at the next open)."""
+        if self._preparing is not None:
+            self._preparing.cancel()
+            await asyncio.gather(self._preparing, return_exceptions=True)
+            self._preparing = None

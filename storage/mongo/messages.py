@@ -9,6 +9,13 @@ across restarts, with a clock that went back, and across processes that take tur
 processes writing to one event at the same moment can store their batches in the opposite
 order of their ids; making that impossible would take a counter document per event, a second
 write per batch.
+
+"One batch per event at a time" is this adapter's own per-event lock (`_one_append_at_a_time`),
+although domain/chat.py's MessageLog already appends from one writer task per room. Both stay:
+the contract (domain/repositories.py, Messages) promises the order to every caller within one
+process, not to MessageLog alone (tests/test_repositories.py appends to one event concurrently),
+and MessageLog's writer is there for its own reasons (publishing in stored order, batching,
+replays between batches). Under MessageLog the lock is never contended and costs no wait.
 """
 import asyncio
 import contextlib
@@ -48,9 +55,8 @@ class Messages(Repository, repositories.Messages):
 
         Unordered means "go on past an error", and a replica set applies the documents of one
         insert in their order; a sharded cluster may not, but an event's messages share one shard
-        whenever the shard key starts with event_id. The batch is not a transaction: should the
-        connection drop mid-write, some drafts may be stored though StoreUnavailable is raised;
-        sent again with their client_msg_id, they come back as (the stored message, True)."""
+        whenever the shard key starts with event_id. The batch is not a transaction: the part
+        stored before a connection fails stays stored, as the contract says."""
         event = stored_id(event_id)
         if not drafts:
             return []
@@ -73,8 +79,7 @@ class Messages(Repository, repositories.Messages):
 
     @contextlib.asynccontextmanager
     async def _one_append_at_a_time(self, event):
-        # Ids are drawn and stored under the event's lock: a later batch of the event cannot be
-        # stored before an earlier one, lower ids after higher ones.
+        # Why this lock: see the module's docstring. Dropped with its last holder or waiter.
         entry = self._appending.setdefault(event, [asyncio.Lock(), 0])
         entry[1] += 1
         try:

@@ -3,11 +3,13 @@
 A follow lives twice, as in the old backend: in the follower's `following` array and in the
 followed user's `followers` array. `following` is the truth (the lists, is_following and the
 feed read it); `followers` is kept in step with it by `_align_followers`, without a transaction.
+Both may be null or absent in the old backend's users: storage/mongo/arrays.py changes them.
 Activities keep the old backend's `activities` shape: `type`, `actor_id`, `actor_name`,
 `event_id`, `target_user_id`, `summary`, `timestamp`.
 """
 from domain import repositories
 from storage.mongo.accounts import user_records
+from storage.mongo.arrays import added, pulled
 from storage.mongo.repository import Repository, found
 from storage.mongo.values import aware, id_text, object_id, stored_id
 
@@ -23,7 +25,7 @@ class Follows(Repository, repositories.Follows):
         # The conditional update is the decision: it matches only while the follow is not there,
         # so of any number of concurrent identical calls exactly one modifies the document.
         created = await self._users.update_one(
-            {"_id": follower, "following": {"$ne": followee}}, {"$addToSet": {"following": followee}})
+            {"_id": follower, "following": {"$ne": followee}}, [{"$set": {"following": added("following", followee)}}])
         await self._align_followers(follower, followee)
         return created.modified_count == 1
 
@@ -32,7 +34,7 @@ class Follows(Repository, repositories.Follows):
         if follower is None or followee is None:
             return False
         removed = await self._users.update_one(
-            {"_id": follower, "following": followee}, {"$pull": {"following": followee}})
+            {"_id": follower, "following": followee}, [{"$set": {"following": pulled("following", followee)}}])
         await self._align_followers(follower, followee)
         return removed.modified_count == 1
 
@@ -48,7 +50,7 @@ class Follows(Repository, repositories.Follows):
         `followers` later still, contradicting "last". So `following` ends as x, which is what
         `followers` holds. A plain "write what you read" without the re-read is not enough: a
         follow could read "following", an unfollow then pull both sides, and the follow's late
-        $addToSet leave a follower that does not follow.
+        addition to `followers` leave a follower that does not follow.
 
         It terminates: another round is needed only when the pair's `following` changed during
         the round, and each follow or unfollow call changes it at most once. A process that dies
@@ -57,8 +59,8 @@ class Follows(Repository, repositories.Follows):
         """
         follows = await self._is_following(follower, followee)
         while True:
-            change = "$addToSet" if follows else "$pull"
-            await self._users.update_one({"_id": followee}, {change: {"followers": follower}})
+            change = added if follows else pulled
+            await self._users.update_one({"_id": followee}, [{"$set": {"followers": change("followers", follower)}}])
             follows_now = await self._is_following(follower, followee)
             if follows_now == follows:
                 return
