@@ -571,6 +571,7 @@ async def test_an_id_in_upper_case_is_not_an_id(store):
 
 async def test_message_ids_stay_above_a_stored_id_from_a_clock_ahead_also_in_another_store(store, store_name):
     event = oid(some_id(1))
+    await store.db.events.insert_one({"_id": event, "title": "chat"})  # append needs its event
     ahead = bson.ObjectId.from_datetime(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1))
     await store.db.messages.insert_one({"_id": ahead, "event_id": event, "user_id": oid(some_id(2)),
                                         "username": "ana", "text": "from a clock ahead", "timestamp": NOW})
@@ -591,6 +592,7 @@ async def test_message_ids_stay_above_a_stored_id_from_a_clock_ahead_also_in_ano
 
 async def test_a_draft_the_database_refuses_is_none_and_the_others_are_stored(store):
     event = oid(some_id(1))
+    await store.db.events.insert_one({"_id": event, "title": "chat"})  # append needs its event
     # A stored id ahead of the clock makes the batch's ids its successors; one of them is taken
     # (by a message of another event), so the database refuses that draft alone.
     ahead = bson.ObjectId.from_datetime(datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1))

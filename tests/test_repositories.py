@@ -13,6 +13,7 @@ import pytest
 
 from domain.discovery import BY_DATE, BY_DISTANCE, Cursor, DiscoveryQuery
 from domain.geo import distance_m
+from domain.errors import NotFound
 from domain.repositories import AlreadyTaken, Events
 from domain.times import EPOCH, UTC
 from tests.repository_fixtures import (
@@ -1225,6 +1226,17 @@ async def test_photos_of_an_empty_gallery_and_of_an_unknown_event(store):
 
 async def append(store, event_id, *drafts):
     return await store.messages.append(event_id, list(drafts))
+
+
+async def test_append_to_a_deleted_event_is_refused_and_stores_nothing(store):
+    event_id = await add_event(store)
+    assert await store.events.delete(event_id, ORGANIZER)
+
+    with pytest.raises(NotFound) as refusal:
+        await append(store, event_id, draft(ATTENDEE, "too late"))
+
+    assert refusal.value.code == "event_not_found"
+    assert await store.messages.latest(event_id, 10) == []
 
 
 async def test_append_stores_drafts_in_order_and_returns_their_records(store):

@@ -25,6 +25,7 @@ import bson
 from pymongo import errors as driver_errors
 
 from domain import repositories
+from domain.errors import NotFound
 from storage.mongo.repository import Repository, found
 from storage.mongo.values import aware, id_text, object_id, stored_id
 
@@ -48,6 +49,7 @@ def message_record(document):
 class Messages(Repository, repositories.Messages):
     def __init__(self, db):
         self._messages = db["messages"]
+        self._events = db["events"]
         self._appending = {}  # event ObjectId -> [lock, holders and waiters]
 
     async def append(self, event_id, drafts):
@@ -61,6 +63,10 @@ class Messages(Repository, repositories.Messages):
         if not drafts:
             return []
         async with self._one_append_at_a_time(event):
+            # Checked before, not with, the insert (no transaction): a batch racing the event's
+            # deletion may still be stored after it, where no reader reaches it.
+            if await self._events.find_one({"_id": event}, {"_id": 1}) is None:
+                raise NotFound("There is no such event.", code="event_not_found")
             ids = await self._ids_above_newest(event, len(drafts))
             documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, drafts)]
             refused = await self._insert(documents)
