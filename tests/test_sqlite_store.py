@@ -1,6 +1,6 @@
 """What only the SQLite store does: its file (schema versions, damaged and foreign files, WAL),
-its thread, its R*Tree, its text index, its locks and its message ids across processes sharing
-the file.
+its thread, its R*Tree, its text index, its follower counts, its chat batches for deleted events,
+its locks and its message ids and counts across processes sharing the file.
 tests/test_repositories.py holds it to the repository contracts like every other store."""
 import asyncio
 import datetime
@@ -13,7 +13,7 @@ import pytest
 
 from domain import geo
 from domain.discovery import BY_DATE, Cursor, DiscoveryQuery
-from domain.errors import StoreBroken, StoreUnavailable
+from domain.errors import NotFound, StoreBroken, StoreUnavailable
 from storage.sqlite import SqliteStore, database, ids, search
 from storage.sqlite.schema import MIGRATIONS
 from tests.repository_fixtures import NOW, PARIS, destination, draft, event_fields, point, some_id, window
@@ -183,7 +183,9 @@ async def test_nearby_search_finds_its_candidates_through_the_rtree(path, statem
     await store.events.find(DiscoveryQuery(near=PARIS, category="music"))
     await store.close()
 
-    candidates = [sql for _, sql in statements if "event_locations" in sql and sql.lstrip().startswith("SELECT")]
+    # The search's own query, not the R*Tree's statements on its shadow tables (event_locations_node...).
+    candidates = [sql for _, sql in statements
+                  if sql.lstrip().startswith("SELECT") and re.search(r"\bFROM event_locations\b", sql)]
     assert candidates
     connection = real_connect(path)
     plan = " / ".join(row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {candidates[0]}"))
@@ -395,6 +397,151 @@ async def test_the_index_is_rebuilt_for_keys_other_than_those_it_was_built_with(
         (search.KEY_FINGERPRINT,)]
 
 
+# --- follower counts ---------------------------------------------------------------------------
+
+def add_user_row(connection, user_id, username):
+    connection.execute(
+        "INSERT INTO users (id, username, username_key, email, email_key, role, password_hash, created_at)"
+        " VALUES (?, ?, ?, ?, ?, 'attendee', 'hash', 0)",
+        (user_id, username, username, f"{username}@example.com", f"{username}@example.com"))
+
+
+def stored_counts(path):
+    """{user id: (followers_count, following_count)} as the users rows hold them, and as counting
+    the follows table gives them."""
+    connection = real_connect(path)
+    kept = {user_id: (followers, following) for user_id, followers, following in
+            connection.execute("SELECT id, followers_count, following_count FROM users")}
+    counted = {user_id: (followers, following) for user_id, followers, following in connection.execute(
+        """SELECT id, (SELECT count(*) FROM follows WHERE followee_id = users.id),
+                      (SELECT count(*) FROM follows WHERE follower_id = users.id) FROM users""")}
+    connection.close()
+    return kept, counted
+
+
+async def test_a_version_2_file_gets_its_follower_counts_from_its_follows(path, monkeypatch):
+    with monkeypatch.context() as old_server:
+        old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:2])
+        await (await opened(path)).close()
+    users = [some_id(n) for n in range(1, 6)]
+    connection = real_connect(path)
+    assert connection.execute("PRAGMA user_version").fetchone()[0] == 2
+    for n, user_id in enumerate(users):
+        add_user_row(connection, user_id, f"user{n}")
+    follows = [(users[0], users[1]), (users[0], users[2]), (users[2], users[1]), (users[3], users[1]),
+               (users[1], users[0]), (users[0], some_id(99))]  # the last one of no user
+    connection.executemany("INSERT INTO follows (follower_id, followee_id) VALUES (?, ?)", follows)
+    connection.commit()
+    connection.close()
+
+    store = await opened(path)
+    counts = {user_id: ((await store.users.get(user_id))["followers_count"],
+                        (await store.users.get(user_id))["following_count"]) for user_id in users}
+    assert counts == {users[0]: (1, 3), users[1]: (3, 1), users[2]: (1, 1), users[3]: (0, 1), users[4]: (0, 0)}
+    # And from then on the follows keep them.
+    assert await store.follows.follow(users[4], users[1]) is True
+    assert await store.follows.unfollow(users[0], users[2]) is True
+    assert (await store.users.get(users[1]))["followers_count"] == 4
+    assert [user["id"] for user in await store.follows.following(users[0], None, 10)] == [users[1]]
+    await store.close()
+    kept, counted = stored_counts(path)
+    assert kept == counted
+    assert real_connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_reading_a_user_never_counts_follows(path, statements):
+    store = await opened(path)
+    ana = await store.users.add("ana", "ana@example.com", "attendee", "hash", NOW)
+    bo = await store.users.add("bo", "bo@example.com", "attendee", "hash", NOW)
+    await store.follows.follow(ana["id"], bo["id"])
+    statements.clear()
+
+    assert (await store.users.get(bo["id"]))["followers_count"] == 1
+    assert (await store.users.find_by_email("ana@example.com"))["following_count"] == 1
+    await store.close()
+
+    assert statements and not any("follows" in sql for _, sql in statements)
+
+
+async def test_repeated_follows_and_unfollows_of_nobody_change_no_count(path):
+    store = await opened(path)
+    ana = await store.users.add("ana", "ana@example.com", "attendee", "hash", NOW)
+    bo = await store.users.add("bo", "bo@example.com", "attendee", "hash", NOW)
+
+    assert [await store.follows.follow(ana["id"], bo["id"]) for _ in range(3)] == [True, False, False]
+    assert await store.follows.unfollow(bo["id"], ana["id"]) is False
+    assert await store.follows.follow(ana["id"], some_id(99)) is True  # of no user: no row to count on
+    assert ((await store.users.get(bo["id"]))["followers_count"],
+            (await store.users.get(ana["id"]))["following_count"]) == (1, 2)
+    assert [await store.follows.unfollow(ana["id"], bo["id"]) for _ in range(3)] == [True, False, False]
+    assert ((await store.users.get(bo["id"]))["followers_count"],
+            (await store.users.get(ana["id"]))["following_count"]) == (0, 1)
+    await store.close()
+
+
+async def test_counts_stay_right_under_concurrent_follows_and_unfollows_from_two_stores(path):
+    first, second = await opened(path), await opened(path)
+    users = [(await first.users.add(f"user{n}", f"user{n}@example.com", "attendee", "hash", NOW))["id"]
+             for n in range(6)]
+    pairs = [(follower, followee) for follower in users for followee in users if follower != followee]
+    shuffle = random.Random(7)
+    for _ in range(4):
+        # Every pair followed or unfollowed at once through both stores, in a shuffled order:
+        # of each two identical calls, only one may change anything.
+        operations = [(shuffle.choice(["follow", "unfollow"]), pair) for pair in shuffle.sample(pairs, len(pairs))]
+        results = await asyncio.gather(*(getattr(store.follows, name)(*pair)
+                                         for name, pair in operations for store in (first, second)))
+        assert not any(a and b for a, b in zip(results[::2], results[1::2]))
+
+    kept, counted = stored_counts(path)
+    assert kept == counted
+    assert sum(followers for followers, _ in counted.values()) > 0
+    for store in (first, second):
+        assert {user_id: ((await store.users.get(user_id))["followers_count"],
+                          (await store.users.get(user_id))["following_count"]) for user_id in users} == counted
+    await first.close()
+    await second.close()
+
+
+# --- chat batches for events that are gone -----------------------------------------------------
+
+async def test_a_batch_for_an_event_that_does_not_exist_is_refused_and_stores_nothing(path):
+    store = await opened(path)
+    event_id = await store.events.add(event_fields(ORGANIZER))
+    await store.messages.append(event_id, [draft(READER, "before", "m-1")])
+    assert await store.events.delete(event_id, ORGANIZER)
+
+    for gone in (event_id, some_id(99)):
+        with pytest.raises(NotFound) as refusal:
+            await store.messages.append(gone, [draft(READER, "lost", "m-2"), draft(READER, "also lost")])
+        assert (refusal.value.code, refusal.value.message) == ("event_not_found", "There is no such event.")
+    await store.close()
+
+    connection = real_connect(path)
+    assert connection.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    connection.close()
+
+
+async def test_a_batch_racing_the_deletion_of_its_event_is_stored_before_it_or_not_at_all(path):
+    first, second = await opened(path), await opened(path)
+    event_ids = [await first.events.add(event_fields(ORGANIZER)) for _ in range(20)]
+
+    async def append(event_id):
+        try:
+            return await second.messages.append(event_id, [draft(READER, "hi")])
+        except NotFound:
+            return None
+
+    await asyncio.gather(*(call for event_id in event_ids
+                           for call in (append(event_id), first.events.delete(event_id, ORGANIZER))))
+    await first.close()
+    await second.close()
+
+    connection = real_connect(path)
+    assert connection.execute("SELECT count(*) FROM messages").fetchone()[0] == 0
+    connection.close()
+
+
 # --- locks and failures ------------------------------------------------------------------------
 
 async def test_a_write_blocked_past_the_busy_timeout_is_unavailable_and_the_store_recovers(path):
@@ -439,7 +586,7 @@ async def test_a_batch_that_does_not_fit_on_disk_stores_none_of_its_messages(pat
 
     monkeypatch.setattr(sqlite3, "connect", connect_to_a_small_disk)
     store = await opened(path)
-    event_id = some_id(10)
+    event_id = await store.events.add(event_fields(ORGANIZER))
     await store.messages.append(event_id, [draft(READER, "first")])
 
     with pytest.raises(StoreUnavailable):
@@ -453,7 +600,7 @@ async def test_a_batch_that_does_not_fit_on_disk_stores_none_of_its_messages(pat
 
 async def test_a_call_that_fails_midway_releases_the_write_lock(path):
     store = await opened(path)
-    event_id = some_id(10)
+    event_id = await store.events.add(event_fields(ORGANIZER))
 
     with pytest.raises(sqlite3.ProgrammingError):  # a bug: a value SQLite cannot store
         await store.messages.append(event_id, [draft(READER, "fine"), draft(READER, object())])
@@ -479,7 +626,7 @@ async def test_calls_after_close_are_unavailable(path):
 
 async def test_message_ids_increase_in_stored_order_across_stores_sharing_the_file(path, monkeypatch):
     first, second = await opened(path), await opened(path)
-    event_id = some_id(10)
+    event_id = await first.events.add(event_fields(ORGANIZER))
     stored = []
     for round_number in range(5):
         for store in (first, second):

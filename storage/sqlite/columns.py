@@ -1,30 +1,22 @@
 """How domain values are kept in SQLite columns: times as INTEGER milliseconds since the Unix
-epoch (UTC), which holds every time of years 1 to 9999 exactly; GeoJSON as JSON text."""
+epoch (UTC), which holds every time of years 1 to 9999 exactly (`domain.times.epoch_ms`, the
+same conversion cursors use); GeoJSON as JSON text."""
 import datetime
 import json
 
-from domain.times import UTC
+from domain.times import epoch_ms, from_epoch_ms
 
-EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
-MILLISECOND = datetime.timedelta(milliseconds=1)
+_MILLISECOND = datetime.timedelta(milliseconds=1)
 
 
 def to_ms(moment):
-    """Milliseconds since the epoch (floored) of an aware datetime; a naive one is taken as UTC."""
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    # Subtracting aware datetimes never converts either to another zone, so years 1 and 9999
-    # cannot overflow here.
-    return (moment - EPOCH) // MILLISECOND
+    """Milliseconds since the epoch (floored) of a time; a naive one is taken as UTC."""
+    return None if moment is None else epoch_ms(moment)
 
 
 def from_ms(milliseconds):
     """The aware UTC datetime of a stored time."""
-    if milliseconds is None:
-        return None
-    return EPOCH + datetime.timedelta(milliseconds=milliseconds)
+    return None if milliseconds is None else from_epoch_ms(milliseconds)
 
 
 def to_json(value):
@@ -41,4 +33,4 @@ def from_json(text):
 
 def ms_delta(duration):
     """A timedelta as whole milliseconds."""
-    return duration // MILLISECOND
+    return duration // _MILLISECOND

@@ -1,5 +1,6 @@
 """Chat messages in SQLite: one transaction per batch, ids increasing within each event."""
 from domain import repositories
+from domain.errors import NotFound
 from storage.sqlite.columns import from_ms, to_json, to_ms
 from storage.sqlite.database import Repository, sql_limit
 from storage.sqlite.ids import id_after, new_id
@@ -38,7 +39,13 @@ def _append(connection, event_id, drafts):
 
     Ids: the newest stored id of the event is read inside this write transaction, which no other
     process can share, and every new id is above it. So ids increase in stored order whatever
-    the clocks of the processes on the file say, and across restarts."""
+    the clocks of the processes on the file say, and across restarts.
+
+    A batch for an event that does not exist (deleted while it waited) is refused whole: its
+    messages could never be read or deleted. Deleting an event takes the same write lock, so no
+    deletion can come between this check and the insert."""
+    if connection.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
+        raise NotFound("There is no such event.", code="event_not_found")
     newest = connection.execute("SELECT id FROM messages WHERE event_id = ? ORDER BY id DESC LIMIT 1",
                                 (event_id,)).fetchone()
     newest_id = newest[0] if newest else ""

@@ -125,8 +125,8 @@ INITIAL_SCHEMA = (
     """CREATE UNIQUE INDEX messages_by_client_msg_id ON messages (event_id, user_id, client_msg_id)
         WHERE client_msg_id IS NOT NULL""",
 
-    # The primary key answers "whom does X follow"; the index "who follows X". Both give the
-    # counts on user records by counting a range of one index.
+    # The primary key answers "whom does X follow"; the index "who follows X". (The counts on
+    # user records are columns of users since FOLLOW_COUNTS.)
     """CREATE TABLE follows (
         follower_id TEXT NOT NULL,
         followee_id TEXT NOT NULL,
@@ -174,8 +174,29 @@ EVENT_TEXT_INDEX = (
     END""",
 )
 
+# The counts on user records, kept on the users row rather than counted at every read (Users.get
+# runs on every authenticated request: counting 300k followers took 15 ms of the store's one
+# thread). Triggers change them in the transaction that changes follows, whoever writes it, and
+# only for a row really inserted or deleted: an insert skipped by ON CONFLICT DO NOTHING, or a
+# delete that found nothing, fires none. Follows of ids that are not users change no row.
+FOLLOW_COUNTS = (
+    "ALTER TABLE users ADD COLUMN followers_count INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN following_count INTEGER NOT NULL DEFAULT 0",
+    """UPDATE users SET
+        followers_count = (SELECT count(*) FROM follows WHERE followee_id = users.id),
+        following_count = (SELECT count(*) FROM follows WHERE follower_id = users.id)""",
+    """CREATE TRIGGER follow_added AFTER INSERT ON follows BEGIN
+        UPDATE users SET followers_count = followers_count + 1 WHERE id = new.followee_id;
+        UPDATE users SET following_count = following_count + 1 WHERE id = new.follower_id;
+    END""",
+    """CREATE TRIGGER follow_removed AFTER DELETE ON follows BEGIN
+        UPDATE users SET followers_count = followers_count - 1 WHERE id = old.followee_id;
+        UPDATE users SET following_count = following_count - 1 WHERE id = old.follower_id;
+    END""",
+)
+
 # Each a tuple of statements; the file's user_version is how many have run.
-MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX]
+MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS]
 
 
 class SchemaTooNew(Exception):

@@ -25,6 +25,7 @@ class Follows(Repository, repositories.Follows):
 
 def _follow(connection, follower_id, followee_id):
     # The primary key decides: of identical calls, only the one that inserts the row changes a row.
+    # The users' counts follow the rows by triggers (schema.FOLLOW_COUNTS), in this transaction.
     created = connection.execute("INSERT INTO follows (follower_id, followee_id) VALUES (?, ?)"
                                  " ON CONFLICT DO NOTHING", (follower_id, followee_id))
     return created.rowcount == 1
