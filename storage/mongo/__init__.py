@@ -24,8 +24,8 @@ class MongoStore(repositories.Store):
     kind = "mongodb"
 
     def __init__(self, client, dbname):
-        """`client`: a motor AsyncIOMotorClient, or anything with its API (tests use
-        mongomock-motor's AsyncMongoMockClient)."""
+        """`client`: a motor AsyncIOMotorClient, or anything with its API (the tests' MongoDB
+        test double: tests/stores.py)."""
         self.client = client
         self.dbname = dbname
         # For adapter-specific tests and tools only; the domain goes through the repositories.

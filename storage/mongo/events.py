@@ -169,7 +169,7 @@ class Events(Repository, repositories.Events):
         short of the position because the index covers that ring approximately, and the exact
         cut is the $match on the distance $geoNear reported.
 
-        mongomock has no $geoNear: tests/test_repositories.py holds this to the contract on a real
+        The tests' MongoDB double has no $geoNear: tests/test_repositories.py holds this to the contract on a real
         MongoDB (TEST_MONGO_URI).
         """
         lng, lat = query.near
@@ -291,7 +291,7 @@ class Events(Repository, repositories.Events):
             return None
         await self._users.update_one({"_id": user}, [{"$set": {"rsvped_events": added("rsvped_events", event)}}])
         # Read after the update rather than returned by it: counting in find_one_and_update's
-        # projection needs MongoDB 4.4, and mongomock cannot. The record may show later changes
+        # projection needs MongoDB 4.4, and the test double cannot. The record may show later changes
         # too; it is never older than this one. Likewise after the other changes below.
         return await self._one(event, user)
 

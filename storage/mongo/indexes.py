@@ -72,7 +72,7 @@ class Indexes:
     async def prepared(self):
         """Returns once the preparation has run (the plan built, or failed for good: `problems`
         says which). Awaiting the task runs it even on a client that never yields to the loop
-        (mongomock-motor); it never returns while the database cannot be reached."""
+        (the tests' MongoDB double); it never returns while the database cannot be reached."""
         if self._preparing is None:
             raise RuntimeError("the preparation has not been started: open the store first")
         # Shielded: a caller that stops waiting does not stop the preparation.
