@@ -119,8 +119,9 @@ def build_openapi(routes, schemas, websocket=None):
             "description": (
                 "REST API and live chat of the events app. Success answers are "
                 "`{message, data}`; errors are `{message, code}` (plus `errors: [{path, message}]` "
-                "for validation). Times are ISO 8601 UTC with `Z`; ids are 24 lowercase hex characters (the old backend's ObjectIds); lists "
-                "take `limit` (1..100) and an opaque `cursor`.\n\n" + (websocket or {}).get("description", "")),
+                "for validation). Times are ISO 8601 UTC with `Z`; ids are 24 lowercase hex characters "
+                "(the old backend's ObjectIds); lists take `limit` (1..100) and an opaque `cursor`.\n\n"
+                + (websocket or {}).get("description", "")),
         },
         "paths": paths,
         "components": {
