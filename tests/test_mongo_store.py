@@ -9,9 +9,12 @@ and on a real MongoDB too when TEST_MONGO_URI is set.
 import asyncio
 import datetime
 import logging
+import struct
 
 import bson
 import pytest
+from pymongo import _csot as pymongo_csot
+from pymongo import errors as pymongo_errors
 
 from domain import repositories
 from domain.discovery import DiscoveryQuery
@@ -19,6 +22,7 @@ from domain.errors import StoreUnavailable
 from handlers.app import build_services
 from storage.mongo import MongoStore
 from storage.mongo.indexes import NOT_BUILT_YET
+from storage.mongo.repository import is_unavailable
 from tests.repository_fixtures import (CREATED, MINUTE, NOW, PARIS, PASSWORD_HASH, activity, draft, event_fields,
                                        point, some_id, window)
 from tests.conftest import make_settings
@@ -623,3 +627,210 @@ async def test_a_draft_refused_by_a_validator_is_none_and_the_others_are_stored(
 
     assert results[1] is None and [record["text"] for record, _ in (results[0], results[2])] == ["a", "c"]
     assert "the database refused a chat message (code 121)" in caplog.text
+
+
+# --- operation timeouts and refused credentials, at the driver's wire -----------------------------
+
+class FakeMongoServer:
+    """Just enough of a MongoDB server on the wire for the real driver: it answers the handshake
+    and monitoring's hello as a writable primary, then either refuses authentication as MongoDB
+    does for a wrong password (`refuse_credentials`: code 18, AuthenticationFailed) or never
+    answers any other command, as a stalled primary or a query that runs forever."""
+
+    def __init__(self, refuse_credentials=False):
+        self.refuse_credentials = refuse_credentials
+        self.port = None
+        self._server = None
+        self._writers = []
+        self._tasks = []
+
+    async def __aenter__(self):
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc):
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _serve(self, reader, writer):
+        self._writers.append(writer)
+        self._tasks.append(asyncio.current_task())
+        try:
+            while True:
+                length, request_id, _, opcode = struct.unpack("<iiii", await reader.readexactly(16))
+                body = await reader.readexactly(length - 16)
+                if opcode == 2004:  # OP_QUERY: the first hello of a connection
+                    start = body.index(b"\0", 4) + 1 + 8
+                else:  # OP_MSG: flag bits, then the section of kind 0
+                    start = 5
+                size = int.from_bytes(body[start:start + 4], "little")
+                command = bson.decode(body[start:start + size])
+                reply = self._reply(command)
+                if reply is None:
+                    await asyncio.Event().wait()  # stalled: never answers
+                payload = bson.encode(reply)
+                if opcode == 2004:
+                    message = struct.pack("<iqii", 0, 0, 0, 1) + payload
+                    writer.write(struct.pack("<iiii", 16 + len(message), 1, request_id, 1) + message)
+                else:
+                    message = struct.pack("<i", 0) + b"\0" + payload
+                    writer.write(struct.pack("<iiii", 16 + len(message), 1, request_id, 2013) + message)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+
+    def _reply(self, command):
+        name = next(iter(command)).lower()
+        if name in ("hello", "ismaster"):
+            reply = {"ismaster": True, "isWritablePrimary": True, "helloOk": True, "maxWireVersion": 21,
+                     "minWireVersion": 0, "maxBsonObjectSize": 16 * 1024 * 1024, "maxMessageSizeBytes": 48000000,
+                     "maxWriteBatchSize": 100000, "localTime": datetime.datetime.now(datetime.timezone.utc),
+                     "connectionId": 1, "ok": 1.0}
+            if "saslSupportedMechs" in command:
+                reply["saslSupportedMechs"] = ["SCRAM-SHA-256"]
+            return reply
+        if self.refuse_credentials and name in ("saslstart", "authenticate"):
+            return {"ok": 0.0, "errmsg": "Authentication failed.", "code": 18, "codeName": "AuthenticationFailed"}
+        return None
+
+
+async def test_a_stalled_primary_makes_every_method_and_ping_raise_store_unavailable_within_the_bound():
+    async with FakeMongoServer() as server:
+        store = MongoStore.connect(f"mongodb://127.0.0.1:{server.port}/?directConnection=true", "stalled", 300)
+        try:
+            started = asyncio.get_running_loop().time()
+            results = await asyncio.wait_for(asyncio.gather(
+                *(call(store) for call in EVERY_METHOD.values()), store.ping(), return_exceptions=True), 20)
+            elapsed = asyncio.get_running_loop().time() - started
+        finally:
+            await store.close()
+
+    wrong = {name: result for name, result in zip([*EVERY_METHOD, "ping"], results)
+             if not isinstance(result, StoreUnavailable)}
+    assert wrong == {}
+    # Each failed on the driver's timeout, not on an unreachable server.
+    assert all(result.__cause__.timeout for result in results)
+    assert elapsed < 10
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_wrong_credentials_are_a_503_a_reason_in_problems_and_one_log_line(caplog):
+    caplog.set_level(logging.INFO, logger="store")
+    async with FakeMongoServer(refuse_credentials=True) as server:
+        store = MongoStore.connect(
+            f"mongodb://ana:wrong@127.0.0.1:{server.port}/?directConnection=true", "refused", 2000)
+        store.indexes.retry_seconds = 0.01
+        attempts = []
+        attempt = store.indexes._attempt
+
+        async def counted_attempt():
+            attempts.append(1)
+            return await attempt()
+
+        store.indexes._attempt = counted_attempt
+        try:
+            await store.open()  # returns, the server goes on serving
+            for _ in range(400):
+                if len(attempts) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(attempts) >= 3  # still retrying: the operator may fix the user
+            assert store.problems() == ["the database refused the credentials (code 18)"]
+            assert caplog.text.count("the database refused the credentials (code 18): check the user") == 1
+            with pytest.raises(StoreUnavailable) as ping:
+                await store.ping()  # /readyz: 503
+            assert ping.value.__cause__.code == 18
+            with pytest.raises(StoreUnavailable):
+                await store.users.find_by_email("ana@example.com")  # a request: 503
+        finally:
+            await store.close()
+
+
+@pytest.mark.parametrize("code", [18, 13])
+async def test_a_refusal_at_run_time_is_store_unavailable_and_ping_too(store, store_name, code):
+    if store_name != "mongomock":
+        pytest.skip("fault injection at the driver boundary: mongomock only")
+    await open_store(store)
+
+    def refuse(*args, **kwargs):
+        raise pymongo_errors.OperationFailure("refused", code=code)
+
+    store.db.command = refuse
+    repositories_ = (store.users, store.revoked_tokens, store.reset_tokens, store.events, store.messages,
+                     store.follows, store.activities)
+    collections = [value for repository in repositories_ for value in vars(repository).values()
+                   if hasattr(value, "find_one")]
+    assert collections
+    for collection in collections:
+        for name in ("find", "find_one", "aggregate", "insert_one", "insert_many", "update_one", "update_many",
+                     "replace_one", "delete_one", "delete_many", "find_one_and_update", "find_one_and_delete",
+                     "count_documents", "bulk_write"):
+            setattr(collection, name, refuse)
+    results = await asyncio.gather(*(call(store) for call in EVERY_METHOD.values()), store.ping(),
+                                   return_exceptions=True)
+
+    wrong = {name: result for name, result in zip([*EVERY_METHOD, "ping"], results)
+             if not isinstance(result, StoreUnavailable)}
+    assert wrong == {}
+
+
+async def test_index_builds_run_outside_the_operation_timeout_and_other_calls_within_it(store, store_name):
+    if store_name != "mongomock":
+        pytest.skip("observes the driver's timeout context on mongomock's calls")
+    seen = {}
+    users = store.users._users
+    create_index, find_one = users.create_index, users.find_one
+    database = store.indexes._db
+
+    class Database:  # the indexes' database, handing out the recording users collection
+        def __getitem__(self, name):
+            return users if name == "users" else database[name]
+
+    store.indexes._db = Database()
+
+    async def recording_create_index(*args, **kwargs):
+        seen["create_index"] = pymongo_csot.get_timeout()
+        return await create_index(*args, **kwargs)
+
+    async def recording_find_one(*args, **kwargs):
+        seen["find_one"] = pymongo_csot.get_timeout()
+        return await find_one(*args, **kwargs)
+
+    users.create_index, users.find_one = recording_create_index, recording_find_one
+    await open_store(store)
+    await store.users.add("ana", "ana@example.com", "attendee", PASSWORD_HASH, CREATED)
+
+    # 0: no timeout, the client's timeoutMS not applied; None: the client's timeoutMS applies.
+    assert seen == {"create_index": 0, "find_one": None}
+
+
+def test_connect_bounds_every_operation_by_the_timeout():
+    store = MongoStore.connect("mongodb://127.0.0.1:1/", "bounded", 1234)
+    try:
+        assert store.client.delegate.options.timeout == 1.234
+    finally:
+        store.client.close()
+
+
+@pytest.mark.parametrize("error", [
+    pymongo_errors.NetworkTimeout("timed out"),
+    pymongo_errors.ExecutionTimeout("operation exceeded time limit", code=50),
+    pymongo_errors.WTimeoutError("waiting for replication timed out", code=64),
+    pymongo_errors.WriteConcernError("waiting for replication timed out", code=50),
+    pymongo_errors.BulkWriteError({"writeErrors": [], "writeConcernErrors": [{"code": 50, "errmsg": "timeout"}]}),
+    pymongo_errors.WaitQueueTimeoutError("pool"),
+    pymongo_errors.OperationFailure("Authentication failed.", code=18),
+    pymongo_errors.OperationFailure("not authorized", code=13),
+], ids=lambda error: type(error).__name__)
+def test_timeouts_and_refusals_are_unavailable(error):
+    assert is_unavailable(error)
+
+
+def test_other_driver_errors_are_bugs_not_unavailable():
+    assert not is_unavailable(pymongo_errors.OperationFailure("bad query", code=2))
+    assert not is_unavailable(pymongo_errors.BulkWriteError({"writeErrors": [{"code": 11000}]}))

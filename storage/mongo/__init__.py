@@ -42,9 +42,18 @@ class MongoStore(repositories.Store):
     @classmethod
     def connect(cls, uri, dbname, timeout_ms=5000):
         """Returns at once: the driver connects lazily, so the server starts while MongoDB is down.
-        The database is the one the URI names, else `dbname`."""
+        The database is the one the URI names, else `dbname`.
+
+        `timeout_ms` bounds every operation as well as server selection: timeoutMS is PyMongo's
+        client-side operation timeout (4.2+, "CSOT"), one deadline per operation covering server
+        selection, the connection checkout, the round trips and the server's work (the driver
+        sends maxTimeMS from what is left). A stalled primary or a slow query then fails the call
+        with a timeout error, which storage/mongo/repository.py turns into StoreUnavailable (503),
+        instead of holding the request forever: without it, PyMongo's socketTimeoutMS defaults to
+        no timeout. The index builds are exempt (storage/mongo/indexes.py)."""
         client = motor.motor_asyncio.AsyncIOMotorClient(
-            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, tz_aware=True)
+            uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, timeoutMS=timeout_ms,
+            tz_aware=True)
         return cls(client, client.get_default_database(default=dbname).name)
 
     async def open(self):

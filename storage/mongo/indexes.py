@@ -7,10 +7,11 @@ duplicates) is logged, skipped and reported by `problems`; the others are still 
 import asyncio
 import logging
 
+import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo import errors as driver_errors
 
-from storage.mongo.repository import is_unavailable
+from storage.mongo.repository import is_unavailable, refusal
 
 log = logging.getLogger("store")
 
@@ -91,6 +92,15 @@ class Indexes:
             await self._backfill_lower_cased_names()
             failed = await self._build_plan()
         except driver_errors.PyMongoError as error:
+            refused = refusal(error)
+            if refused:
+                # Wrong credentials: serve (503s, /readyz says why) and keep trying, since the
+                # operator may fix the user on the server side; logged once, not every retry.
+                if self._problems != [refused]:
+                    log.error("%s: check the user, password and authSource in MONGO_URI and the "
+                              "user's roles; retrying every %.0f s", refused, self.retry_seconds)
+                self._problems = [refused]
+                return False
             if is_unavailable(error):
                 log.warning("database not reachable yet (%s); retrying in %.0f s",
                             type(error).__name__, self.retry_seconds)
@@ -108,7 +118,18 @@ class Indexes:
         failed = []
         for collection, keys, options in PLAN:
             try:
-                await self._db[collection].create_index(keys, **options)
+                # Outside the client's operation timeout (timeoutMS, MongoStore.connect): a build
+                # over a large old collection takes minutes, more than any request's bound, and
+                # cut off it would start over at every retry and never finish. No request waits
+                # for it (it runs in the background; /readyz says "not built yet" meanwhile).
+                # pymongo.timeout(0), not timeout(None): PyMongo applies the client's timeoutMS
+                # whenever no timeout is set in the context (pymongo/_csot.py, `apply`), and None
+                # is "not set", whereas 0 is "no timeout" (MongoClient's timeoutMS: "0 or None
+                # means no timeout"). Server selection keeps serverSelectionTimeoutMS, so an
+                # unreachable server still fails the attempt, which is retried. Motor runs the
+                # call on its thread pool in a copy of this context, so the setting reaches it.
+                with pymongo.timeout(0):
+                    await self._db[collection].create_index(keys, **options)
             except driver_errors.PyMongoError as error:
                 if is_unavailable(error):
                     raise

@@ -101,6 +101,8 @@ class Messages(Repository, repositories.Messages):
         try:
             await self._messages.insert_many(documents, ordered=False)
         except driver_errors.BulkWriteError as error:
+            if error.timeout:
+                raise  # not a refusal: the database did not answer in time (StoreUnavailable)
             refused = {failure["index"]: failure.get("code") for failure in error.details.get("writeErrors", [])}
             for code in refused.values():
                 if code != DUPLICATE_KEY:

@@ -25,13 +25,42 @@ _UNAVAILABLE_CODES = frozenset({
 })
 
 
+# The server refusing this client: AuthenticationFailed (wrong user, password or mechanism in
+# MONGO_URI) and Unauthorized (the user lacks a role for the command). PyMongo authenticates each
+# new connection when the pool checks it out, after server selection (monitoring's hello needs no
+# credentials), and raises the server's answer as OperationFailure with its code: so wrong
+# credentials reach every call, ping included, as code 18, not as a ConnectionFailure. No caller
+# can change them; the operator can, without a restart (create the user, grant the role), so they
+# are "cannot serve now": 503, and the index preparation keeps retrying (storage/mongo/indexes.py).
+REFUSED_CODES = frozenset({18, 13})
+
+
+def refusal(error):
+    """The reason to report when `error` is the server refusing the credentials, else None."""
+    if isinstance(error, driver_errors.OperationFailure) and error.code in REFUSED_CODES:
+        return f"the database refused the credentials (code {error.code})"
+    return None
+
+
 def is_unavailable(error):
     """Whether a driver error means the database cannot be reached or cannot serve right now.
-    ConnectionFailure covers ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout and
-    NotPrimaryError. Any other driver error is a bug and propagates as it is."""
+    ConnectionFailure covers ServerSelectionTimeoutError, AutoReconnect, NetworkTimeout,
+    WaitQueueTimeoutError and NotPrimaryError. Any other driver error is a bug and propagates as
+    it is.
+
+    Timeouts: with the client's timeoutMS (MongoStore.connect) PyMongo 4.2+ raises, when an
+    operation's deadline passes, whichever error the step it was in gives: NetworkTimeout (no
+    answer on the socket), ExecutionTimeout (the server's maxTimeMS, which the driver derives
+    from the deadline, or "operation would exceed time limit" before sending), WTimeoutError or a
+    WriteConcernError/BulkWriteError for a write concern that timed out, ServerSelectionTimeoutError.
+    Their common mark is PyMongoError.timeout (4.2+), which is what is checked: "the database did
+    not answer in time" is unavailable, whatever class carries it."""
     if isinstance(error, (driver_errors.ConnectionFailure, driver_errors.ExecutionTimeout)):
         return True
-    return isinstance(error, driver_errors.OperationFailure) and error.code in _UNAVAILABLE_CODES
+    if getattr(error, "timeout", False):
+        return True
+    return isinstance(error, driver_errors.OperationFailure) and (
+        error.code in _UNAVAILABLE_CODES or error.code in REFUSED_CODES)
 
 
 def translating_unavailable(method):
@@ -43,7 +72,7 @@ def translating_unavailable(method):
         except driver_errors.PyMongoError as error:
             if not is_unavailable(error):
                 raise
-            log.warning("the database failed %s: %s", method.__qualname__, type(error).__name__)
+            log.warning("the database failed %s: %s", method.__qualname__, refusal(error) or type(error).__name__)
             raise StoreUnavailable() from error
     return translated
 
