@@ -17,6 +17,7 @@ from domain import discovery
 from domain.activities import EVENT_CREATED, RSVP, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
+from domain import repositories
 from domain.repositories import EventWindow
 from domain.times import UTC, as_utc, parse_iso, to_iso, utcnow
 
@@ -246,7 +247,8 @@ class Events:
                 return {"rsvped": True, "rsvp_count": summary["rsvp_count"]}
             if self._is_over(summary, now):
                 raise Conflict("The event is over.", code="event_ended")
-            if summary["capacity"] is not None and summary["rsvp_count"] >= summary["capacity"]:
+            most = repositories.Events.MAX_RSVPS
+            if summary["rsvp_count"] >= min(summary["capacity"] or most, most):
                 raise Conflict("The event is full.", code="event_full")
         raise Conflict("The event changed while you were RSVPing. Try again.", code="rsvp_conflict")
 

@@ -121,6 +121,10 @@ class Events(abc.ABC):
 
     FIELDS = ("title", "description", "date", "end_date", "category", "location_address", "location",
               "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at")
+    # The most RSVPs an event takes, whatever its capacity (None included). MongoDB keeps an
+    # event's RSVPs and arrivals as id arrays in its one document, which may not exceed 16 MB:
+    # each id takes about 20 bytes there, so both arrays full stay near 4 MB.
+    MAX_RSVPS = 100_000
 
     @abc.abstractmethod
     async def add(self, fields):
@@ -162,7 +166,8 @@ class Events(abc.ABC):
     @abc.abstractmethod
     async def take_seat(self, event_id, user_id, window):
         """Atomic: RSVPs the user only if the event exists, the user has not RSVPed, the event is
-        not over at `window.now`, and it has room (no capacity, or fewer RSVPs than it). Returns
+        not over at `window.now`, and it has room (fewer RSVPs than its capacity, and than MAX_RSVPS
+        whatever the capacity, None included). Returns
         the event record after the change (as the user sees it), or None when any condition
         failed. Of 50 concurrent callers for 10 seats, exactly 10 get a record."""
 

@@ -20,6 +20,8 @@ def new_store(name, directory=None):
     dbname = f"test_{uuid.uuid4().hex[:12]}"
     if name == "mongomock":
         import mongomock_motor
+
+        import tests.mongomock_extensions  # noqa: F401  (gives the double what the adapter uses)
         return MongoStore(mongomock_motor.AsyncMongoMockClient(tz_aware=True), dbname)
     if name == "mongodb":
         return MongoStore.connect(TEST_MONGO_URI, dbname, 3000)

@@ -11,6 +11,7 @@ import datetime
 import logging
 import struct
 
+import bcrypt
 import bson
 import pytest
 from pymongo import _csot as pymongo_csot
@@ -21,7 +22,7 @@ from domain.discovery import DiscoveryQuery
 from domain.errors import StoreUnavailable
 from handlers.app import build_services
 from storage.mongo import MongoStore
-from storage.mongo.indexes import NOT_BUILT_YET
+from storage.mongo.indexes import NOT_BUILT_YET, PLAN
 from storage.mongo.repository import is_unavailable
 from tests.repository_fixtures import (CREATED, MINUTE, NOW, PARIS, PASSWORD_HASH, activity, draft, event_fields,
                                        point, some_id, window)
@@ -81,21 +82,123 @@ async def test_open_builds_the_index_plan(store):
 async def test_an_index_that_cannot_be_built_is_skipped_and_reported_while_the_others_are_built(store, caplog):
     caplog.set_level(logging.INFO, logger="store")
     # Two accounts of the old backend whose emails differ only in case: no unique email index.
-    await store.db.users.insert_many([{"email": "Ana@example.com", "username": "ana"},
-                                      {"email": "ana@EXAMPLE.com", "username": "ana2"}])
+    ana, ana2 = (await store.db.users.insert_many([{"email": "Ana@example.com", "username": "ana"},
+                                                   {"email": "ana@EXAMPLE.com", "username": "ana2"}])).inserted_ids
 
     await open_store(store)
 
     assert "location_2dsphere" in await store.db.events.index_information()
     assert "username_lower_1" in await store.db.users.index_information()
     assert "email_lower_1" not in await store.db.users.index_information()
-    assert "could not create the index [('email_lower', 1)] on users" in caplog.text
-    assert "database indexes are in place, but for 1" in caplog.text
-    assert store.problems() == ["the index users(email_lower) could not be built (see the log)"]
+    reason = (f"the unique index users(email_lower) cannot be built: users share emails ignoring case "
+              f"('ana@example.com': {ana}, {ana2}); `python -m storage.check` lists them all")
+    assert store.problems() == [reason]  # a required index: /readyz is 503 with it
+    assert caplog.text.count(reason) == 1
     # Without the index, registration still refuses the email.
     with pytest.raises(repositories.AlreadyTaken) as taken:
         await store.users.add("cy", "ANA@example.com", "attendee", PASSWORD_HASH, CREATED)
     assert taken.value.field == "email"
+
+
+async def test_a_missing_index_is_retried_until_built_and_logged_once_meanwhile(store, caplog):
+    caplog.set_level(logging.INFO, logger="store")
+    ana = (await store.db.users.insert_one({"email": "Ana@example.com", "username": "ana"})).inserted_id
+    await store.db.users.insert_one({"email": "ana@example.com", "username": "ana2"})
+    store.indexes.rebuild_seconds = 0.01
+    await open_store(store)
+    await asyncio.sleep(0.1)  # several retries
+    assert "email_lower_1" not in await store.db.users.index_information()
+    assert caplog.text.count("cannot be built") == 1
+
+    # The operator resolves the duplicate while the server runs: the next retry builds the index.
+    await store.db.users.delete_one({"_id": ana})
+    for _ in range(200):
+        if not store.problems():
+            break
+        await asyncio.sleep(0.01)
+    assert store.problems() == []
+    assert (await store.db.users.index_information())["email_lower_1"]["unique"]
+
+
+async def test_the_old_backends_own_indexes_are_kept_as_it_made_them(store):
+    await store.db.users.create_index("email", unique=True)
+    await store.db.users.create_index("username", unique=True)
+    await store.db.events.create_index([("location", "2dsphere")])
+
+    await open_store(store)
+
+    assert store.problems() == []
+    users = await store.db.users.index_information()
+    assert users["email_1"]["unique"] and users["username_1"]["unique"]
+
+
+async def test_an_index_of_an_earlier_release_with_other_options_is_reported_not_replaced(store):
+    # Same name and keys, not sparse: MongoDB refuses to build ours over it (codes 85/86).
+    await store.db.users.create_index("email_lower", unique=True)
+
+    await open_store(store)
+
+    [problem] = store.problems()
+    assert problem.startswith("the index users(email_lower) ")
+    assert "sparse" not in (await store.db.users.index_information())["email_lower_1"]
+
+
+async def test_nearby_without_its_index_is_unavailable_not_a_failure(store):
+    # An old database whose 2dsphere index could not be built (an invalid location, error 16755),
+    # or was dropped: every nearby search is a 503, and /readyz says why meanwhile.
+    await open_store(store)
+    await store.db.events.drop_index("location_2dsphere")
+
+    with pytest.raises(StoreUnavailable):
+        await store.events.find(DiscoveryQuery(near=PARIS, radius_m=1000))
+
+
+async def test_users_another_writer_inserts_without_lower_cased_copies_are_accepted_and_found(store):
+    # The old backend running alongside during a migration writes users as it always did. The
+    # unique indexes are sparse: any number of users without the copies may exist.
+    await open_store(store)
+    await store.db.users.insert_many([{"email": "Old@example.com", "username": "Old", "password_hash": "x"},
+                                      {"email": "other@example.com", "username": "other", "password_hash": "x"}])
+
+    assert (await store.users.find_by_email("Old@example.com"))["username"] == "Old"
+    with pytest.raises(repositories.AlreadyTaken):
+        await store.users.add("new", "Old@example.com", "attendee", PASSWORD_HASH, CREATED)
+    with pytest.raises(repositories.AlreadyTaken):
+        await store.users.add("Old", "new@example.com", "attendee", PASSWORD_HASH, CREATED)
+
+
+async def test_a_shared_email_finds_the_user_who_registered_it_exactly_and_a_variant_finds_nobody(store):
+    ana, ana2 = (await store.db.users.insert_many([
+        {"email": "Ana@example.com", "username": "ana", "password_hash": "x"},
+        {"email": "ana@EXAMPLE.com", "username": "ana2", "password_hash": "x"}])).inserted_ids
+    bo = (await store.db.users.insert_one({"email": "Bo@example.com", "username": "bo"})).inserted_id
+    await open_store(store)
+
+    assert (await store.users.find_by_email("Ana@example.com"))["id"] == str(ana)
+    assert (await store.users.find_by_email("ana@EXAMPLE.com"))["id"] == str(ana2)
+    # Neither registered it so: logging in, or a reset, would pick an account that may not be theirs.
+    assert await store.users.find_by_email("ana@example.com") is None
+    # An email no one else shares is found ignoring case, as always.
+    assert (await store.users.find_by_email("bo@EXAMPLE.com"))["id"] == str(bo)
+
+
+async def test_old_documents_of_another_shape_read_as_absent_or_empty_never_as_a_failure(store):
+    organizer = oid(some_id(1))
+    string_date = (await store.db.events.insert_one({"title": "Text date", "date": "2026-12-24T20:00:00",
+                                                     "location": point(*PARIS), "organizer_id": organizer})).inserted_id
+    no_location = (await store.db.events.insert_one({"title": "Nowhere", "date": NOW,
+                                                     "organizer_id": organizer})).inserted_id
+    served = (await store.db.events.insert_one({"title": "Served", "date": NOW, "location": point(*PARIS),
+                                                "organizer_id": organizer, "created_at": "yesterday"})).inserted_id
+    user = (await store.db.users.insert_one({"email": "ana@example.com", "username": "ana",
+                                             "created_at": "2020-01-01"})).inserted_id
+    await open_store(store)
+
+    assert await store.events.get(str(string_date)) is None
+    assert await store.events.get(str(no_location)) is None
+    assert [e["title"] for e in await store.events.find(DiscoveryQuery(organizer_id=str(organizer)))] == ["Served"]
+    assert (await store.events.get(str(served)))["created_at"] is None
+    assert (await store.users.get(str(user)))["created_at"] is None
 
 
 async def test_open_returns_before_the_preparation_which_prepared_waits_for(store):
@@ -229,7 +332,8 @@ async def test_events_of_the_old_backend_are_read_with_their_arrays_counted(stor
         "location_address": "Paris", "location": point(*PARIS), "geofence_radius": 100,
         "organizer_id": organizer, "rsvps": [going, arrived], "arrivals": [arrived],
         "photo_gallery": ["https://old.example.com/1.jpg"], "created_at": CREATED})).inserted_id
-    bare = (await store.db.events.insert_one({"title": "Bare", "date": NOW, "organizer_id": organizer})).inserted_id
+    bare = (await store.db.events.insert_one({"title": "Bare", "date": NOW, "location": point(*PARIS),
+                                              "organizer_id": organizer})).inserted_id
     await open_store(store)
 
     event = await store.events.get(str(old), str(arrived))
@@ -635,10 +739,18 @@ class FakeMongoServer:
     """Just enough of a MongoDB server on the wire for the real driver: it answers the handshake
     and monitoring's hello as a writable primary, then either refuses authentication as MongoDB
     does for a wrong password (`refuse_credentials`: code 18, AuthenticationFailed) or never
-    answers any other command, as a stalled primary or a query that runs forever."""
+    answers any other command, as a stalled primary or a query that runs forever.
 
-    def __init__(self, refuse_credentials=False):
+    With `builds_indexes`, it answers the index preparation instead: finds find nothing, and
+    createIndexes is recorded and succeeds, except that a standalone (`set_name` None) refuses
+    a commitQuorum as MongoDB does (SERVER-39532: BadValue, "Standalones can't specify
+    commitQuorum"); a replica set member says its set's name in hello."""
+
+    def __init__(self, refuse_credentials=False, builds_indexes=False, set_name=None):
         self.refuse_credentials = refuse_credentials
+        self.builds_indexes = builds_indexes
+        self.set_name = set_name
+        self.create_indexes = []
         self.port = None
         self._server = None
         self._writers = []
@@ -693,10 +805,44 @@ class FakeMongoServer:
                      "connectionId": 1, "ok": 1.0}
             if "saslSupportedMechs" in command:
                 reply["saslSupportedMechs"] = ["SCRAM-SHA-256"]
+            if self.set_name:
+                reply.update(setName=self.set_name, hosts=[f"127.0.0.1:{self.port}"], me=f"127.0.0.1:{self.port}")
             return reply
         if self.refuse_credentials and name in ("saslstart", "authenticate"):
             return {"ok": 0.0, "errmsg": "Authentication failed.", "code": 18, "codeName": "AuthenticationFailed"}
+        if self.builds_indexes and name == "find":
+            return {"cursor": {"id": 0, "ns": f"{command['$db']}.{command['find']}", "firstBatch": []}, "ok": 1.0}
+        if self.builds_indexes and name == "createindexes":
+            self.create_indexes.append(command)
+            if self.set_name is None and "commitQuorum" in command:
+                return {"ok": 0.0, "errmsg": "Standalones can't specify commitQuorum", "code": 2, "codeName": "BadValue"}
+            return {"ok": 1.0, "numIndexesBefore": 1, "numIndexesAfter": 2}
         return None
+
+
+async def prepared_on(server, dbname):
+    store = MongoStore.connect(f"mongodb://127.0.0.1:{server.port}/?directConnection=true", dbname, 2000)
+    try:
+        await store.open()
+        await asyncio.wait_for(store.prepared(), 20)
+        return store.problems()
+    finally:
+        await store.close()
+
+
+async def test_on_a_replica_set_indexes_commit_once_a_majority_has_built_them():
+    # Not the default quorum of every voting member, which waits as long as any one is down.
+    async with FakeMongoServer(builds_indexes=True, set_name="rs0") as server:
+        assert await prepared_on(server, "replicated") == []
+    assert len(server.create_indexes) == len(PLAN)
+    assert {command.get("commitQuorum") for command in server.create_indexes} == {"majority"}
+
+
+async def test_on_a_standalone_indexes_are_built_without_a_commit_quorum():
+    async with FakeMongoServer(builds_indexes=True) as server:
+        assert await prepared_on(server, "standalone") == []
+    # Refused once, then every index is built without one.
+    assert [command.get("commitQuorum") for command in server.create_indexes] == ["majority"] + [None] * len(PLAN)
 
 
 async def test_a_stalled_primary_makes_every_method_and_ping_raise_store_unavailable_within_the_bound():
@@ -784,7 +930,7 @@ async def test_index_builds_run_outside_the_operation_timeout_and_other_calls_wi
         pytest.skip("observes the driver's timeout context on mongomock's calls")
     seen = {}
     users = store.users._users
-    create_index, find_one = users.create_index, users.find_one
+    create_indexes, find_one = users.create_indexes, users.find_one
     database = store.indexes._db
 
     class Database:  # the indexes' database, handing out the recording users collection
@@ -793,20 +939,20 @@ async def test_index_builds_run_outside_the_operation_timeout_and_other_calls_wi
 
     store.indexes._db = Database()
 
-    async def recording_create_index(*args, **kwargs):
-        seen["create_index"] = pymongo_csot.get_timeout()
-        return await create_index(*args, **kwargs)
+    async def recording_create_indexes(*args, **kwargs):
+        seen["create_indexes"] = pymongo_csot.get_timeout()
+        return await create_indexes(*args, **kwargs)
 
     async def recording_find_one(*args, **kwargs):
         seen["find_one"] = pymongo_csot.get_timeout()
         return await find_one(*args, **kwargs)
 
-    users.create_index, users.find_one = recording_create_index, recording_find_one
+    users.create_indexes, users.find_one = recording_create_indexes, recording_find_one
     await open_store(store)
     await store.users.add("ana", "ana@example.com", "attendee", PASSWORD_HASH, CREATED)
 
     # 0: no timeout, the client's timeoutMS not applied; None: the client's timeoutMS applies.
-    assert seen == {"create_index": 0, "find_one": None}
+    assert seen == {"create_indexes": 0, "find_one": None}
 
 
 def test_connect_bounds_every_operation_by_the_timeout():
@@ -834,3 +980,43 @@ def test_timeouts_and_refusals_are_unavailable(error):
 def test_other_driver_errors_are_bugs_not_unavailable():
     assert not is_unavailable(pymongo_errors.OperationFailure("bad query", code=2))
     assert not is_unavailable(pymongo_errors.BulkWriteError({"writeErrors": [{"code": 11000}]}))
+
+
+class TestTakingOverCaseVariantDuplicatesOverHttp:
+    """Two accounts of the old backend whose emails differ only in case, as the app serves them
+    until the operator resolves them (`python -m storage.check` lists them)."""
+
+    PASSWORDS = {"Ana@example.com": "first-password", "ana@EXAMPLE.com": "second-password"}
+
+    @pytest.fixture
+    def services(self, io_loop):
+        store = new_store("mongomock")
+        users = [{"email": email, "username": f"ana{n}", "role": "attendee", "created_at": CREATED,
+                  "password_hash": bcrypt.hashpw(password.encode(), bcrypt.gensalt(4)).decode()}
+                 for n, (email, password) in enumerate(self.PASSWORDS.items())]
+        io_loop.run_sync(lambda: store.db.users.insert_many(users))
+        io_loop.run_sync(lambda: open_store(store))
+        services = build_services(make_settings(), store=store)
+        yield services
+        io_loop.run_sync(lambda: discard_store(store))
+
+    async def login(self, api, email, password):
+        return await api.call("POST", "/api/v1/auth/login", {"email": email, "password": password})
+
+    async def test_readiness_says_why_and_each_owner_logs_in_with_the_email_as_registered(self, api):
+        ready = await api.call("GET", "/readyz")
+        assert ready.status == 503 and ready.json["code"] == "database_not_ready"
+        assert "the unique index users(email_lower) cannot be built: users share emails ignoring case" in \
+            ready.json["message"]
+
+        for n, (email, password) in enumerate(self.PASSWORDS.items()):
+            reply = await self.login(api, email, password)
+            assert reply.status == 200, reply
+            assert reply.data["user"]["username"] == f"ana{n}"
+        # The shared address in another case names neither account: no one is logged in to the
+        # other's, whichever password is tried.
+        for password in self.PASSWORDS.values():
+            assert (await self.login(api, "ana@example.com", password)).status == 401
+        registered = await api.call("POST", "/api/v1/auth/register", {
+            "username": "newcomer", "email": "ANA@example.com", "password": "a-long-password", "role": "attendee"})
+        assert registered.status == 409 and registered.json["code"] == "email_taken"

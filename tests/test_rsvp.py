@@ -4,9 +4,10 @@ import asyncio
 import pytest
 import tornado.httpclient
 
+from domain import repositories
 from domain.activities import RSVP
 from tests.conftest import Api
-from tests.event_builders import PARIS, hours_from_now, publish
+from tests.event_builders import PARIS, event_body, hours_from_now, publish
 
 pytestmark = pytest.mark.gen_test
 
@@ -87,6 +88,27 @@ async def test_cancelling_also_takes_back_the_arrival(api, services):
     await api.call("DELETE", f"/api/v1/events/{event['id']}/rsvp", token=token)
     stats = (await api.call("GET", f"/api/v1/events/{event['id']}/stats", token=token)).data
     assert (stats["rsvp_count"], stats["arrival_count"]) == (0, 0)
+
+
+async def test_an_event_without_a_capacity_is_full_at_the_largest_size_the_server_supports(api, monkeypatch):
+    monkeypatch.setattr(repositories.Events, "MAX_RSVPS", 2)  # rather than 100,000 registrations
+    _, organizer = await api.register(role="organizer")
+    event = await publish(api, organizer)
+    tokens = [(await api.register())[1] for _ in range(3)]
+
+    replies = [await rsvp(api, event, token) for token in tokens]
+
+    assert [reply.status for reply in replies] == [200, 200, 409]
+    assert replies[2].json["code"] == "event_full"
+
+
+async def test_a_capacity_above_the_largest_size_the_server_supports_is_refused(api):
+    _, organizer = await api.register(role="organizer")
+    reply = await api.call("POST", "/api/v1/events", event_body(capacity=repositories.Events.MAX_RSVPS + 1),
+                           token=organizer)
+    assert reply.status == 400 and [error["path"] for error in reply.json["errors"]] == ["/capacity"]
+    assert (await api.call("POST", "/api/v1/events", event_body(capacity=repositories.Events.MAX_RSVPS),
+                           token=organizer)).status == 201
 
 
 async def test_a_full_event_refuses_more_rsvps_with_409(api):

@@ -12,8 +12,13 @@ from pymongo import errors as driver_errors
 from domain import repositories
 from domain.times import utcnow
 from storage.mongo.arrays import array
+from storage.mongo.indexes import lowered
 from storage.mongo.repository import Repository
 from storage.mongo.values import aware, id_text, object_id, stored_id
+
+# More users than any group of case-variant duplicates an old database holds: enough to tell
+# an unambiguous email from a shared one.
+MAX_CASE_VARIANTS = 50
 
 # A user record as Users.get returns it. The counts are the lengths of the old backend's arrays,
 # taken next to the data so that the arrays themselves (a popular user's followers) never travel.
@@ -62,7 +67,7 @@ class Users(Repository, repositories.Users):
             raise repositories.AlreadyTaken(taken)
         document = {
             "username": username, "email": email, "role": role,
-            "username_lower": username.lower(), "email_lower": email.lower(),
+            "username_lower": lowered(username), "email_lower": lowered(email),
             "password_hash": password_hash,
             "following": [], "followers": [], "created_events": [], "rsvped_events": [],
             "created_at": created_at,
@@ -77,7 +82,7 @@ class Users(Repository, repositories.Users):
     async def _taken(self, email, username):
         """"email" or "username" when another user has it (ignoring case), email first; else None."""
         for field, value in (("email", email), ("username", username)):
-            if await self._users.find_one({f"{field}_lower": value.lower()}, {"_id": 1}):
+            if await self._users.find_one(_named(field, value), {"_id": 1}):
                 return field
         return None
 
@@ -86,7 +91,15 @@ class Users(Repository, repositories.Users):
         return None if user is None else await self._one({"_id": user})
 
     async def find_by_email(self, email):
-        return await self._one({"email_lower": email.lower()})
+        """The one user `email` names. An old database may hold several users whose emails differ
+        only in case (the old backend's unique index was case-sensitive, and the unique index on
+        email_lower cannot be built over them: /readyz says so). Then the email as typed picks
+        the user who registered it exactly; an email that picks none of them finds nobody, so no
+        one is ever logged in to, or sent a reset for, an account that is not theirs."""
+        found = await user_records(self._users, _named("email", email), limit=MAX_CASE_VARIANTS)
+        if len(found) > 1:
+            found = [user for user in found if user["email"] == email]
+        return found[0] if len(found) == 1 else None
 
     async def _one(self, match):
         found = await user_records(self._users, match, limit=1)
@@ -104,6 +117,14 @@ class Users(Repository, repositories.Users):
         wanted = [value for value in map(object_id, user_ids) if value is not None]
         found = await self._users.find({"_id": {"$in": wanted}}, {"username": 1}).to_list(None)
         return {str(user["_id"]): user.get("username") for user in found}
+
+
+def _named(field, value):
+    """Filter: users whose `field` ("email" or "username") is `value` ignoring case. Also the
+    exact value: a user another writer (the old backend, during a migration) inserted since the
+    start has no lower-cased copy until the next start's backfill; the old backend's unique
+    index on the exact field finds them."""
+    return {"$or": [{f"{field}_lower": lowered(value)}, {field: value}]}
 
 
 def _taken_index(error):

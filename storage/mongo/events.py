@@ -35,6 +35,13 @@ _RSVP_COUNT = {"$ifNull": ["$rsvp_count", {"$size": _RSVPS}]}
 _ROUNDING_SLACK = 1e-12
 
 
+# The events served: those the old backend wrote with a BSON date and a GeoJSON point, as its
+# own code did. One with a date stored as a string, or a location of another shape, cannot be
+# placed in time or on the map (or shown as the contract's Event), so it reads as absent
+# instead of failing every page it would be on; `python -m storage.check` lists them.
+SERVED = {"date": {"$type": "date"}, "location.type": "Point"}
+
+
 def summary_projection(viewer):
     """$project body of event records: the fields, the counts and whether `viewer` (an ObjectId,
     or None) is in the arrays, computed next to the data so that the arrays never travel.
@@ -77,14 +84,16 @@ def _not_over(window):
                     {"end_date": None, "date": {"$gt": window.now - window.default_duration}}]}
 
 
-def _has_room():
-    return {"$or": [{"capacity": None}, {"$expr": {"$lt": [_RSVP_COUNT, "$capacity"]}}]}
+def _has_room(max_rsvps):
+    """Filter: fewer RSVPs than the capacity, and than `max_rsvps` whatever the capacity."""
+    limit = {"$min": [{"$ifNull": ["$capacity", max_rsvps]}, max_rsvps]}
+    return {"$expr": {"$lt": [_RSVP_COUNT, limit]}}
 
 
 def _filters(query):
     """The filter of a DiscoveryQuery but its centre, radius and cursor; None when it can match
     nothing (an organizer_id that is not an id)."""
-    parts = []
+    parts = [SERVED]
     if query.category:
         parts.append({"category": query.category})
     if query.date_from or query.date_to:
@@ -130,7 +139,7 @@ class Events(Repository, repositories.Events):
         return None if event is None else await self._one(event, object_id(viewer_id))
 
     async def _one(self, event, viewer):
-        found = await self._records([{"$match": {"_id": event}}], viewer)
+        found = await self._records([{"$match": {"_id": event, **SERVED}}], viewer)
         return found[0] if found else None
 
     async def _records(self, stages, viewer):
@@ -152,37 +161,70 @@ class Events(Repository, repositories.Events):
             [{"$match": match}, {"$sort": {"date": 1, "_id": 1}}, {"$limit": query.limit + 1}], viewer)
 
     async def _nearest(self, query, match, viewer):
-        """One $geoNear on the 2dsphere index, the other filters in its `query`.
+        """One $geoNear on the 2dsphere index, the other filters in its `query`, reading about a
+        page of events however many the radius holds.
 
         Why these are the contract's events, distances and order. With `spherical: true` over a
         2dsphere index, $geoNear measures great-circle distances in metres on a sphere of radius
         6378100 m (MongoDB's kRadiusOfEarthInMeters; its manual's $geoNear page and "Calculate
         Distance Using Spherical Geometry"), the radius domain.geo.EARTH_RADIUS_M names; it keeps
         the documents at most `maxDistance` away, puts each distance in `distance_m`, and S2
-        handles the antimeridian and the poles. It leaves the order of equal distances open: the
-        explicit $sort on (distance_m, _id) fixes it, and $limit after it keeps only the page.
+        handles the antimeridian and the poles.
+
+        Reading a page, not the radius. $geoNear emits documents nearest first, searching the
+        index in growing rings and passing each document on as its ring is done, so the $limit
+        after it stops the search once it has the page: no $sort may come between them (a $sort
+        would wait for every event within the radius, up to 500 km of them). It has had no
+        default limit since MongoDB 4.2, hence the explicit one.
+
+        Ties. $geoNear leaves the order of equal distances open, and the contract orders them by
+        id. It reads `limit + 2` events: when the last of them is farther than the one before,
+        every event at that one's distance or nearer is among the first `limit + 1`, which are
+        then exactly the page, sorted here. Otherwise a group of equal distances straddles the
+        page's end (events at one venue share a location), and `_tied` reads that group in id
+        order to complete the page.
 
         Cursors: a cursor holds a distance exactly as $geoNear reported it, and $geoNear computes
-        the same value for the same two points on every call, so the $match "distance_m above
-        the position, or equal to it with a greater _id" resumes exactly, ties included.
-        `minDistance` only spares the index the events nearer than the cursor; it stays a metre
-        short of the position because the index covers that ring approximately, and the exact
-        cut is the $match on the distance $geoNear reported.
+        the same value for the same two points on every call, so the $match "distance above the
+        position, or equal to it with a greater _id" resumes exactly, ties included. `minDistance`
+        only spares the index the events nearer than the cursor; it stays a metre short of the
+        position because the server widens `maxDistance` for the index's approximate cover but
+        not `minDistance` (SERVER-52953), and the exact cut is the $match.
 
-        The tests' MongoDB double has no $geoNear: tests/test_repositories.py holds this to the contract on a real
-        MongoDB (TEST_MONGO_URI).
+        The tests' MongoDB double has no $geoNear: tests/test_repositories.py holds this to the
+        contract on a real MongoDB (TEST_MONGO_URI).
         """
-        lng, lat = query.near
         reach = query.radius_m * (1 + _ROUNDING_SLACK)
+        if query.cursor is not None and query.cursor.position > reach:
+            return []
+        stages = self._near(query, match, reach, query.cursor)
+        found = await self._records([*stages, {"$limit": query.limit + 2}], viewer)
+        page = _by_distance(found[:query.limit + 1])
+        if len(found) == query.limit + 2 and found[-1]["distance_m"] == found[-2]["distance_m"]:
+            tie = found[-2]["distance_m"]
+            tied = await self._tied(query, match, tie, viewer)
+            page = _by_distance([event for event in page if event["distance_m"] < tie] + tied)
+        return page[:query.limit + 1]
+
+    def _near(self, query, match, reach, cursor, nearest=0.0):
+        """The $geoNear (and the cursor's $match) of events within `reach` of the query's centre,
+        not nearer than `nearest`, after `cursor`."""
+        lng, lat = query.near
         geo_near = {"near": {"type": "Point", "coordinates": [lng, lat]}, "key": "location",
                     "distanceField": "distance_m", "maxDistance": reach, "spherical": True, "query": match}
         stages = [{"$geoNear": geo_near}]
-        if query.cursor is not None:
-            if query.cursor.position > reach:
-                return []
-            geo_near["minDistance"] = max(0.0, query.cursor.position - 1.0)
-            stages.append({"$match": _after("distance_m", query.cursor.position, query.cursor.last_id)})
-        stages += [{"$sort": {"distance_m": 1, "_id": 1}}, {"$limit": query.limit + 1}]
+        if cursor is not None:
+            nearest = max(nearest, cursor.position)
+            stages.append({"$match": _after("distance_m", cursor.position, cursor.last_id)})
+        if nearest > 0:
+            geo_near["minDistance"] = max(0.0, nearest - 1.0)
+        return stages
+
+    async def _tied(self, query, match, distance, viewer):
+        """The first `limit + 1` events, in id order, at exactly `distance` (and after the
+        cursor): a group of equal distances, read from a one-metre ring only."""
+        stages = self._near(query, match, distance + 1.0, query.cursor, nearest=distance)
+        stages += [{"$match": {"distance_m": distance}}, {"$sort": {"_id": 1}}, {"$limit": query.limit + 1}]
         return await self._records(stages, viewer)
 
     async def is_member(self, event_id, user_id):
@@ -284,7 +326,7 @@ class Events(Repository, repositories.Events):
         # The whole rule in one conditional update: not RSVPed yet, not over, room left; and the
         # count rewritten from the array in the same step.
         taken = await self._events.update_one(
-            {"_id": event, "rsvps": {"$ne": user}, "$and": [_not_over(window), _has_room()]},
+            {"_id": event, "rsvps": {"$ne": user}, "$and": [_not_over(window), _has_room(self.MAX_RSVPS)]},
             [{"$set": {"rsvps": pushed("rsvps", user)}},
              {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
         if taken.matched_count != 1:
@@ -336,6 +378,10 @@ class Events(Repository, repositories.Events):
         if stored.matched_count != 1:
             return None
         return await self._one(event, user)
+
+
+def _by_distance(events):
+    return sorted(events, key=lambda event: (event["distance_m"], event["id"]))
 
 
 def _slice(array, start, end):

@@ -1,10 +1,13 @@
 """The indexes the old backend had, the ones our queries need, and building them.
 
-Building is idempotent (creating an index that exists is a no-op), so every open builds the
-whole plan. One index that cannot be built (a unique index over the old backend's case-variant
-duplicates) is logged, skipped and reported by `problems`; the others are still built.
+Building is idempotent (creating an index that exists with the same options is a no-op), so
+every attempt builds the whole plan. An index that cannot be built is logged and skipped, the
+others are still built, and the attempt is retried every `rebuild_seconds` until every index is
+there: the operator resolves what stopped it (`python -m storage.check` says what) while the
+server runs. While a required index is missing, `problems` names it and why, and /readyz is 503.
 """
 import asyncio
+import dataclasses
 import logging
 
 import pymongo
@@ -17,50 +20,104 @@ log = logging.getLogger("store")
 
 NOT_BUILT_YET = "indexes not built yet"
 
-# (collection, keys, options).
-PLAN = [
-    # Registration's rule "no two users share an email or a username, ignoring case".
-    ("users", [("email_lower", ASCENDING)], {"unique": True}),
-    ("users", [("username_lower", ASCENDING)], {"unique": True}),
+# Server error codes an index build ends with because of what is already in the database.
+DUPLICATE_KEY = 11000
+INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT = 85, 86
+CANNOT_EXTRACT_GEO_KEYS = 16755
+BAD_VALUE = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Index:
+    collection: str
+    keys: tuple
+    options: dict = dataclasses.field(default_factory=dict)
+    # Serving without it breaks a rule (uniqueness) or a route (nearby search): while it is
+    # missing the store reports a problem and /readyz is 503. The others only cost speed.
+    required: bool = False
+
+    @property
+    def name(self):
+        """The name MongoDB gives an index created without one: the keys and directions joined."""
+        return "_".join(f"{field}_{direction}" for field, direction in self.keys)
+
+    def describe(self):
+        return f"{self.collection}({', '.join(field for field, _ in self.keys)})"
+
+
+PLAN = (
+    # Registration's rule "no two users share an email or a username, ignoring case". Sparse:
+    # a user without the lower-cased copy is not in the index, so any number of them may exist
+    # (users another writer inserts, such as the old backend during a migration; without it,
+    # MongoDB indexes the missing field as null and refuses every such user after the first).
+    # Sparse rather than a partialFilterExpression: the same for a field that is a string or
+    # absent (Users.add and the backfill never write null), and the tests' MongoDB double honours
+    # it when building the index too.
+    Index("users", (("email_lower", ASCENDING),), {"unique": True, "sparse": True}, required=True),
+    Index("users", (("username_lower", ASCENDING),), {"unique": True, "sparse": True}, required=True),
+    # The old backend's, kept as it made them: exact emails and usernames (see Users' `_named`).
+    Index("users", (("email", ASCENDING),), {"unique": True}),
+    Index("users", (("username", ASCENDING),), {"unique": True}),
     # Followers lists: users whose `following` holds someone, in _id order.
-    ("users", [("following", ASCENDING), ("_id", ASCENDING)], {}),
-    # Nearby search ($geoNear needs it).
-    ("events", [("location", "2dsphere")], {}),
-    ("events", [("organizer_id", ASCENDING)], {}),
-    ("events", [("date", ASCENDING), ("_id", ASCENDING)], {}),
+    Index("users", (("following", ASCENDING), ("_id", ASCENDING))),
+    # Nearby search: $geoNear fails without it.
+    Index("events", (("location", "2dsphere"),), required=True),
+    Index("events", (("organizer_id", ASCENDING),)),
+    Index("events", (("date", ASCENDING), ("_id", ASCENDING))),
     # An organizer's events in date order.
-    ("events", [("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING)], {}),
-    ("messages", [("event_id", ASCENDING), ("timestamp", ASCENDING)], {}),
+    Index("events", (("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING))),
+    Index("messages", (("event_id", ASCENDING), ("timestamp", ASCENDING))),
     # A room's order, "everything after message X", each batch's id floor, and counts per event.
-    ("messages", [("event_id", ASCENDING), ("_id", ASCENDING)], {}),
-    # A sender's client_msg_id is stored once per room, also across restarts.
-    ("messages", [("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)],
-     {"unique": True, "partialFilterExpression": {"client_msg_id": {"$exists": True}}}),
+    Index("messages", (("event_id", ASCENDING), ("_id", ASCENDING))),
+    # A sender's client_msg_id is stored once per room, also across restarts: the chat's
+    # "at most once" rests on it.
+    Index("messages", (("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)),
+          {"unique": True, "partialFilterExpression": {"client_msg_id": {"$exists": True}}}, required=True),
     # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
-    ("activities", [("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)], {}),
-    ("activities", [("timestamp", DESCENDING)], {}),
+    Index("activities", (("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING))),
+    Index("activities", (("timestamp", DESCENDING),)),
     # Tokens are forgotten once expired (the TTL monitor runs once a minute).
-    ("revoked_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
-    ("reset_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
-    ("reset_tokens", [("user_id", ASCENDING)], {}),
-]
+    Index("revoked_tokens", (("expires_at", ASCENDING),), {"expireAfterSeconds": 0}),
+    Index("reset_tokens", (("expires_at", ASCENDING),), {"expireAfterSeconds": 0}),
+    Index("reset_tokens", (("user_id", ASCENDING),)),
+)
 
 
-def describe(collection, keys):
-    return f"{collection}({', '.join(field for field, _ in keys)})"
+def lowered(text):
+    """The lower-cased copy a user's email or username is unique by. Python's str.lower, as
+    Users.add lowers: MongoDB's $toLower folds ASCII letters only."""
+    return text.lower()
+
+
+async def shared_values(collection, field, samples=5):
+    """Up to `samples` values of `field` that several documents share, each with a few of their
+    ids: what stops a unique index over `field`."""
+    pipeline = [
+        {"$match": {field: {"$exists": True}}},
+        {"$group": {"_id": f"${field}", "ids": {"$push": "$_id"}, "count": {"$sum": 1}}},
+        {"$match": {"count": {"$gt": 1}}},
+        {"$sort": {"_id": 1}},
+        {"$limit": samples},
+    ]
+    return await collection.aggregate(pipeline, allowDiskUse=True).to_list(None)
 
 
 class Indexes:
     """Prepares the database in the background: backfills the old backend's users, then builds
-    the plan, the first attempt at once and then, while the database cannot be reached, every
-    `retry_seconds`. Started by the store's open, which returns at once: on a large old
-    database this takes a while, and the server listens (answering /readyz with 503) meanwhile."""
+    the plan; the first attempt at once, then every `retry_seconds` while the database cannot be
+    reached, and every `rebuild_seconds` while an index is missing. Started by the store's open,
+    which returns at once: on a large old database this takes a while, and the server listens
+    (answering /readyz with 503) meanwhile."""
 
-    def __init__(self, db, retry_seconds=5.0):
+    def __init__(self, db, retry_seconds=5.0, rebuild_seconds=60.0):
         self.retry_seconds = retry_seconds
+        self.rebuild_seconds = rebuild_seconds
         self._db = db
         self._problems = [NOT_BUILT_YET]
+        self._logged = None
+        self._commit_quorum = "majority"
         self._preparing = None
+        self._attempted = asyncio.Event()
 
     def problems(self):
         return list(self._problems)
@@ -71,82 +128,139 @@ class Indexes:
             self._preparing = asyncio.ensure_future(self._prepare())
 
     async def prepared(self):
-        """Returns once the preparation has run (the plan built, or failed for good: `problems`
-        says which). Awaiting the task runs it even on a client that never yields to the loop
-        (the tests' MongoDB double); it never returns while the database cannot be reached."""
+        """Returns once the preparation has reached the database and made its first attempt
+        (`problems` says what it could not build; it goes on retrying that in the background).
+        Never returns while the database cannot be reached."""
         if self._preparing is None:
             raise RuntimeError("the preparation has not been started: open the store first")
-        # Shielded: a caller that stops waiting does not stop the preparation.
-        await asyncio.shield(self._preparing)
+        # Shielded: a caller that stops waiting does not stop the preparation. Waiting on the
+        # task too ends the wait should the preparation stop on a bug.
+        attempted = asyncio.ensure_future(self._attempted.wait())
+        try:
+            await asyncio.wait([asyncio.shield(self._preparing), attempted], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            attempted.cancel()
 
     async def _prepare(self):
         try:
-            while not await self._attempt():
-                await asyncio.sleep(self.retry_seconds)
+            while True:
+                reached, complete = await self._attempt()
+                if reached:
+                    self._attempted.set()
+                if complete:
+                    return
+                await asyncio.sleep(self.rebuild_seconds if reached else self.retry_seconds)
         except Exception as error:  # a bug: say so in the log and in /readyz rather than nowhere
             log.exception("preparing the database failed")
             self._problems = [f"indexes could not be built: {error!r}"]
 
     async def _attempt(self):
+        """One pass: (whether the database answered, whether every index is in place)."""
         try:
             await self._backfill_lower_cased_names()
-            failed = await self._build_plan()
+            failures = await self._build_plan()
         except driver_errors.PyMongoError as error:
             refused = refusal(error)
             if refused:
                 # Wrong credentials: serve (503s, /readyz says why) and keep trying, since the
-                # operator may fix the user on the server side; logged once, not every retry.
-                if self._problems != [refused]:
-                    log.error("%s: check the user, password and authSource in MONGO_URI and the "
-                              "user's roles; retrying every %.0f s", refused, self.retry_seconds)
+                # operator may fix the user on the server side.
                 self._problems = [refused]
-                return False
+                self._report([refused], f"{refused}: check the user, password and authSource in MONGO_URI "
+                                        f"and the user's roles; retrying every {self.retry_seconds:.0f} s")
+                return False, False
             if is_unavailable(error):
                 log.warning("database not reachable yet (%s); retrying in %.0f s",
                             type(error).__name__, self.retry_seconds)
-                return False
-            # The backfill failed: serve anyway, and say why.
-            log.error("could not create indexes: %s", error)
-            self._problems = [f"indexes could not be built: {error}"]
-            return True
-        log.info("database indexes are in place%s", f", but for {len(failed)} (see above)" if failed else "")
-        self._problems = [f"the index {name} could not be built (see the log)" for name in failed]
-        return True
+                return False, False
+            # The backfill failed on something in the data: say why, and retry later.
+            self._problems = [f"the users could not be prepared: {error}"]
+            self._report(self._problems, f"could not prepare the users: {error}")
+            return True, False
+        self._problems = [reason for index, reason in failures if index.required]
+        if failures:
+            self._report([reason for _, reason in failures],
+                         "database indexes are in place but for these, retried every "
+                         f"{self.rebuild_seconds:.0f} s: " + "; ".join(reason for _, reason in failures))
+        else:
+            log.info("database indexes are in place")
+        return True, not failures
+
+    def _report(self, reasons, message):
+        """Logs `message` when the reasons differ from the last ones logged, not at every retry."""
+        if reasons != self._logged:
+            log.error("%s", message)
+            self._logged = reasons
 
     async def _build_plan(self):
-        """Creates every index it can; returns the descriptions of those it could not."""
-        failed = []
-        for collection, keys, options in PLAN:
+        """Creates every index it can; returns (index, reason) for those it could not."""
+        failures = []
+        for index in PLAN:
             try:
-                # Outside the client's operation timeout (timeoutMS, MongoStore.connect): a build
-                # over a large old collection takes minutes, more than any request's bound, and
-                # cut off it would start over at every retry and never finish. No request waits
-                # for it (it runs in the background; /readyz says "not built yet" meanwhile).
-                # pymongo.timeout(0), not timeout(None): PyMongo applies the client's timeoutMS
-                # whenever no timeout is set in the context (pymongo/_csot.py, `apply`), and None
-                # is "not set", whereas 0 is "no timeout" (MongoClient's timeoutMS: "0 or None
-                # means no timeout"). Server selection keeps serverSelectionTimeoutMS, so an
-                # unreachable server still fails the attempt, which is retried. Motor runs the
-                # call on its thread pool in a copy of this context, so the setting reaches it.
-                with pymongo.timeout(0):
-                    await self._db[collection].create_index(keys, **options)
-            except driver_errors.PyMongoError as error:
+                await self._create(index)
+            except driver_errors.OperationFailure as error:
                 if is_unavailable(error):
                     raise
-                failed.append(describe(collection, keys))
-                log.error("could not create the index %s on %s: %s", keys, collection, error)
-        return failed
+                failures.append((index, await self._reason(index, error)))
+        return failures
+
+    async def _create(self, index):
+        collection = self._db[index.collection]
+        model = pymongo.IndexModel(list(index.keys), **index.options)
+        # On a replica set, MongoDB (4.4+) commits an index build once the members of its commit
+        # quorum have built it; the default quorum, every voting data-bearing member, makes the
+        # build wait as long as any one of them is down. A majority commits as soon as the set
+        # itself could elect a primary, and the member that was down builds the index when it
+        # catches up. (A command option: create_index would put it in the index's own options.)
+        quorum = {"commitQuorum": self._commit_quorum} if self._commit_quorum else {}
+        # Outside the client's operation timeout (timeoutMS, MongoStore.connect): a build over a
+        # large old collection takes minutes, more than any request's bound, and cut off it would
+        # start over at every retry and never finish. No request waits for it (it runs in the
+        # background; /readyz says "not built yet" meanwhile). pymongo.timeout(0), not
+        # timeout(None): PyMongo applies the client's timeoutMS whenever no timeout is set in the
+        # context (pymongo/_csot.py, `apply`), and None is "not set", whereas 0 is "no timeout"
+        # (MongoClient's timeoutMS: "0 or None means no timeout"). Server selection keeps
+        # serverSelectionTimeoutMS, so an unreachable server still fails the attempt, which is
+        # retried. Motor runs the call on its thread pool in a copy of this context.
+        with pymongo.timeout(0):
+            try:
+                await collection.create_indexes([model], **quorum)
+            except driver_errors.OperationFailure as error:
+                if error.code != BAD_VALUE or not quorum:
+                    raise
+                # A standalone server refuses any commitQuorum (SERVER-39532) with BadValue, and
+                # has no other members to wait for: build without it from now on. Any other bad
+                # value fails again below, and is reported.
+                self._commit_quorum = None
+                await collection.create_indexes([model])
+
+    async def _reason(self, index, error):
+        """What stops `index`, for /readyz and the log: what to do about it, where it is known."""
+        if error.code == DUPLICATE_KEY:
+            field = index.keys[0][0]
+            shared = await shared_values(self._db[index.collection], field)
+            examples = "; ".join(f"{group['_id']!r}: {', '.join(map(str, group['ids'][:3]))}" for group in shared)
+            return (f"the unique index {index.describe()} cannot be built: users share "
+                    f"{field.removesuffix('_lower')}s ignoring case ({examples}); "
+                    f"`python -m storage.check` lists them all")
+        if error.code in (INDEX_OPTIONS_CONFLICT, INDEX_KEY_SPECS_CONFLICT):
+            return (f"the index {index.describe()} cannot be built: an index on the same keys exists with "
+                    f"another name or other options; `python -m storage.check --fix-indexes` replaces it")
+        if error.code == CANNOT_EXTRACT_GEO_KEYS:
+            return (f"the index {index.describe()} cannot be built: some events' location is not a valid "
+                    f"GeoJSON point; `python -m storage.check` lists them")
+        return f"the index {index.describe()} could not be built: {error}"
 
     async def _backfill_lower_cased_names(self):
         # Users the old backend wrote have no lower-cased copies, which the unique indexes and
-        # find_by_email need. Lowered by Python's str.lower, as Users.add lowers: MongoDB's
-        # $toLower folds ASCII letters only.
+        # find_by_email need. A user whose email or username is not a string gets no copy for
+        # it: they stay out of the index (it is sparse), and storage.check reports them.
         users = self._db["users"]
         missing = {"$or": [{"email_lower": {"$exists": False}}, {"username_lower": {"$exists": False}}]}
         async for user in users.find(missing, {"email": 1, "username": 1}):
-            await users.update_one({"_id": user["_id"]}, {"$set": {
-                "email_lower": str(user.get("email", "")).lower(),
-                "username_lower": str(user.get("username", "")).lower()}})
+            copies = {f"{field}_lower": lowered(user[field]) for field in ("email", "username")
+                      if isinstance(user.get(field), str)}
+            if copies:
+                await users.update_one({"_id": user["_id"]}, {"$set": copies})
 
     async def close(self):
         """Stops a preparation still running (it starts again at the next open)."""

@@ -7,6 +7,9 @@ Both may be null or absent in the old backend's users: storage/mongo/arrays.py c
 Activities keep the old backend's `activities` shape: `type`, `actor_id`, `actor_name`,
 `event_id`, `target_user_id`, `summary`, `timestamp`.
 """
+import heapq
+import itertools
+
 from domain import repositories
 from storage.mongo.accounts import user_records
 from storage.mongo.arrays import added, pulled
@@ -103,6 +106,17 @@ class Follows(Repository, repositories.Follows):
         return await user_records(self._users, match, sort={"_id": 1}, limit=limit)
 
 
+_FEED_ORDER = [("timestamp", -1), ("_id", -1)]
+# How many followees one feed query names. With actor_id $in [...] and the sort on the index's
+# next fields, (actor_id, timestamp, _id), MongoDB's planner reads one index range per actor and
+# merges them in order (SORT_MERGE), stopping at the limit: a page costs about `limit` documents.
+# It does so for at most internalQueryMaxScansToExplode ranges (200 by default, MongoDB 6-8);
+# past that it reads every matching activity of every followee and sorts them in memory. So the
+# followees go in chunks of at most 200, each query stopping at the limit, and the pages are
+# merged here: a reader who follows n users costs ceil(n / 200) queries of `limit` documents.
+FEED_CHUNK = 200
+
+
 class Activities(Repository, repositories.Activities):
     def __init__(self, db):
         self._activities = db["activities"]
@@ -122,8 +136,9 @@ class Activities(Repository, repositories.Activities):
         return str(document["_id"])
 
     async def feed(self, reader_id, kinds, before, limit):
+        """One query per FEED_CHUNK followees, merged: see FEED_CHUNK for why."""
         reader = object_id(reader_id)
-        if reader is None:
+        if reader is None or (limit is not None and limit < 1):
             return []
         found_reader = await self._users.find_one({"_id": reader}, {"following": 1})
         following = (found_reader or {}).get("following") or []
@@ -131,7 +146,7 @@ class Activities(Repository, repositories.Activities):
             return []
         # Activities the old backend wrote without a time cannot be placed in the order.
         moment = {"$type": "date"}
-        match = {"actor_id": {"$in": following}, "type": {"$in": list(kinds)}, "timestamp": moment}
+        match = {"type": {"$in": list(kinds)}, "timestamp": moment}
         if before is not None:
             timestamp, last_id = before
             last = object_id(last_id)
@@ -140,8 +155,13 @@ class Activities(Repository, repositories.Activities):
             # The bound on timestamp alone lets the index on (actor_id, timestamp, _id) stop early.
             moment["$lte"] = timestamp
             match["$or"] = [{"timestamp": {"$lt": timestamp}}, {"_id": {"$lt": last}}]
-        cursor = self._activities.find(match).sort([("timestamp", -1), ("_id", -1)])
-        return [_activity_record(document) for document in await found(cursor, limit)]
+        chunks = [following[start:start + FEED_CHUNK] for start in range(0, len(following), FEED_CHUNK)]
+        pages = []
+        for chunk in chunks:  # one at a time: a reader who follows thousands holds one connection
+            cursor = self._activities.find({**match, "actor_id": {"$in": chunk}}).sort(_FEED_ORDER)
+            pages.append(await found(cursor, limit))
+        newest_first = heapq.merge(*pages, key=lambda document: (document["timestamp"], document["_id"]), reverse=True)
+        return [_activity_record(document) for document in itertools.islice(newest_first, limit)]
 
 
 def _activity_record(document):

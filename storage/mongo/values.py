@@ -1,5 +1,6 @@
 """How domain values cross into MongoDB and back: ids are 24-hex `str` outside and ObjectIds
 inside (the old backend's documents hold ObjectIds), times are aware UTC outside."""
+import datetime
 import re
 
 import bson
@@ -34,5 +35,7 @@ def id_text(value):
 
 
 def aware(moment):
-    """A stored time as an aware UTC datetime: a client without tz_aware hands back naive ones."""
-    return None if moment is None else as_utc(moment)
+    """A stored time as an aware UTC datetime: a client without tz_aware hands back naive ones.
+    Anything else the old backend may have stored (a date as a string) reads as no time, never
+    as a failure; `python -m storage.check` reports it."""
+    return as_utc(moment) if isinstance(moment, datetime.datetime) else None

@@ -98,7 +98,7 @@ class Events(Repository, repositories.Events):
         return await self._database.write(_delete, event_id, organizer_id)
 
     async def take_seat(self, event_id, user_id, window):
-        return await self._database.write(_take_seat, event_id, user_id, window_parameters(window))
+        return await self._database.write(_take_seat, event_id, user_id, window_parameters(window), self.MAX_RSVPS)
 
     async def release_seat(self, event_id, user_id, window):
         return await self._database.write(_release_seat, event_id, user_id, window_parameters(window))
@@ -281,11 +281,11 @@ def _delete(connection, event_id, organizer_id):
     return True
 
 
-def _take_seat(connection, event_id, user_id, window):
-    parameters = {"event": event_id, "user": user_id, **window}
+def _take_seat(connection, event_id, user_id, window, max_rsvps):
+    parameters = {"event": event_id, "user": user_id, "max_rsvps": max_rsvps, **window}
     taken = connection.execute(
         f"""UPDATE events SET rsvp_count = rsvp_count + 1
-            WHERE id = :event AND (capacity IS NULL OR rsvp_count < capacity) AND {NOT_OVER}
+            WHERE id = :event AND rsvp_count < min(coalesce(capacity, :max_rsvps), :max_rsvps) AND {NOT_OVER}
                 AND NOT EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)""", parameters)
     if taken.rowcount != 1:
         return None
