@@ -252,7 +252,7 @@ async def _locations(events):
             BLOCKS, "invalid location", "events.location",
             "events whose location is not a GeoJSON Point with [longitude, latitude] in range",
             "The 2dsphere index events(location), which nearby search needs, cannot be built (error 16755): "
-            "correct their location, or remove it (an event without one is left out of nearby search).",
+            "correct their location, or remove it (the server then leaves the event out until it has one).",
             invalid[0], tuple(invalid[1]), (_plan_index("events", "location"),)))
     if legacy[0]:
         findings.append(Finding(
