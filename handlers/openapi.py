@@ -123,6 +123,9 @@ def build_openapi(routes, schemas, websocket=None):
                 "(the old backend's ObjectIds); lists take `limit` (1..100) and an opaque `cursor`.\n\n"
                 + (websocket or {}).get("description", "")),
         },
+        # Relative: the server that served the document, whatever host, port or proxy it is reached
+        # through; the /docs page sends its "try it" requests there.
+        "servers": [{"url": "/", "description": "This server"}],
         "paths": paths,
         "components": {
             "schemas": _components(schemas),
