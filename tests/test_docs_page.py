@@ -12,7 +12,8 @@ import pytest
 from handlers.docs_page import CONTENT_SECURITY_POLICY
 from tests.running_server import RunningServer
 
-CHROMIUM = shutil.which("chromium")
+# Debian's name first; GitHub's runners have Google Chrome with a chromedriver that matches it.
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "google-chrome"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")
 WAIT_SECONDS = 30  # only so that a broken page fails the test instead of hanging it
 
