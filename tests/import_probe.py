@@ -14,6 +14,7 @@ import importlib
 import importlib.abc
 import json
 import pathlib
+import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -39,17 +40,26 @@ def imported_names(path):
     return names
 
 
-class Uninstalled(importlib.abc.MetaPathFinder):
-    """One of the interpreter's finders, blind to the refused modules: for them `import` raises
-    ModuleNotFoundError and importlib.util.find_spec answers None, as where they are not installed."""
+def canonical(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
 
-    def __init__(self, finder, refused):
-        self.finder, self.refused = finder, refused
+
+class Uninstalled(importlib.abc.MetaPathFinder):
+    """One of the interpreter's finders, blind to the refused modules and distributions: for them
+    `import` raises ModuleNotFoundError, importlib.util.find_spec answers None and
+    importlib.metadata finds nothing, as where they are not installed."""
+
+    def __init__(self, finder, refused, refused_distributions):
+        self.finder, self.refused, self.refused_distributions = finder, refused, refused_distributions
 
     def find_spec(self, fullname, path=None, target=None):
-        if fullname in self.refused:
+        if fullname in self.refused or not hasattr(self.finder, "find_spec"):
             return None
         return self.finder.find_spec(fullname, path, target)
+
+    def find_distributions(self, *args, **kwargs):
+        found = getattr(self.finder, "find_distributions", lambda *_, **__: [])(*args, **kwargs)
+        return [each for each in found if canonical(each.metadata["Name"] or "") not in self.refused_distributions]
 
     def invalidate_caches(self):
         if hasattr(self.finder, "invalidate_caches"):
@@ -59,8 +69,8 @@ class Uninstalled(importlib.abc.MetaPathFinder):
 def main():
     request = json.load(sys.stdin)
     before = set(sys.modules)
-    refused = set(request["refused"])
-    sys.meta_path[:] = [Uninstalled(finder, refused) for finder in sys.meta_path]
+    refused, refused_distributions = set(request["refused"]), set(request["refused_distributions"])
+    sys.meta_path[:] = [Uninstalled(finder, refused, refused_distributions) for finder in sys.meta_path]
     sys.path[:0] = request.get("extra_path", []) + [str(ROOT)]
     files = product_files()
     names = [module_name(path) for path in files] + sorted(set().union(*map(imported_names, files)))

@@ -58,7 +58,9 @@ def probe(requirements, extra_modules=(), extra_path=()):
     allowed = installed_by(requirements)
     refused = [module for module, names in top_level_modules().items()
                if not names & allowed and module not in sys.stdlib_module_names]
-    request = {"refused": refused, "extra_modules": list(extra_modules), "extra_path": list(extra_path)}
+    everything = {canonicalize_name(found.metadata["Name"]) for found in importlib.metadata.distributions()}
+    request = {"refused": refused, "refused_distributions": sorted(everything - allowed),
+               "extra_modules": list(extra_modules), "extra_path": list(extra_path)}
     done = subprocess.run([sys.executable, "-m", "tests.import_probe"], cwd=ROOT, input=json.dumps(request),
                           capture_output=True, text=True, timeout=120)
     return done.returncode, (json.loads(done.stdout) if done.returncode == 0 else done.stderr)
