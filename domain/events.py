@@ -14,7 +14,7 @@ import logging
 import math
 
 from domain import discovery
-from domain.activities import EVENT_CREATED, RSVP, record_activity
+from domain.activities import EVENT_CREATED, RSVP, record_activity, withdraw_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
 from domain.repositories import EventWindow
@@ -239,7 +239,7 @@ class Events:
             # The whole rule in one atomic call: not yet RSVPed, not over, room left.
             event = await self.store.events.take_seat(event_id, user_id, self._window(now))
             if event is not None:
-                await record_activity(self.store, RSVP, user, event=event, clock=self.clock)
+                await self._record_rsvp(user, event)
                 return {"rsvped": True, "rsvp_count": event["rsvp_count"]}
             summary = await self._summary(event_id, user_id)
             if summary["is_rsvped"]:
@@ -249,6 +249,15 @@ class Events:
             if summary["capacity"] is not None and summary["rsvp_count"] >= summary["capacity"]:
                 raise Conflict("The event is full.", code="event_full")
         raise Conflict("The event changed while you were RSVPing. Try again.", code="rsvp_conflict")
+
+    async def _record_rsvp(self, user, event):
+        await record_activity(self.store, RSVP, user, event=event, clock=self.clock)
+        # A cancel may have released the seat, and withdrawn nothing yet to withdraw, before the
+        # activity was stored; then the RSVP is gone by now and this withdraws it. (Either the
+        # cancel's withdrawal comes after the record, or its release came before this read.)
+        current = await self.store.events.get(event["id"], user["id"])
+        if current is None or not current["is_rsvped"]:
+            await withdraw_activity(self.store, RSVP, user["id"], event_id=event["id"])
 
     async def cancel_rsvp(self, event_id, user):
         """Takes back an RSVP (and the arrival with it); idempotent; refused once the event is over."""
@@ -264,6 +273,9 @@ class Events:
                     continue
             elif event["organizer_id"] != user_id:
                 self._notify(self.left_listeners, event["id"], user_id)
+            # "is going to" is no longer true. Also when there was no RSVP to take back: an
+            # activity left by a failed request goes too.
+            await withdraw_activity(self.store, RSVP, user_id, event_id=event["id"])
             return {"rsvped": False, "rsvp_count": event["rsvp_count"]}
         raise Conflict("The event changed while you were cancelling. Try again.", code="rsvp_conflict")
 

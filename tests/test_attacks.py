@@ -886,6 +886,39 @@ async def test_an_organizer_role_claimed_in_an_attendees_token_grants_nothing(ap
     assert reply.status == 403 and reply.json["code"] == "role_required"
 
 
+# === API6:2023 Unrestricted Access to Sensitive Business Flows ================================
+
+async def feed_of(api, member):
+    reply = await api.call("GET", "/api/v1/feed?limit=100", token=member.token)
+    assert reply.status == 200, reply
+    return reply.data["items"]
+
+
+async def test_follow_and_rsvp_loops_cannot_spam_the_feed_or_leave_a_cancelled_rsvp_in_it(api, world):
+    # The owner follows Alice. Alice scripts follow/unfollow and RSVP/cancel rounds to keep
+    # appearing in her followers' feeds: each fact shows at most once, and only while true.
+    follow, rsvp = f"/api/v1/users/{world.rival.id}", f"/api/v1/events/{world.rival_event['id']}/rsvp"
+    for _ in range(5):
+        for method, path in (("POST", follow + "/follow"), ("POST", follow + "/unfollow"), ("POST", follow + "/follow"),
+                             ("POST", rsvp), ("DELETE", rsvp)):
+            assert (await api.call(method, path, token=world.alice.token)).status == 200
+    items = await feed_of(api, world.owner)
+    assert len([item for item in items if item["type"] == "FOLLOW" and item["target_user_id"] == world.rival.id]) == 1
+    assert [item for item in items if item["type"] == "RSVP" and item["event_id"] == world.rival_event["id"]] == []
+
+    # The same rounds sent all at once: the feed still ends telling what is true.
+    rounds = [("POST", follow + "/follow"), ("POST", follow + "/unfollow"), ("POST", rsvp), ("DELETE", rsvp)] * 10
+    replies = await asyncio.gather(*(api.call(method, path, token=world.alice.token) for method, path in rounds))
+    assert all(reply.status == 200 for reply in replies), replies
+    follows = (await api.call("GET", f"/api/v1/users/{world.rival.id}", token=world.alice.token)).data["is_following"]
+    going = (await api.call("GET", f"/api/v1/events/{world.rival_event['id']}", token=world.alice.token)).data["is_rsvped"]
+    items = await feed_of(api, world.owner)
+    assert len([item for item in items if item["type"] == "FOLLOW" and item["target_user_id"] == world.rival.id]) \
+        == int(follows)
+    assert len([item for item in items if item["type"] == "RSVP" and item["event_id"] == world.rival_event["id"]]) \
+        == int(going)
+
+
 # === API8:2023 Security Misconfiguration, and injection ======================================
 # Also proven elsewhere: tests/test_discovery.py::test_text_search_matches_regex_characters_literally (".*"),
 # tests/test_handler_base.py::test_cors_is_granted_only_to_allowed_origins,

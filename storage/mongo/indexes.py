@@ -39,6 +39,9 @@ PLAN = [
     # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
     ("activities", [("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING)], {}),
     ("activities", [("timestamp", DESCENDING)], {}),
+    # An activity recorded once per subject (Activities.add_once); the old backend's have no key.
+    ("activities", [("once_key", ASCENDING)],
+     {"unique": True, "partialFilterExpression": {"once_key": {"$exists": True}}}),
     # Tokens are forgotten once expired (the TTL monitor runs once a minute).
     ("revoked_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
     ("reset_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
