@@ -148,6 +148,9 @@ class Events:
         self.geofences = GeofenceCache()
         # Called as listener(event_id) after an event is deleted, e.g. to close its chat room.
         self.deleted_listeners = []
+        # Awaited as cleanup(event_id) after an event is deleted and before the answer, e.g. to
+        # delete its stored photos; a failure is logged, as the event is deleted either way.
+        self.deleted_cleanups = []
         # Called as listener(event_id, user_id) when someone who is not the organizer cancels
         # an RSVP, so access granted by that RSVP (the event's live chat) ends with it.
         self.left_listeners = []
@@ -216,11 +219,16 @@ class Events:
         return await self.view(event_id, organizer)
 
     async def delete(self, event_id, organizer):
-        """Deletes the event with its RSVPs, arrivals, photos and chat history."""
+        """Deletes the event with its RSVPs, arrivals, photos (the stored files too) and chat history."""
         if not await self.store.events.delete(event_id, organizer["id"]):
             await self._owned(event_id, organizer)  # 404 or 403, whichever applies
             raise NotFound("There is no such event.", code="event_not_found")
         self._notify(self.deleted_listeners, event_id)
+        for cleanup in self.deleted_cleanups:
+            try:
+                await cleanup(event_id)
+            except Exception:
+                log.exception("cleaning up after deleting event %s failed", event_id)
 
     def _notify(self, listeners, *args):
         for listener in listeners:

@@ -428,6 +428,26 @@ async def test_a_chat_handshake_that_loses_its_right_midway_is_refused(api, worl
                                           lambda: ending(api, world)) == status
 
 
+async def test_the_photos_of_a_deleted_event_are_no_longer_served(api, world, http_client, base_url):
+    # Alice's photo of the event: its URL is public (no token), so deleting the event must
+    # delete the file, and no cache may have been told to keep it for a year.
+    reply = await upload(api, world.event["id"], world.alice.token, png())
+    assert reply.status == 201, reply
+    url = base_url + urllib.parse.urlsplit(reply.data["url"]).path
+    served = await http_client.fetch(url, raise_error=False)
+    assert served.code == 200
+    cache = dict(re.findall(r"([a-z-]+)(?:=(\d+))?", served.headers["Cache-Control"]))
+    assert "immutable" not in cache and int(cache["max-age"]) <= 3600
+
+    assert (await api.call("DELETE", f"/api/v1/events/{world.event['id']}", token=world.owner.token)).status == 200
+
+    gone = await http_client.fetch(url, raise_error=False)
+    assert gone.code == 404 and "max-age" not in gone.headers.get("Cache-Control", "")
+    revalidated = await http_client.fetch(url, raise_error=False,
+                                          headers={"If-Modified-Since": served.headers["Last-Modified"]})
+    assert revalidated.code == 404
+
+
 # === API2:2023 Broken Authentication ==========================================================
 # Every forged or dead token below is tried on every protected operation.
 # Also proven elsewhere: tests/test_auth.py::test_wrong_password_and_unknown_email_get_the_same_401,
@@ -910,13 +930,13 @@ async def test_follow_and_rsvp_loops_cannot_spam_the_feed_or_leave_a_cancelled_r
     rounds = [("POST", follow + "/follow"), ("POST", follow + "/unfollow"), ("POST", rsvp), ("DELETE", rsvp)] * 10
     replies = await asyncio.gather(*(api.call(method, path, token=world.alice.token) for method, path in rounds))
     assert all(reply.status == 200 for reply in replies), replies
-    follows = (await api.call("GET", f"/api/v1/users/{world.rival.id}", token=world.alice.token)).data["is_following"]
-    going = (await api.call("GET", f"/api/v1/events/{world.rival_event['id']}", token=world.alice.token)).data["is_rsvped"]
+    follows = (await api.call("GET", follow, token=world.alice.token)).data["is_following"]
+    going = (await api.call("GET", f"/api/v1/events/{world.rival_event['id']}", token=world.alice.token)).data
     items = await feed_of(api, world.owner)
     assert len([item for item in items if item["type"] == "FOLLOW" and item["target_user_id"] == world.rival.id]) \
         == int(follows)
     assert len([item for item in items if item["type"] == "RSVP" and item["event_id"] == world.rival_event["id"]]) \
-        == int(going)
+        == int(going["is_rsvped"])
 
 
 # === API8:2023 Security Misconfiguration, and injection ======================================
