@@ -152,7 +152,9 @@ class Activities(Repository, repositories.Activities):
         # out of it). An upsert alone would not do: two that both find nothing both insert. With
         # the index the second insert fails with a duplicate key error, which means "stored by
         # another call". (The server's own retry of such upserts needs a filter of equalities on
-        # the index's key alone; this $or is not one, so the error does reach us.)
+        # the index's key alone; this $or is not one, so the error does reach us.) Before the
+        # index is built (the store's preparation; /readyz says so) racing calls could each
+        # insert one; the next withdraw removes them all.
         document = _activity_document(activity)
         key = _once_key(activity)
         subject = {field: document[field] for field in ("actor_id", "type", "event_id", "target_user_id")}
