@@ -42,6 +42,10 @@ PLAN = [
     # An activity recorded once per subject (Activities.add_once); the old backend's have no key.
     ("activities", [("once_key", ASCENDING)],
      {"unique": True, "partialFilterExpression": {"once_key": {"$exists": True}}}),
+    # A subject's activities, old ones included, found without scanning all of the actor's
+    # (add_once, withdraw): a user following 100,000 people has as many.
+    ("activities", [("actor_id", ASCENDING), ("type", ASCENDING), ("event_id", ASCENDING),
+                    ("target_user_id", ASCENDING)], {}),
     # Tokens are forgotten once expired (the TTL monitor runs once a minute).
     ("revoked_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),
     ("reset_tokens", [("expires_at", ASCENDING)], {"expireAfterSeconds": 0}),

@@ -172,10 +172,9 @@ class Activities(Repository, repositories.Activities):
             return 0  # a text that is not an id is no activity's
         actor, event, target = stored
         # By the subject's fields rather than `once_key`, so the old backend's copies go too;
-        # {field: None} also matches a field the old documents lack. The feed index's actor_id
-        # prefix narrows both this and add_once's search to the actor's activities. Each
-        # document is deleted at most once whatever runs concurrently: calls racing each other
-        # each delete what is still there.
+        # {field: None} also matches a field the old documents lack (the index on the subject's
+        # fields serves both this and add_once's search). Each document is deleted at most once
+        # whatever runs concurrently: calls racing each other each delete what is still there.
         deleted = await self._activities.delete_many(
             {"actor_id": actor, "type": kind, "event_id": event, "target_user_id": target})
         return deleted.deleted_count
