@@ -14,7 +14,7 @@ import logging
 import math
 
 from domain import discovery
-from domain.activities import EVENT_CREATED, RSVP, record_activity
+from domain.activities import EVENT_CREATED, RSVP, record_activity, withdraw_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
 from domain import repositories
@@ -149,6 +149,9 @@ class Events:
         self.geofences = GeofenceCache()
         # Called as listener(event_id) after an event is deleted, e.g. to close its chat room.
         self.deleted_listeners = []
+        # Awaited as cleanup(event_id) after an event is deleted and before the answer, e.g. to
+        # delete its stored photos; a failure is logged, as the event is deleted either way.
+        self.deleted_cleanups = []
         # Called as listener(event_id, user_id) when someone who is not the organizer cancels
         # an RSVP, so access granted by that RSVP (the event's live chat) ends with it.
         self.left_listeners = []
@@ -217,11 +220,16 @@ class Events:
         return await self.view(event_id, organizer)
 
     async def delete(self, event_id, organizer):
-        """Deletes the event with its RSVPs, arrivals, photos and chat history."""
+        """Deletes the event with its RSVPs, arrivals, photos (the stored files too) and chat history."""
         if not await self.store.events.delete(event_id, organizer["id"]):
             await self._owned(event_id, organizer)  # 404 or 403, whichever applies
             raise NotFound("There is no such event.", code="event_not_found")
         self._notify(self.deleted_listeners, event_id)
+        for cleanup in self.deleted_cleanups:
+            try:
+                await cleanup(event_id)
+            except Exception:
+                log.exception("cleaning up after deleting event %s failed", event_id)
 
     def _notify(self, listeners, *args):
         for listener in listeners:
@@ -240,7 +248,7 @@ class Events:
             # The whole rule in one atomic call: not yet RSVPed, not over, room left.
             event = await self.store.events.take_seat(event_id, user_id, self._window(now))
             if event is not None:
-                await record_activity(self.store, RSVP, user, event=event, clock=self.clock)
+                await self._record_rsvp(user, event)
                 return {"rsvped": True, "rsvp_count": event["rsvp_count"]}
             summary = await self._summary(event_id, user_id)
             if summary["is_rsvped"]:
@@ -251,6 +259,15 @@ class Events:
             if summary["rsvp_count"] >= min(summary["capacity"] or most, most):
                 raise Conflict("The event is full.", code="event_full")
         raise Conflict("The event changed while you were RSVPing. Try again.", code="rsvp_conflict")
+
+    async def _record_rsvp(self, user, event):
+        await record_activity(self.store, RSVP, user, event=event, clock=self.clock)
+        # A cancel may have released the seat, and withdrawn nothing yet to withdraw, before the
+        # activity was stored; then the RSVP is gone by now and this withdraws it. (Either the
+        # cancel's withdrawal comes after the record, or its release came before this read.)
+        current = await self.store.events.get(event["id"], user["id"])
+        if current is None or not current["is_rsvped"]:
+            await withdraw_activity(self.store, RSVP, user["id"], event_id=event["id"])
 
     async def cancel_rsvp(self, event_id, user):
         """Takes back an RSVP (and the arrival with it); idempotent; refused once the event is over."""
@@ -266,6 +283,9 @@ class Events:
                     continue
             elif event["organizer_id"] != user_id:
                 self._notify(self.left_listeners, event["id"], user_id)
+            # "is going to" is no longer true. Also when there was no RSVP to take back: an
+            # activity left by a failed request goes too.
+            await withdraw_activity(self.store, RSVP, user_id, event_id=event["id"])
             return {"rsvped": False, "rsvp_count": event["rsvp_count"]}
         raise Conflict("The event changed while you were cancelling. Try again.", code="rsvp_conflict")
 

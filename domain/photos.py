@@ -90,9 +90,16 @@ async def prepare_photo_async(data: bytes) -> PreparedPhoto:
 
 def new_object_key(event_id: str, extension: str) -> str:
     """A fresh storage key for one photo of one event, never derived from a client's file name."""
-    if not _SAFE_ID.fullmatch(event_id) or not _SAFE_ID.fullmatch(extension):
-        raise ValueError(f"unsafe object key part: {event_id!r}, {extension!r}")
-    return f"events/{event_id}/{uuid.uuid4().hex}.{extension}"
+    if not _SAFE_ID.fullmatch(extension):
+        raise ValueError(f"unsafe object key part: {extension!r}")
+    return f"{event_key_prefix(event_id)}{uuid.uuid4().hex}.{extension}"
+
+
+def event_key_prefix(event_id: str) -> str:
+    """What the keys of one event's photos, and only its, start with."""
+    if not _SAFE_ID.fullmatch(event_id):
+        raise ValueError(f"unsafe object key part: {event_id!r}")
+    return f"events/{event_id}/"
 
 
 def _decode(data: bytes, photo_format: PhotoFormat) -> Image.Image:

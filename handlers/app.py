@@ -54,6 +54,7 @@ def build_services(settings, store=None, mailer=None):
     chat_service = chat.ChatService(settings, store, server_metrics)
     accounts.revocation_listeners.append(chat_service.close_revoked)
     events_service.deleted_listeners.append(chat_service.close_event)
+    events_service.deleted_cleanups.append(gallery.delete_event_photos)
     events_service.left_listeners.append(chat_service.close_member)
     events_service.online_counter = chat_service.online_count
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,

@@ -49,7 +49,9 @@ class EventHandler(BaseHandler):
         "patch": operation("Change an event (its organizer)", request="EventUpdateRequest", response="Event",
                            errors=[403, 404, 409]),
         "delete": operation("Delete an event, its chat history and live chat (its organizer)",
-                            response="Empty", errors=[403, 404]),
+                            response="Empty", errors=[403, 404],
+                            description="Its photos are deleted from the photo storage too: their URLs stop "
+                                        "answering (caches may keep a copy for an hour, the photos' max-age)."),
     }
 
     async def get(self, event_id):

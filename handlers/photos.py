@@ -6,7 +6,7 @@ import tornado.web
 from domain.errors import InvalidInput, NotFound, TooLarge, UnsupportedMediaType
 from domain.gallery import MAX_PHOTOS_PER_EVENT, PHOTO_CURSOR_PATTERN
 from domain.photos import PHOTO_FORMATS
-from domain.storage import LocalStorage
+from domain.storage import PHOTO_CACHE_CONTROL, LocalStorage
 from handlers.base import BaseHandler
 from handlers.docs import operation
 from handlers.errors import write_error_response
@@ -113,7 +113,7 @@ class MediaHandler(tornado.web.StaticFileHandler):
         return None
 
     def set_extra_headers(self, path):
-        self.set_header("Cache-Control", "public, max-age=31536000, immutable")
+        self.set_header("Cache-Control", PHOTO_CACHE_CONTROL)
 
     def write_error(self, status_code, **kwargs):
         write_error_response(self, status_code, kwargs.get("exc_info"))

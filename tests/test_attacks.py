@@ -23,6 +23,7 @@ import zlib
 
 import jwt
 import pytest
+import tornado.httpclient
 import tornado.iostream
 
 from domain.photos import MAX_PHOTO_PIXELS
@@ -407,6 +408,46 @@ async def test_stats_of_another_organizers_event_are_counts_without_ids(api, wor
 # messages named by id, tests/test_chat.py::test_a_since_from_another_event_fails_closed.
 
 
+async def cancel_rsvp(api, world):
+    reply = await api.call("DELETE", f"/api/v1/events/{world.event['id']}/rsvp", token=world.alice.token)
+    assert reply.status == 200, reply
+
+
+async def delete_event(api, world):
+    reply = await api.call("DELETE", f"/api/v1/events/{world.event['id']}", token=world.owner.token)
+    assert reply.status == 200, reply
+
+
+@pytest.mark.parametrize("ending, status", [(cancel_rsvp, 403), (delete_event, 404)],
+                         ids=["rsvp cancelled", "event deleted"])
+async def test_a_chat_handshake_that_loses_its_right_midway_is_refused(api, world, services, base_url,
+                                                                       http_server, ending, status):
+    # handshake_interrupted_by (under API2) lands the ending between the handshake's membership
+    # check and its upgrade.
+    assert await handshake_interrupted_by(services, base_url, world.alice.token, world.event,
+                                          lambda: ending(api, world)) == status
+
+
+async def test_the_photos_of_a_deleted_event_are_no_longer_served(api, world, http_client, base_url):
+    # Alice's photo of the event: its URL is public (no token), so deleting the event must
+    # delete the file, and no cache may have been told to keep it for a year.
+    reply = await upload(api, world.event["id"], world.alice.token, png())
+    assert reply.status == 201, reply
+    url = base_url + urllib.parse.urlsplit(reply.data["url"]).path
+    served = await http_client.fetch(url, raise_error=False)
+    assert served.code == 200
+    cache = dict(re.findall(r"([a-z-]+)(?:=(\d+))?", served.headers["Cache-Control"]))
+    assert "immutable" not in cache and int(cache["max-age"]) <= 3600
+
+    assert (await api.call("DELETE", f"/api/v1/events/{world.event['id']}", token=world.owner.token)).status == 200
+
+    gone = await http_client.fetch(url, raise_error=False)
+    assert gone.code == 404 and "max-age" not in gone.headers.get("Cache-Control", "")
+    revalidated = await http_client.fetch(url, raise_error=False,
+                                          headers={"If-Modified-Since": served.headers["Last-Modified"]})
+    assert revalidated.code == 404
+
+
 # === API2:2023 Broken Authentication ==========================================================
 # Every forged or dead token below is tried on every protected operation.
 # Also proven elsewhere: tests/test_auth.py::test_wrong_password_and_unknown_email_get_the_same_401,
@@ -477,6 +518,68 @@ async def test_a_forged_or_revoked_token_is_refused_at_the_chat_handshake(api, w
 # Proven elsewhere for the sockets a token opened before it died:
 # tests/test_chat_lifecycle.py::test_logout_closes_the_sockets_opened_with_that_token_with_4401,
 # ::test_a_password_reset_closes_every_socket_opened_before_it_with_4401.
+
+
+async def test_a_chat_socket_is_closed_when_its_token_expires(api, world, settings, chats):
+    # A genuine token of Alice's that dies in two seconds: REST refuses it from then on, and
+    # so must the socket opened with it, which logout (needing a live token) could not end.
+    expiring = signed(settings, claims(world.alice, iat=time.time(), exp=int(time.time()) + 2))
+    socket = await chats.open(expiring, world.event)
+    await socket.join()
+    assert await socket.closed() == 4401
+    assert socket.connection.close_reason == "token expired"
+    reply = await api.call("GET", "/api/v1/users/me", token=expiring)
+    assert reply.status == 401 and reply.json["code"] == "token_expired"
+
+
+class MembershipPause:
+    """The events repository with the next membership check (the last read of a chat handshake)
+    held, once it has answered, until `release()`: so a logout, a cancel or a deletion lands
+    inside the handshake every time, not by luck. The store is SQLite: its reads yield to the loop."""
+
+    def __init__(self, events):
+        self.events = events
+        self.reached, self._released = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.events, name)
+
+    async def is_member(self, event_id, user_id):
+        answer = await self.events.is_member(event_id, user_id)
+        if not self.reached.is_set():
+            self.reached.set()
+            await self._released.wait()
+        return answer
+
+    def release(self):
+        self._released.set()
+
+
+async def handshake_interrupted_by(services, base_url, token, event, ending):
+    """The HTTP status of a chat handshake with `token` while `ending` ran in the middle of it."""
+    pause = services.store.events = MembershipPause(services.store.events)
+    try:
+        connecting = asyncio.ensure_future(ChatClient.connect(base_url, services, event["id"], token))
+        await bounded(pause.reached.wait())
+        await ending()
+    finally:
+        pause.release()
+        services.store.events = pause.events
+    try:
+        socket = await connecting
+    except tornado.httpclient.HTTPClientError as refusal:
+        return refusal.code
+    socket.close()
+    return 101
+
+
+@pytest.mark.parametrize("ending", [TokenForge.revoked, TokenForge.issued_before_a_password_reset],
+                         ids=["logout", "password reset"])
+async def test_a_logout_or_reset_during_a_chat_handshake_refuses_it(world, forge, services, base_url,
+                                                                    http_server, ending):
+    status = await handshake_interrupted_by(services, base_url, world.alice.token, world.event,
+                                            lambda: ending(forge, world.alice))
+    assert status == 401
 
 
 # === API3:2023 Broken Object Property Level Authorization =====================================
@@ -801,6 +904,39 @@ async def test_an_organizer_role_claimed_in_an_attendees_token_grants_nothing(ap
     token = signed(settings, claims(world.mallory, role="organizer"))
     reply = await api.call("POST", "/api/v1/events", event_body(), token=token)
     assert reply.status == 403 and reply.json["code"] == "role_required"
+
+
+# === API6:2023 Unrestricted Access to Sensitive Business Flows ================================
+
+async def feed_of(api, member):
+    reply = await api.call("GET", "/api/v1/feed?limit=100", token=member.token)
+    assert reply.status == 200, reply
+    return reply.data["items"]
+
+
+async def test_follow_and_rsvp_loops_cannot_spam_the_feed_or_leave_a_cancelled_rsvp_in_it(api, world):
+    # The owner follows Alice. Alice scripts follow/unfollow and RSVP/cancel rounds to keep
+    # appearing in her followers' feeds: each fact shows at most once, and only while true.
+    follow, rsvp = f"/api/v1/users/{world.rival.id}", f"/api/v1/events/{world.rival_event['id']}/rsvp"
+    for _ in range(5):
+        for method, path in (("POST", follow + "/follow"), ("POST", follow + "/unfollow"), ("POST", follow + "/follow"),
+                             ("POST", rsvp), ("DELETE", rsvp)):
+            assert (await api.call(method, path, token=world.alice.token)).status == 200
+    items = await feed_of(api, world.owner)
+    assert len([item for item in items if item["type"] == "FOLLOW" and item["target_user_id"] == world.rival.id]) == 1
+    assert [item for item in items if item["type"] == "RSVP" and item["event_id"] == world.rival_event["id"]] == []
+
+    # The same rounds sent all at once: the feed still ends telling what is true.
+    rounds = [("POST", follow + "/follow"), ("POST", follow + "/unfollow"), ("POST", rsvp), ("DELETE", rsvp)] * 10
+    replies = await asyncio.gather(*(api.call(method, path, token=world.alice.token) for method, path in rounds))
+    assert all(reply.status == 200 for reply in replies), replies
+    follows = (await api.call("GET", follow, token=world.alice.token)).data["is_following"]
+    going = (await api.call("GET", f"/api/v1/events/{world.rival_event['id']}", token=world.alice.token)).data
+    items = await feed_of(api, world.owner)
+    assert len([item for item in items if item["type"] == "FOLLOW" and item["target_user_id"] == world.rival.id]) \
+        == int(follows)
+    assert len([item for item in items if item["type"] == "RSVP" and item["event_id"] == world.rival_event["id"]]) \
+        == int(going["is_rsvped"])
 
 
 # === API8:2023 Security Misconfiguration, and injection ======================================

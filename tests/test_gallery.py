@@ -23,6 +23,7 @@ class HeldStorage:
         self.closed = False
         self.release = asyncio.Event()
         self.puts_waiting = 0
+        self.deleted = []
 
     async def start(self):
         self.starts += 1
@@ -37,6 +38,9 @@ class HeldStorage:
         if self.closed:
             raise AssertionError("put on a closed storage")
         return f"https://photos.example.com/{key}"
+
+    async def delete(self, key):
+        self.deleted.append(key)
 
 
 @pytest.fixture
@@ -102,7 +106,7 @@ async def test_closing_waits_for_the_upload_in_flight_then_refuses_new_ones(stor
         await gallery.upload(event_id, organizer, png())
 
 
-async def test_an_rsvp_cancelled_while_the_photo_is_stored_keeps_it_out_of_the_gallery(store):
+async def test_an_rsvp_cancelled_while_the_photo_is_stored_keeps_it_out_of_the_gallery_and_deletes_it(store):
     storage = HeldStorage()
     gallery = Gallery(store, storage)
     organizer, event_id = await organizer_and_event(store)
@@ -120,6 +124,8 @@ async def test_an_rsvp_cancelled_while_the_photo_is_stored_keeps_it_out_of_the_g
     assert (await store.events.get(event_id))["photo_count"] == 0
     assert await store.events.photos(event_id, None, 10) == ([], 0)
     assert await store.activities.feed(organizer["id"], list(SUMMARIES), None, 10) == []
+    [deleted] = storage.deleted
+    assert deleted.startswith(f"events/{event_id}/")
 
 
 async def test_closing_an_unused_gallery_closes_its_storage_at_once(store):

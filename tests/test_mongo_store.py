@@ -300,6 +300,8 @@ EVERY_METHOD = {
     ("follows", "following"): lambda s: s.follows.following(USER, None, 10),
     ("activities", "add"): lambda s: s.activities.add(activity(USER, NOW)),
     ("activities", "feed"): lambda s: s.activities.feed(USER, ["RSVP"], None, 10),
+    ("activities", "add_once"): lambda s: s.activities.add_once(activity(USER, NOW, type="RSVP", event_id=EVENT)),
+    ("activities", "withdraw"): lambda s: s.activities.withdraw("RSVP", USER, event_id=EVENT),
 }
 
 
