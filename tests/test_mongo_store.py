@@ -27,26 +27,13 @@ from storage.mongo.repository import is_unavailable
 from tests.repository_fixtures import (CREATED, MINUTE, NOW, PARIS, PASSWORD_HASH, activity, draft, event_fields,
                                        point, some_id, window)
 from tests.conftest import make_settings
+from tests.mongo_fixtures import store, store_name  # noqa: F401 (fixtures)
 from tests.running_server import free_port
 from tests.stores import TEST_MONGO_URI, discard_store, new_store, open_store
 
 pytestmark = pytest.mark.gen_test
 
-STORE_NAMES = ["mongomock"] + (["mongodb"] if TEST_MONGO_URI else [])
 OPENS_BEFORE = 30 * MINUTE
-
-
-@pytest.fixture(params=STORE_NAMES)
-def store_name(request):
-    return request.param
-
-
-@pytest.fixture
-def store(store_name, io_loop):
-    """A new store, not opened yet: tests put the old backend's documents in first."""
-    store = new_store(store_name)
-    yield store
-    io_loop.run_sync(lambda: discard_store(store))
 
 
 def unreachable_store(timeout_ms):
