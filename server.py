@@ -144,6 +144,8 @@ async def shut_down(server, services, grace_seconds):
     await within(deadline, run_shutdown_hooks(services.shutdown_hooks), "shutdown hooks")
     while services.inflight and loop.time() < deadline:
         await asyncio.sleep(0.05)
+    # A photo still decoding now is past the grace period: its worker is killed, not waited for.
+    await services.photo_workers.close()
     if services.inflight:
         log.warning("%d requests still in flight after %.0f s: closing their connections",
                     services.inflight, grace_seconds)

@@ -15,13 +15,12 @@ the photo URLs are public (the media route and the bucket need no token), so hid
 would protect nothing.
 """
 import asyncio
-import os
 import re
 
 from domain.activities import PHOTO_UPLOADED, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from domain.paging import Page
-from domain.photos import new_object_key, prepare_photo_async
+from domain.photos import new_object_key
 from domain.times import to_iso, utcnow
 
 # The old backend's shape, which MongoDB keeps, holds a gallery in the event's document, ~250
@@ -34,14 +33,12 @@ PHOTO_CURSOR_PATTERN = r"^[0-9]{1,9}$"
 
 
 class Gallery:
-    def __init__(self, store, storage, clock=utcnow):
+    def __init__(self, store, storage, photo_workers, clock=utcnow):
+        """`photo_workers`: the domain.photo_workers.PhotoWorkers that strip uploads, bounded."""
         self.store = store
         self.storage = storage
+        self.photo_workers = photo_workers
         self.clock = clock
-        # Decoding a 50 MP photo holds ~200 MB and a core for up to a second. More at once than
-        # there are cores is no faster, costs memory, and would take every thread of the default
-        # executor from the password checks that share it.
-        self._preparing = asyncio.Semaphore(os.cpu_count() or 1)
         self._storage_started = False
         self._starting = asyncio.Lock()
         self._puts_in_flight = 0
@@ -64,8 +61,7 @@ class Gallery:
         NotFound / Forbidden / Conflict as `check_uploader`, and Unavailable or UpstreamFailed
         when the storage fails (then nothing is added to the gallery)."""
         await self.check_uploader(event_id, user)  # before the CPU work and the storage
-        async with self._preparing:
-            photo = await prepare_photo_async(data)
+        photo = await self.photo_workers.prepare(data)
         url = await self._put(new_object_key(event_id, photo.extension), photo)
         event = await self.store.events.add_photo(event_id, url, user["id"], self.clock(), MAX_PHOTOS_PER_EVENT)
         if event is None:

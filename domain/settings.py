@@ -87,6 +87,8 @@ SPECS = {
     "chat_burst": Spec(int, "CHAT_BURST", _positive),
     "chat_max_buffer_bytes": Spec(int, "CHAT_MAX_BUFFER_BYTES", _positive),
     "photo_max_bytes": Spec(int, "PHOTO_MAX_BYTES", _positive),
+    "photo_decode_cpu_seconds": Spec(float, "PHOTO_DECODE_CPU_SECONDS", _positive),
+    "photo_decode_workers": Spec(int, "PHOTO_DECODE_WORKERS", _positive),
     "storage_backend": Spec(str, "STORAGE_BACKEND", _one_of("local", "s3")),
     "media_root": Spec(str, "MEDIA_ROOT", lambda v: bool(v) or "must not be empty"),
     "cloud_storage_bucket": Spec(str, "CLOUD_STORAGE_BUCKET"),

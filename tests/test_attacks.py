@@ -11,8 +11,10 @@ import base64
 import dataclasses
 import datetime
 import hashlib
+import io
 import json
 import logging
+import os
 import re
 import socket
 import struct
@@ -24,15 +26,17 @@ import zlib
 import jwt
 import pytest
 import tornado.iostream
+from PIL import Image
 
-from domain.photos import MAX_PHOTO_PIXELS
+from domain.photos import MAX_JPEG_SCANS, MAX_PHOTO_PIXELS
 from domain.times import parse_iso, utcnow
 from handlers.base import BaseHandler
 from handlers.photos import MULTIPART_OVERHEAD_BYTES
 from tests.chat_client import WAIT_SECONDS, ChatClient
 from tests.conftest import PASSWORD, make_settings
 from tests.event_builders import PARIS, event_body, hours_from_now, publish, unknown_id
-from tests.photo_uploads import png, upload
+from tests.photo_uploads import multipart, png, upload
+from tests.running_server import SAFETY_TIMEOUT, RunningServer
 
 pytestmark = pytest.mark.gen_test
 
@@ -706,6 +710,114 @@ async def test_a_decompression_bomb_photo_is_refused(api, world, build, code):
     assert (reply.status, reply.json["code"]) == code, reply
     shown = await api.call("GET", f"/api/v1/events/{world.event['id']}", token=world.owner.token)
     assert shown.data["photo_count"] == 0
+
+
+def jpeg_segments(data):
+    """(marker, bytes) of each segment of a JPEG after its SOI, up to its EOI; a scan keeps its
+    entropy-coded data, which runs to the next marker that is not a stuffed 0xFF or a restart."""
+    segments, position = [], 2
+    while data[position + 1] != 0xD9:
+        marker = data[position + 1]
+        end = position + 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:
+            end = re.compile(rb"\xff[^\x00\xd0-\xd7]").search(data, end).start()
+        segments.append((marker, data[position:end]))
+        position = end
+    return segments
+
+
+def scan_bomb(size, scans):
+    """A progressive JPEG of a flat grey square with `scans` scans: Pillow's last one, an AC
+    refinement pass that covers every block of the image in 14 bytes (one end-of-band run), is
+    repeated with its Huffman table. The decoder walks all the coefficients of the image on each
+    pass: 4,000 passes over 2000 x 2000 pixels cost ~13 s of CPU for 160 kB."""
+    out = io.BytesIO()
+    Image.new("L", (size, size), 128).save(out, "JPEG", progressive=True)
+    segments = jpeg_segments(out.getvalue())
+    (table_marker, table), (scan_marker, scan) = segments[-2:]
+    assert (table_marker, scan_marker) == (0xC4, 0xDA)
+    extra = scans - sum(marker == 0xDA for marker, _ in segments)
+    return b"\xff\xd8" + b"".join(segment for _, segment in segments) + (table + scan) * extra + b"\xff\xd9"
+
+
+async def uploads_at_once(api, world, *photos):
+    """Each photo uploaded to the world's event at the same time; their replies, in order."""
+    sent = [upload(api, world.event["id"], world.owner.token, data, filename="photo.jpg", content_type="image/jpeg")
+            for data in photos]
+    return await asyncio.wait_for(asyncio.gather(*sent), 120)
+
+
+@pytest.mark.parametrize("bomb", [
+    pytest.param(lambda: scan_bomb(2000, 4000), id="4000 scans in 160 kB"),
+    # Few enough scans, but too many for the size: 70 passes over 16 M pixels.
+    pytest.param(lambda: scan_bomb(4000, 70), id="70 scans of 16 M pixels"),
+])
+async def test_a_progressive_jpeg_scan_bomb_is_refused_and_an_honest_upload_goes_through_meanwhile(
+        api, world, bomb):
+    data = bomb()
+    assert len(data) < 210_000
+    *bombs, honest = await uploads_at_once(api, world, data, data, png((1, 1)))
+    for reply in bombs:
+        assert (reply.status, reply.json["code"]) == (400, "image_too_complex"), reply
+    assert honest.status == 201, honest
+    shown = await api.call("GET", f"/api/v1/events/{world.event['id']}", token=world.owner.token)
+    assert shown.data["photo_count"] == 1
+
+
+@pytest.mark.settings(photo_decode_cpu_seconds=0.05)
+async def test_a_photo_whose_decode_outruns_the_cpu_limit_is_stopped_and_refused(api, world):
+    # Within every limit read from the headers (100 scans of 9 M pixels), yet ~0.8 s of CPU: the
+    # decode is stopped at the limit, here 0.05 s, and the next upload gets a fresh worker.
+    heavy = scan_bomb(3000, MAX_JPEG_SCANS)
+    *stopped, honest = await uploads_at_once(api, world, heavy, heavy, png((1, 1)))
+    for reply in stopped:
+        assert (reply.status, reply.json["code"]) == (400, "image_too_complex"), reply
+    assert honest.status == 201, honest
+    again = await uploads_at_once(api, world, png((2, 2)))
+    assert again[0].status == 201, again
+
+
+def test_sigterm_while_photos_decode_exits_within_the_grace_period():
+    """Decodes are killed at the end of the grace period rather than waited for."""
+    grace = 1
+    # 49 M pixels in 34 bytes, within every limit: seconds of CPU to re-encode, far beyond the grace.
+    out = io.BytesIO()
+    Image.new("RGBA", (7000, 7000), (1, 2, 3, 255)).save(out, "WEBP", lossless=True, method=0, quality=0)
+    with RunningServer({"SHUTDOWN_GRACE_SECONDS": str(grace), "PHOTO_DECODE_CPU_SECONDS": "60"}) as server:
+        status, registered = server.request("POST", "/api/v1/auth/register", {
+            "username": "organizer", "email": "organizer@example.com", "password": PASSWORD, "role": "organizer"})
+        assert status == 201, registered
+        authorization = {"Authorization": f"Bearer {registered['data']['token']}"}
+        status, event = server.request("POST", "/api/v1/events", event_body(), headers=authorization)
+        assert status == 201, event
+        body, headers = multipart(out.getvalue(), filename="big.webp", content_type="image/webp")
+        head = "".join(f"{name}: {value}\r\n" for name, value in {**headers, **authorization}.items())
+        uploads = []
+        for _ in range(2):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=SAFETY_TIMEOUT)
+            connection.sendall(f"POST /api/v1/events/{event['data']['id']}/photos HTTP/1.1\r\nHost: x\r\n{head}"
+                               f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+            uploads.append(connection)
+        while len(workers := child_processes(server.process.pid)) < 2:  # both photos are decoding
+            time.sleep(0.05)
+
+        asked = time.monotonic()
+        server.terminate()
+        assert server.wait() == 0
+        assert time.monotonic() - asked < grace + 5  # a decode alone takes longer
+        for worker in workers:  # killed, not left decoding for nobody
+            with pytest.raises(ProcessLookupError):
+                os.kill(worker, 0)
+        for connection in uploads:
+            connection.close()
+
+
+def child_processes(pid):
+    children = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as listed:
+            children += [int(child) for child in listed.read().split()]
+    return children
 
 
 # Proven elsewhere for chat: tests/test_chat_limits.py::test_connections_beyond_the_per_user_cap_are_refused_with_429,
