@@ -9,9 +9,9 @@ shutdown by us, whatever it is doing.
 
 The workers are long-lived (starting Python and Pillow costs ~0.2 s of CPU, longer than most
 decodes), one decode at a time each, at most `max_workers` at once; a worker that is killed is
-replaced on the next upload. The protocol over the worker's stdin/stdout: the photo as
-<length: 4 bytes big-endian><bytes>; the answer as <length><JSON header>, then for a photo
-<length><re-encoded bytes>.
+replaced on the next upload. The protocol over the worker's stdin/stdout: once started, the
+worker sends <length: 4 bytes big-endian><JSON {"ready": true}>; then for each photo sent as
+<length><bytes>, it answers <length><JSON header>, and for a photo <length><re-encoded bytes>.
 """
 import asyncio
 import json
@@ -21,6 +21,8 @@ import pathlib
 import signal
 import struct
 import sys
+
+from PIL import Image
 
 from domain.errors import InvalidInput, Unavailable, UnsupportedMediaType
 from domain.photos import PreparedPhoto, prepare_photo
@@ -96,7 +98,14 @@ class _Worker:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "domain.photo_workers", str(cpu_seconds), cwd=ROOT,
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
-        return cls(process)
+        worker = cls(process)
+        # Its first frame says Pillow is loaded: the limits of a decode do not count the start.
+        try:
+            await worker._frame()
+        except BaseException:  # it could not start (a server fault, a 500), or we were cancelled
+            worker.kill()
+            raise
+        return worker
 
     async def prepare(self, data, cpu_seconds):
         self.answered = False
@@ -184,6 +193,8 @@ def main():
     # The answers' channel; nothing else may write to it.
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     sys.stdout = sys.stderr
+    Image.init()  # every format plugin now, not on the first photo's CPU time
+    _answer(answers, {"ready": True})
     serve(float(sys.argv[1]), sys.stdin.buffer, answers)
 
 

@@ -15,7 +15,8 @@ DESCRIPTIONS = {
     200: "OK", 201: "Created", 204: "No content", 400: "Malformed JSON, a schema violation or a bad parameter",
     401: "Missing, bad, expired or revoked token, or wrong credentials",
     403: "Authenticated but not allowed (role or ownership)", 404: "Unknown resource (including a malformed id)",
-    409: "State conflict", 413: "Body too large", 415: "Unsupported content type",
+    409: "State conflict", 413: "Body too large",
+    415: "Unsupported content type (a JSON body needs Content-Type: application/json)",
     422: "Well-formed but refused by the domain", 429: "Rate limited; see Retry-After",
     502: "A backing service failed", 503: "Database or another backing service unavailable",
 }
@@ -57,6 +58,8 @@ def error_statuses(op, has_path_params):
         statuses.add(400)
     if op.request or op.multipart:
         statuses.add(413)
+    if op.request:
+        statuses.add(415)  # a body sent as anything but application/json
     if not op.public:
         statuses.add(401)
     if has_path_params:
