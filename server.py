@@ -10,12 +10,11 @@ import os
 import signal
 import sys
 
-import tornado.httpserver
-
 from domain.errors import StoreBroken, StoreUnavailable
 from domain.settings import SettingsError, load_settings
 from domain.systemd import SystemdNotifier, watchdog_interval
 from handlers.app import build_services, make_app
+from handlers.connections import make_http_server
 from handlers.logs import configure_logging
 from storage import make_store
 
@@ -58,8 +57,7 @@ async def serve(settings, notifier, store=None):
     services = build_services(settings, store=store)
     warn_about_development_settings(settings, store)
     app = make_app(services)
-    largest_body = max(settings.max_body_bytes, settings.photo_max_bytes) + 64 * 1024
-    server = tornado.httpserver.HTTPServer(app, max_body_size=largest_body, idle_connection_timeout=120)
+    server = make_http_server(app, settings)
     try:
         server.listen(settings.port, settings.address)
     except OSError as e:

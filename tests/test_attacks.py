@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import select
 import socket
 import struct
 import time
@@ -843,6 +844,56 @@ def child_processes(pid):
         with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as listed:
             children += [int(child) for child in listed.read().split()]
     return children
+
+
+def closed_by_server(connection, trickle=b"1"):
+    """Keeps sending a byte every 0.2 s, as a slow client does, until the server closes the
+    connection; False if it is still open after SAFETY_TIMEOUT."""
+    for _ in range(int(SAFETY_TIMEOUT / 0.2)):
+        if select.select([connection], [], [], 0.2)[0]:
+            return connection.recv(65536) == b""
+        try:
+            connection.sendall(trickle)
+        except ConnectionError:
+            return True
+    return False
+
+
+def test_slow_headers_slow_bodies_and_idle_connections_are_closed_and_one_address_holds_few():
+    environment = {"HEADER_TIMEOUT_SECONDS": "1", "BODY_TIMEOUT_SECONDS": "1", "MAX_CONNECTIONS_PER_ADDRESS": "3"}
+    with RunningServer(environment) as server:
+        def connect(first_bytes=b""):
+            connection = socket.create_connection(("127.0.0.1", server.port), timeout=SAFETY_TIMEOUT)
+            connection.sendall(first_bytes)
+            return connection
+
+        slow_headers = connect(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        slow_body = connect(b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: 100000\r\n\r\n{")
+        idle = connect()
+        refused = connect()
+        answer = b""
+        while chunk := refused.recv(65536):
+            answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 429 ") and json.loads(body)["code"] == "too_many_connections", answer
+
+        assert closed_by_server(slow_headers)  # however steadily the bytes come
+        assert closed_by_server(slow_body)
+        assert closed_by_server(idle, trickle=b"")
+        assert server.request("GET", "/healthz")[0] == 200  # the address's connections were let go
+        for connection in (slow_headers, slow_body, idle, refused):
+            connection.close()
+
+
+def test_connections_from_a_trusted_proxy_are_not_capped():
+    # Every client behind the proxy shares its address; the proxy limits them itself.
+    environment = {"TRUSTED_PROXIES": "127.0.0.1", "MAX_CONNECTIONS_PER_ADDRESS": "2"}
+    with RunningServer(environment) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=SAFETY_TIMEOUT) for _ in range(4)]
+        assert server.request("GET", "/healthz", headers={"X-Forwarded-For": "203.0.113.7"})[0] == 200
+        for connection in held:
+            connection.close()
 
 
 # Proven elsewhere for chat: tests/test_chat_limits.py::test_connections_beyond_the_per_user_cap_are_refused_with_429,
