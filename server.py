@@ -5,6 +5,7 @@ doing, WATCHDOG=1 while the event loop turns, and STOPPING=1 when a SIGTERM star
 """
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -57,6 +58,11 @@ async def serve(settings, notifier, store=None):
     services = build_services(settings, store=store)
     warn_about_development_settings(settings, store)
     app = make_app(services)
+    # Everything built so far lives as long as the process: frozen, the collector never walks it
+    # again. Unfrozen, a full collection walked it whenever request garbage (a 5,000-position
+    # polygon is 5,000 lists) piled up: 60 ms of the event loop at a time.
+    gc.collect()
+    gc.freeze()
     server = make_http_server(app, settings)
     try:
         server.listen(settings.port, settings.address)

@@ -679,7 +679,7 @@ async def test_a_huge_value_where_a_string_belongs_is_not_quoted_back(api, world
 
 
 async def test_a_body_of_thousands_of_unknown_fields_gets_a_short_answer(api):
-    body = {f"field{n}": n for n in range(50_000)}
+    body = {f"field{n}": n for n in range(5_000)}
     reply = await api.call("POST", "/api/v1/auth/login", body)
     assert reply.status == 400 and len(reply.text) < 5000
 
