@@ -11,9 +11,8 @@ import pathlib
 import reprlib
 
 import jsonschema
-import jsonschema._utils
+import jsonschema._utils  # equal(): JSON equality as the enum keyword has it (1 != true)
 import referencing
-
 from jsonschema.exceptions import ValidationError
 
 from domain.errors import InvalidInput
@@ -134,7 +133,7 @@ def _any_of(validator, any_of, instance, schema):
     yield ValidationError("is not valid under any of the allowed forms", context=first_errors)
 
 
-def _too_long(keyword, is_over, unit):
+def _too_long(is_over, unit):
     """maxItems and maxLength without quoting the value: jsonschema's message is the repr of the
     whole array or string, ~20 ms of the loop for a 100,000-position array."""
     def check(validator, limit, instance, schema):
@@ -166,9 +165,8 @@ _CappedValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator,
     "enum": _enum,
     "items": _items,
     "anyOf": _any_of,
-    "maxItems": _too_long("maxItems", _array_over, "items"),
-    "maxLength": _too_long("maxLength", lambda validator, instance, limit: (
-        validator.is_type(instance, "string") and len(instance) > limit), "characters"),
+    "maxItems": _too_long(_array_over, "items"),
+    "maxLength": _too_long(_string_over, "characters"),
     "prefixItems": _within_length("prefixItems", "maxItems", _array_over),
     "pattern": _within_length("pattern", "maxLength", _string_over),
     "format": _within_length("format", "maxLength", _string_over),
