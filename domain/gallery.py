@@ -23,13 +23,12 @@ would protect nothing.
 import asyncio
 import contextlib
 import logging
-import os
 import re
 
 from domain.activities import PHOTO_UPLOADED, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from domain.paging import Page
-from domain.photos import event_key_prefix, new_object_key, prepare_photo_async
+from domain.photos import event_key_prefix, new_object_key
 from domain.times import to_iso, utcnow
 
 log = logging.getLogger("photos")
@@ -44,14 +43,12 @@ PHOTO_CURSOR_PATTERN = r"^[0-9]{1,9}$"
 
 
 class Gallery:
-    def __init__(self, store, storage, clock=utcnow):
+    def __init__(self, store, storage, photo_workers, clock=utcnow):
+        """`photo_workers`: the domain.photo_workers.PhotoWorkers that strip uploads, bounded."""
         self.store = store
         self.storage = storage
+        self.photo_workers = photo_workers
         self.clock = clock
-        # Decoding a 50 MP photo holds ~200 MB and a core for up to a second. More at once than
-        # there are cores is no faster, costs memory, and would take every thread of the default
-        # executor from the password checks that share it.
-        self._preparing = asyncio.Semaphore(os.cpu_count() or 1)
         self._storage_started = False
         self._starting = asyncio.Lock()
         self._in_flight = 0  # storage calls under way, which closing the storage waits for
@@ -74,8 +71,7 @@ class Gallery:
         NotFound / Forbidden / Conflict as `check_uploader`, and Unavailable or UpstreamFailed
         when the storage fails (then nothing is added to the gallery)."""
         await self.check_uploader(event_id, user)  # before the CPU work and the storage
-        async with self._preparing:
-            photo = await prepare_photo_async(data)
+        photo = await self.photo_workers.prepare(data)
         key = new_object_key(event_id, photo.extension)
         async with self._storage_in_use("The server is shutting down; upload the photo again in a moment."):
             url = await self.storage.put(key, photo.data, photo.content_type)

@@ -37,7 +37,7 @@ class EventsHandler(BaseHandler):
 
     async def post(self):
         self.require_role("organizer")
-        body = self.json_body("EventCreateRequest")
+        body = await self.large_json_body("EventCreateRequest")
         self.reply(await self.services.events.create(self.current_user, body), "Event created.", status=201)
 
 
@@ -59,7 +59,7 @@ class EventHandler(BaseHandler):
 
     async def put(self, event_id):
         self.require_role("organizer")
-        body = self.json_body("EventUpdateRequest")
+        body = await self.large_json_body("EventUpdateRequest")
         self.reply(await self.services.events.update(event_id, self.current_user, body), "Event updated.")
 
     patch = put

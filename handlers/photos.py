@@ -29,7 +29,10 @@ class EventPhotosHandler(BaseHandler):
             response="PhotoUploaded", status=201, errors=[403, 404, 409, 413, 415, 502, 503],
             description="One JPEG, PNG or WebP, recognised by its bytes (not its name or declared type), "
                         "at most photo_max_bytes (10 MiB by default): 415 for anything else, 413 above "
-                        "the limit. Metadata (EXIF with GPS, XMP, comments) is removed before it is "
+                        "the limit. 400 image_too_large above 50 million pixels, image_too_complex for a "
+                        "progressive JPEG with more scans than its size allows (100 at most) or an image "
+                        "whose decoding takes more than photo_decode_cpu_seconds of CPU. "
+                        "Metadata (EXIF with GPS, XMP, comments) is removed before it is "
                         "stored. 403 for anyone but the organizer and RSVPed users (before the body is "
                         f"read); 409 gallery_full at {MAX_PHOTOS_PER_EVENT} photos; 502/503 when the photo storage "
                         "fails, and then nothing is added to the gallery."),
