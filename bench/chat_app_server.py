@@ -75,7 +75,8 @@ async def serve(args, directory):
         ROOT / "settings.yaml", environ=os.environ, port=args.port, address=args.address, mongo_uri="",
         sqlite_path=os.path.join(directory, "events.sqlite3"), bcrypt_rounds=4, log_level="WARNING",
         chat_messages_per_second=1e6, chat_burst=10**6, chat_ping_interval_seconds=300,
-        shutdown_grace_seconds=2)
+        # Every client of the bench is on loopback, and it opens 200 handshakes at a time.
+        max_connections_per_address=10**6, shutdown_grace_seconds=2)
     configure_logging(settings.log_level)
     store = make_store(args.store, directory)
     if args.store_delay_ms:

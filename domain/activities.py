@@ -2,10 +2,18 @@
 
 The readable summary is written with the activity (the old documents have it too), so the
 feed never has to look up an event that may since have been deleted.
+
+A follow and an RSVP can be undone (unfollow, cancel) and done again at will. Their activity
+states a fact that holds now ("is going to"), so it is recorded once per subject (actor and
+followed user, or actor and event) and withdrawn when the fact is undone: a follow/unfollow
+or RSVP/cancel loop leaves at most one item in the feed, and a cancelled RSVP none.
 """
 from domain.times import utcnow
 
 RSVP, EVENT_CREATED, PHOTO_UPLOADED, FOLLOW = "RSVP", "EVENT_CREATED", "PHOTO_UPLOADED", "FOLLOW"
+
+# Activities of facts that can be undone: recorded once per subject, withdrawn when undone.
+UNDOABLE = frozenset((RSVP, FOLLOW))
 
 SUMMARIES = {
     RSVP: "{actor} is going to {event}",
@@ -30,4 +38,12 @@ async def record_activity(store, kind, actor, event=None, target_user=None, cloc
         "summary": summary,
         "timestamp": clock(),
     }
-    await store.activities.add(activity)
+    if kind in UNDOABLE:
+        await store.activities.add_once(activity)
+    else:
+        await store.activities.add(activity)
+
+
+async def withdraw_activity(store, kind, actor_id, event_id=None, target_user_id=None):
+    """Removes the activity of an undone follow or RSVP; idempotent."""
+    await store.activities.withdraw(kind, actor_id, event_id=event_id, target_user_id=target_user_id)

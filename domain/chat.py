@@ -32,6 +32,7 @@ MAX_CATCH_UP = 500
 # One append per batch; a batch is whatever queued while the previous one was written.
 MAX_BATCH = 500
 NOT_STORED = "The message was not stored; send it again with the same client_msg_id."
+NOT_A_MEMBER = "Only the organizer and RSVPed users can read and write this chat."
 
 
 def clean_text(text):
@@ -77,7 +78,7 @@ async def check_chat_member(store, event_id, user_id):
     if member is None:
         raise NotFound("There is no such event.", code="event_not_found")
     if not member:
-        raise Forbidden("Only the organizer and RSVPed users can read and write this chat.", code="not_a_member")
+        raise Forbidden(NOT_A_MEMBER, code="not_a_member")
 
 
 @dataclasses.dataclass(eq=False)

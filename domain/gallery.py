@@ -6,23 +6,32 @@ have an unknown uploader and time.
 
 Order of an upload: check the uploader, strip the metadata, store the object, and only then
 add its URL with `add_photo`, which checks the uploader again in the same atomic step. A
-gallery entry therefore always names a stored object. The reverse can happen: if the uploader
-loses the right while the photo is being stored (RSVP cancelled, event deleted), the object
-stays in storage, unlisted.
+gallery entry therefore always names a stored object. If the uploader loses the right while
+the photo is being stored (RSVP cancelled, event deleted), or `add_photo` fails, the upload
+deletes the object it stored.
+
+Deleting an event deletes its stored photos (`delete_event_photos`, after the event's record
+is gone), so their public URLs stop answering; caches may keep them for the storage's
+max-age (domain/storage.py). An upload racing with the deletion is covered either way: its
+object is stored before the listing of the event's photos, which deletes it, or after, and
+then `add_photo` finds no event and the upload deletes it.
 
 Listing: any signed-in user may read an event's gallery, as they may read the event itself:
 the photo URLs are public (the media route and the bucket need no token), so hiding the list
 would protect nothing.
 """
 import asyncio
-import os
+import contextlib
+import logging
 import re
 
 from domain.activities import PHOTO_UPLOADED, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
 from domain.paging import Page
-from domain.photos import new_object_key, prepare_photo_async
+from domain.photos import event_key_prefix, new_object_key
 from domain.times import to_iso, utcnow
+
+log = logging.getLogger("photos")
 
 # The old backend's shape, which MongoDB keeps, holds a gallery in the event's document, ~250
 # bytes a photo (URL twice, uploader, time): 10,000 keep it near 2.5 MB, far from MongoDB's
@@ -34,17 +43,15 @@ PHOTO_CURSOR_PATTERN = r"^[0-9]{1,9}$"
 
 
 class Gallery:
-    def __init__(self, store, storage, clock=utcnow):
+    def __init__(self, store, storage, photo_workers, clock=utcnow):
+        """`photo_workers`: the domain.photo_workers.PhotoWorkers that strip uploads, bounded."""
         self.store = store
         self.storage = storage
+        self.photo_workers = photo_workers
         self.clock = clock
-        # Decoding a 50 MP photo holds ~200 MB and a core for up to a second. More at once than
-        # there are cores is no faster, costs memory, and would take every thread of the default
-        # executor from the password checks that share it.
-        self._preparing = asyncio.Semaphore(os.cpu_count() or 1)
         self._storage_started = False
         self._starting = asyncio.Lock()
-        self._puts_in_flight = 0
+        self._in_flight = 0  # storage calls under way, which closing the storage waits for
         self._closing = False
 
     # --- uploading -------------------------------------------------------------------------
@@ -64,27 +71,49 @@ class Gallery:
         NotFound / Forbidden / Conflict as `check_uploader`, and Unavailable or UpstreamFailed
         when the storage fails (then nothing is added to the gallery)."""
         await self.check_uploader(event_id, user)  # before the CPU work and the storage
-        async with self._preparing:
-            photo = await prepare_photo_async(data)
-        url = await self._put(new_object_key(event_id, photo.extension), photo)
-        event = await self.store.events.add_photo(event_id, url, user["id"], self.clock(), MAX_PHOTOS_PER_EVENT)
-        if event is None:
-            raise _refusal(await self.store.events.is_member(event_id, user["id"]))
+        photo = await self.photo_workers.prepare(data)
+        key = new_object_key(event_id, photo.extension)
+        async with self._storage_in_use("The server is shutting down; upload the photo again in a moment."):
+            url = await self.storage.put(key, photo.data, photo.content_type)
+            try:
+                event = await self.store.events.add_photo(event_id, url, user["id"], self.clock(),
+                                                          MAX_PHOTOS_PER_EVENT)
+                if event is None:
+                    raise _refusal(await self.store.events.is_member(event_id, user["id"]))
+            except BaseException:
+                # Unlisted, the object would still be public at its URL.
+                await self._delete_quietly(key)
+                raise
         await record_activity(self.store, PHOTO_UPLOADED, user, event=event, clock=self.clock)
         return {"url": url}
 
+    # --- deleting --------------------------------------------------------------------------
+
+    async def delete_event_photos(self, event_id):
+        """Deletes the stored photos of an event whose record was deleted (Events' deletion
+        cleanup). Raises Unavailable or UpstreamFailed when the storage fails."""
+        async with self._storage_in_use("The server is shutting down."):
+            await self.storage.delete_all(event_key_prefix(event_id))
+
+    async def _delete_quietly(self, key):
+        try:
+            await self.storage.delete(key)
+        except Exception:
+            log.exception("a photo kept out of its gallery could not be deleted: %s", key)
+
     # --- the storage's life ----------------------------------------------------------------
 
-    async def _put(self, key, photo):
+    @contextlib.asynccontextmanager
+    async def _storage_in_use(self, closing_message):
         if self._closing:
-            raise Unavailable("The server is shutting down; upload the photo again in a moment.")
+            raise Unavailable(closing_message)
         await self._start_storage()
-        self._puts_in_flight += 1
+        self._in_flight += 1
         try:
-            return await self.storage.put(key, photo.data, photo.content_type)
+            yield
         finally:
-            self._puts_in_flight -= 1
-            if self._closing and not self._puts_in_flight:
+            self._in_flight -= 1
+            if self._closing and not self._in_flight:
                 await self.storage.close()
 
     async def _start_storage(self):
@@ -98,7 +127,7 @@ class Gallery:
         """Called at shutdown once requests in flight are done; returns at once. Should an upload
         outlive the grace period, the storage closes when it has been stored."""
         self._closing = True
-        if not self._puts_in_flight:
+        if not self._in_flight:
             await self.storage.close()
 
     # --- listing ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ reference the benchmarks and tests hold it to; `Geofence` decides arrivals.
 
 import math
 
+import numpy
 import shapely
 from shapely.validation import explain_validity
 
@@ -148,7 +149,27 @@ class LocalProjection:
         )
 
     def _ring(self, ring):
-        return [self.xy(lng, lat) for lng, lat in ring.coords]
+        """`xy` of every position at once: a venue ring has up to 1,000 of them, and projecting
+        them one by one held the event loop ~15 us each (75 ms for five rings)."""
+        lng, lat = numpy.asarray(ring.coords).T
+        phi = numpy.radians(lat)
+        half_dlam = numpy.radians(lng - self._lng) / 2.0
+        phi_center = math.radians(self._lat)
+        cos_product = math.cos(phi_center) * numpy.cos(phi)
+        haversine = numpy.sin((phi - phi_center) / 2.0) ** 2 + cos_product * numpy.sin(half_dlam) ** 2
+        complement = numpy.sin((phi_center + phi) / 2.0) ** 2 + cos_product * numpy.cos(half_dlam) ** 2
+        distance = 2.0 * EARTH_RADIUS_M * numpy.arctan2(numpy.sqrt(haversine), numpy.sqrt(complement))
+        dlam = numpy.radians(lng - self._lng)
+        east = numpy.cos(phi) * numpy.sin(dlam)
+        north = self._cos_lat * numpy.sin(phi) - self._sin_lat * numpy.cos(phi) * numpy.cos(dlam)
+        sin_angle = numpy.hypot(east, north)
+        # As in xy: the center itself is (0, 0), its antipode straight south.
+        antipode = sin_angle == 0.0
+        scale = distance / numpy.where(antipode, 1.0, sin_angle)
+        x = numpy.where(antipode, 0.0, east * scale)
+        y = numpy.where(antipode, -distance, north * scale)
+        center = distance == 0.0
+        return numpy.column_stack((numpy.where(center, 0.0, x), numpy.where(center, 0.0, y)))
 
 
 class Geofence:
@@ -267,6 +288,8 @@ def _ring_error(ring, path):
             f"to close it); this one has {len(ring)}."
         )}
     for index, position in enumerate(ring):
+        if _plain_position(position):
+            continue
         message = _position_error(position)
         if message:
             return {"path": f"{path}/{index}", "message": message}
@@ -276,6 +299,15 @@ def _ring_error(ring, path):
             "message": "The ring is not closed: its last position must repeat its first.",
         }
     return None
+
+
+def _plain_position(position):
+    """The common case of a valid position, checked ~10 times faster than _position_error; False
+    only means "look closer"."""
+    if type(position) is not list or len(position) != 2:
+        return False
+    lng, lat = position
+    return type(lng) in (int, float) and type(lat) in (int, float) and -180.0 <= lng <= 180.0 and -90.0 <= lat <= 90.0
 
 
 def _position_error(position):

@@ -6,10 +6,12 @@ is decoded and re-encoded in its own format, after the EXIF orientation has been
 pixels and any ICC colour profile converted to sRGB, so the photo still looks as it did.
 
 `prepare_photo` is CPU-bound and blocks (CPU time: ~0.13 s for a 12 MP JPEG, ~0.8 s for a 12 MP
-WebP); callers on the event loop use `prepare_photo_async`, which runs it in the default executor.
+WebP). Hostile bytes can make a decode far dearer than its size suggests, so the server runs it
+in worker processes with a CPU-time limit (domain/photo_workers.py), and it first refuses, from
+the headers alone, what would cost more than any honest photo: too many pixels, or a progressive
+JPEG with too many scans.
 """
 
-import asyncio
 import io
 import re
 import uuid
@@ -23,6 +25,13 @@ from domain.errors import InvalidInput, UnsupportedMediaType
 # as RGBA). Checked on the header, before any pixel is decoded; Pillow's own, looser bomb
 # check (89 M pixels) is left alone so nothing else in the process changes behaviour.
 MAX_PHOTO_PIXELS = 50_000_000
+# A progressive JPEG is decoded scan by scan, each scan a pass over the coefficients of the whole
+# image: a "scan bomb" repeats scans of a few bytes thousands of times (200 kB: 15 s of CPU).
+# Encoders write 10 or so (libjpeg's progressive script: 10 for colour, 6 for grey).
+MAX_JPEG_SCANS = 100
+# Decoding costs about pixels x scans (~1.2 ns each measured here): 10 scans of a 48 MP photo
+# pass, as do 100 scans of 10 MP; the dearest image admitted costs about a second.
+MAX_JPEG_PIXEL_SCANS = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,8 @@ def sniff_image_type(data: bytes) -> str | None:
 
 
 def prepare_photo(data: bytes) -> PreparedPhoto:
-    """Decode, orient and re-encode `data` with no metadata. Blocking: see `prepare_photo_async`.
+    """Decode, orient and re-encode `data` with no metadata. Blocking and unbounded in CPU: run it in
+    domain.photo_workers.PhotoWorkers, never on the event loop.
 
     Raises UnsupportedMediaType for anything that is not a decodable JPEG, PNG or WebP, and
     InvalidInput (code "image_too_large") above MAX_PHOTO_PIXELS. Animated PNG and WebP keep
@@ -84,34 +94,88 @@ def prepare_photo(data: bytes) -> PreparedPhoto:
     )
 
 
-async def prepare_photo_async(data: bytes) -> PreparedPhoto:
-    return await asyncio.get_running_loop().run_in_executor(None, prepare_photo, data)
-
-
 def new_object_key(event_id: str, extension: str) -> str:
     """A fresh storage key for one photo of one event, never derived from a client's file name."""
-    if not _SAFE_ID.fullmatch(event_id) or not _SAFE_ID.fullmatch(extension):
-        raise ValueError(f"unsafe object key part: {event_id!r}, {extension!r}")
-    return f"events/{event_id}/{uuid.uuid4().hex}.{extension}"
+    if not _SAFE_ID.fullmatch(extension):
+        raise ValueError(f"unsafe object key part: {extension!r}")
+    return f"{event_key_prefix(event_id)}{uuid.uuid4().hex}.{extension}"
+
+
+def event_key_prefix(event_id: str) -> str:
+    """What the keys of one event's photos, and only its, start with."""
+    if not _SAFE_ID.fullmatch(event_id):
+        raise ValueError(f"unsafe object key part: {event_id!r}")
+    return f"events/{event_id}/"
+
+
+def jpeg_scan_count(data: bytes) -> int:
+    """How many scans (SOS segments) a JPEG holds, read from its markers without decoding.
+
+    Linear in the size of the file: segments are skipped by their length, entropy-coded data by
+    searching for the next marker (a 0xFF byte not followed by 0x00, a stuffed 0xFF, or a restart
+    marker). Stops at EOI or where the structure ends; bytes the decoder would reject are its
+    business, not this count's."""
+    scans, position = 0, 2
+    while position + 1 < len(data):
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        if marker == 0xD9:  # EOI
+            break
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # markers without a length
+            position += 2
+            continue
+        if position + 4 > len(data):
+            break
+        position += 2 + int.from_bytes(data[position + 2:position + 4], "big")
+        if marker == 0xDA:
+            scans += 1
+            found = _NEXT_MARKER.search(data, position)
+            if found is None:
+                break
+            position = found.start()
+    return scans
+
+
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+
+
+def _check_cost(image: Image.Image, data: bytes, photo_format: PhotoFormat):
+    """Refuses, before any pixel is decoded, an image whose decode would cost more than any photo."""
+    pixels = image.width * image.height
+    if pixels > MAX_PHOTO_PIXELS:
+        raise _too_large()
+    if photo_format.kind == "jpeg":
+        scans = jpeg_scan_count(data)
+        if scans > MAX_JPEG_SCANS or pixels * scans > MAX_JPEG_PIXEL_SCANS:
+            raise InvalidInput(f"The JPEG has {scans} scans, more than its size allows "
+                               f"({MAX_JPEG_SCANS} at most, fewer for large images).",
+                               code="image_too_complex")
 
 
 def _decode(data: bytes, photo_format: PhotoFormat) -> Image.Image:
     try:
         image = Image.open(io.BytesIO(data), formats=[photo_format.pillow_format])
-        if image.width * image.height <= MAX_PHOTO_PIXELS:
-            image.load()
-            return ImageOps.exif_transpose(image)
+        _check_cost(image, data, photo_format)
+        image.load()
+        return ImageOps.exif_transpose(image)
+    except InvalidInput:
+        raise
     # The warning too: where warnings are errors (tests) Pillow raises it for 89-179 M pixels.
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        pass
+        raise _too_large() from None
     # Pillow's parsers meet hostile bytes with many exception types (OSError, SyntaxError,
     # ValueError, struct.error, ...). Whichever it is, these bytes are not a photo we can serve.
     except Exception as error:
         raise UnsupportedMediaType("The file is not a valid image.") from error
-    raise InvalidInput(
-        f"The image has more than {MAX_PHOTO_PIXELS // 1_000_000} million pixels.",
-        code="image_too_large",
-    )
+
+
+def _too_large():
+    return InvalidInput(f"The image has more than {MAX_PHOTO_PIXELS // 1_000_000} million pixels.",
+                        code="image_too_large")
 
 
 def _encode_without_metadata(image: Image.Image, photo_format: PhotoFormat) -> bytes:

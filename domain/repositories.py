@@ -293,6 +293,17 @@ class Activities(abc.ABC):
         """Activities of types in `kinds` by the users `reader_id` follows, newest first by
         (timestamp, id); with `before` = (timestamp, id), only those strictly before it."""
 
+    @abc.abstractmethod
+    async def add_once(self, activity):
+        """Atomic: stores the activity (every field but id) unless one with the same type,
+        actor_id, event_id and target_user_id is stored; of any number of concurrent identical
+        calls at most one stores it. Returns its id, or None when one was there already."""
+
+    @abc.abstractmethod
+    async def withdraw(self, kind, actor_id, event_id=None, target_user_id=None):
+        """Deletes every activity of type `kind` by `actor_id` with that event_id and
+        target_user_id (None matches None); idempotent. Returns how many it deleted."""
+
 
 # --- the whole store ----------------------------------------------------------------------------------
 

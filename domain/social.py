@@ -10,7 +10,7 @@ so records added or removed meanwhile never make a later page repeat or skip any
 """
 import re
 
-from domain.activities import FOLLOW, SUMMARIES, record_activity
+from domain.activities import FOLLOW, SUMMARIES, record_activity, withdraw_activity
 from domain.errors import InvalidInput, NotFound
 from domain.paging import ID_PATTERN, Page
 from domain.times import EPOCH, as_utc, epoch_ms, from_epoch_ms, to_iso
@@ -103,13 +103,22 @@ async def follow(store, follower, user_id):
     # exactly one of any number of concurrent identical requests records the activity.
     if await store.follows.follow(follower["id"], target["id"]):
         await record_activity(store, FOLLOW, follower, target_user=target)
+        # An unfollow may have ended the follow, and withdrawn nothing yet to withdraw, before
+        # the activity was stored; if so the follow is gone by now, and this withdraws it.
+        # (Either the unfollow's withdrawal comes after the record, or its delete of the follow
+        # came before this read.)
+        if not await store.follows.is_following(follower["id"], target["id"]):
+            await withdraw_activity(store, FOLLOW, follower["id"], target_user_id=target["id"])
     return await _profile(store, await find_user(store, target["id"]), follower)
 
 
 async def unfollow(store, follower, user_id):
-    """Ends the follow, if there is one; idempotent. Returns the user's profile as it is now."""
+    """Ends the follow, if there is one, and withdraws its activity; idempotent. Returns the
+    user's profile as it is now."""
     target = await _someone_else(store, follower, user_id)
     await store.follows.unfollow(follower["id"], target["id"])
+    # Also when there was no follow to end: a follow's activity left by a failed request goes too.
+    await withdraw_activity(store, FOLLOW, follower["id"], target_user_id=target["id"])
     return await _profile(store, await find_user(store, target["id"]), follower)
 
 

@@ -1,10 +1,12 @@
 """Where prepared photos are kept: a local directory (development) or an S3 bucket.
 
 Both backends have the same surface, `PhotoStorage`: `start()` before the first upload (the
-gallery calls it then), `close()` at shutdown, and `put(key, data, content_type)` returns the
-public URL.
+gallery calls it then), `close()` at shutdown, `put(key, data, content_type)` returns the
+public URL, `delete(key)` and `delete_all(prefix)` remove photos (a deleted event's: keys are
+grouped by event, see `domain.photos.event_key_prefix`); deleting what is not there is no error.
 Keys come from `domain.photos.new_object_key`, never from a client.
 """
+import os
 
 import asyncio
 import contextlib
@@ -37,8 +39,12 @@ _S3_CLIENT_CONFIG = Config(
 # the body. So the whole put has its own deadline.
 DEFAULT_UPLOAD_TIMEOUT = 10.0
 
-# Keys are never reused, so an object at a URL never changes.
-_IMMUTABLE = "public, max-age=31536000, immutable"
+# Keys are never reused, so an object at a URL never changes; but it can be deleted with its
+# event, and a cache may go on serving it for max-age after that. An hour bounds that; a cache
+# then revalidates (Last-Modified, ETag), which costs a 304, and learns of a deletion by a 404.
+PHOTO_CACHE_CONTROL = "public, max-age=3600"
+# S3's DeleteObjects takes at most 1,000 keys, and ListObjectsV2 pages hold at most as many.
+_S3_DELETE_BATCH = 1000
 
 _S3_UNREACHABLE = (
     botocore.exceptions.ConnectionError,  # EndpointConnectionError, ConnectTimeoutError, SSLError
@@ -55,6 +61,10 @@ class PhotoStorage(Protocol):
     async def close(self) -> None: ...
 
     async def put(self, key: str, data: bytes, content_type: str) -> str: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def delete_all(self, prefix: str) -> None: ...
 
 
 class LocalStorage:
@@ -87,6 +97,37 @@ class LocalStorage:
         except OSError as error:
             raise Unavailable("Photo storage is unavailable.") from error
         return self.url_for(key)
+
+    async def delete(self, key: str) -> None:
+        await self._in_executor(_delete_file, self.path_for(key))
+
+    async def delete_all(self, prefix: str) -> None:
+        """Deletes the files of the directory `prefix` names ("events/<id>/")."""
+        await self._in_executor(_delete_files_in, self.path_for(prefix.rstrip("/")))
+
+    @staticmethod
+    async def _in_executor(function, path):
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, function, path)
+        except OSError as error:
+            raise Unavailable("Photo storage is unavailable.") from error
+
+
+def _delete_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _delete_files_in(directory: Path) -> None:
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:  # photos only: keys have no deeper levels
+        _delete_file(directory / name)
+    try:
+        directory.rmdir()
+    except OSError:
+        pass  # a photo stored meanwhile: its upload, refused, deletes it; the empty directory stays
 
 
 def _write_new_file(path: Path, data: bytes) -> None:
@@ -171,13 +212,40 @@ class S3Storage:
                     Key=key,
                     Body=data,
                     ContentType=content_type,
-                    CacheControl=_IMMUTABLE,
+                    CacheControl=PHOTO_CACHE_CONTROL,
                 )
         except botocore.exceptions.ClientError as error:
             raise UpstreamFailed("Photo storage refused the upload.") from error
         except _S3_UNREACHABLE as error:
             raise Unavailable("Photo storage is unavailable.") from error
         return self.url_for(key)
+
+    async def delete(self, key: str) -> None:
+        await self._call("delete_object", Bucket=self.bucket, Key=key)
+
+    async def delete_all(self, prefix: str) -> None:
+        """Deletes every object whose key starts with `prefix`, a page of keys at a time."""
+        while True:
+            # Always the first page: what is listed is deleted before the next listing.
+            listed = await self._call("list_objects_v2", Bucket=self.bucket, Prefix=prefix, MaxKeys=_S3_DELETE_BATCH)
+            keys = [{"Key": item["Key"]} for item in listed.get("Contents", [])]
+            if not keys:
+                return
+            deleted = await self._call("delete_objects", Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+            if deleted.get("Errors"):
+                raise UpstreamFailed("Photo storage refused to delete photos.")
+
+    async def _call(self, operation, **parameters):
+        """One S3 request, bounded like a put, its failures translated as a put's are."""
+        if self._client is None:
+            raise RuntimeError(f"S3Storage.{operation} called before start()")
+        try:
+            async with asyncio.timeout(self.upload_timeout):
+                return await getattr(self._client, operation)(**parameters)
+        except botocore.exceptions.ClientError as error:
+            raise UpstreamFailed("Photo storage refused the request.") from error
+        except _S3_UNREACHABLE as error:
+            raise Unavailable("Photo storage is unavailable.") from error
 
 
 def make_storage(kind: str, **options) -> PhotoStorage:

@@ -8,6 +8,7 @@ from domain.events import Events
 from domain.gallery import Gallery
 from domain.mailer import make_mailer
 from domain.passwords import PasswordHasher
+from domain.photo_workers import PhotoWorkers
 from domain.repositories import Store
 from domain.storage import make_storage
 from domain.tokens import TokenIssuer
@@ -28,6 +29,7 @@ class Services:
     mailer: object
     events: Events
     storage: object  # domain.storage.PhotoStorage
+    photo_workers: PhotoWorkers
     gallery: Gallery
     chat: chat.ChatService
     inflight: int = 0  # requests being handled, so shutdown can wait for them
@@ -48,16 +50,19 @@ def build_services(settings, store=None, mailer=None):
                         TokenIssuer(settings.jwt_secret_key, settings.jwt_lifetime_seconds), mailer)
     validator = schema_validator()
     storage = photo_storage(settings)
-    gallery = Gallery(store, storage)
+    photo_workers = PhotoWorkers(settings.photo_decode_cpu_seconds, settings.photo_decode_workers)
+    gallery = Gallery(store, storage, photo_workers)
     events_service = Events(store, settings)
     server_metrics = ServerMetrics()
     chat_service = chat.ChatService(settings, store, server_metrics)
     accounts.revocation_listeners.append(chat_service.close_revoked)
     events_service.deleted_listeners.append(chat_service.close_event)
+    events_service.deleted_cleanups.append(gallery.delete_event_photos)
     events_service.left_listeners.append(chat_service.close_member)
     events_service.online_counter = chat_service.online_count
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
-                        events=events_service, storage=storage, gallery=gallery, chat=chat_service,
+                        events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
+                        chat=chat_service,
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas,
                                                       websocket=chat.CHAT_PROTOCOL))

@@ -6,15 +6,18 @@ ends), the room hub (handlers/chat_hub.py: presence and fan-out) and the message
 that ties them together: the open sockets by user and by event.
 """
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+import time
 
 import tornado.websocket
 
-from domain.chat import MAX_CATCH_UP, MAX_TEXT_CHARS, RECENT_COUNT, MessageLog, check_chat_member
-from domain.errors import (DomainError, Forbidden, InvalidInput, NotAuthenticated, RateLimited, StoreUnavailable,
-                           Unavailable)
+from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, MessageLog,
+                         check_chat_member)
+from domain.errors import (DomainError, Forbidden, InvalidInput, NotAuthenticated, NotFound, RateLimited,
+                           StoreUnavailable, Unavailable)
 from domain.ratelimit import TokenBucketLimiter
 from handlers.base import bearer_token, client_address
 from handlers.chat_hub import RoomHub, encode_json
@@ -47,6 +50,10 @@ class ChatService:
         self.accepting = True
         self._by_user = {}
         self._by_event = {}
+        # Sockets between the first await of their handshake and open(): an ending that lands
+        # meanwhile (logout, RSVP cancelled, event deleted) refuses them when they resume, as
+        # they are not in _by_user or _by_event yet.
+        self._handshakes = set()
         self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
     def _publish(self, event_id, messages):
@@ -94,6 +101,16 @@ class ChatService:
             if not spent:
                 del self._refilling[user_id]
 
+    @contextlib.contextmanager
+    def handshaking(self, socket):
+        """Around the awaits of a handshake: endings that land meanwhile are kept on the
+        socket (`refusal`), which get() raises once they are done."""
+        self._handshakes.add(socket)
+        try:
+            yield
+        finally:
+            self._handshakes.discard(socket)
+
     def opened(self, socket):
         self._by_user.setdefault(socket.user_id, set()).add(socket)
         self._by_event.setdefault(socket.event_id, set()).add(socket)
@@ -114,21 +131,33 @@ class ChatService:
     # --- endings ------------------------------------------------------------------------
 
     def close_revoked(self, user_id, jti=None, issued_before=None):
-        """Accounts' revocation listener: closes the user's sockets opened with those tokens (4401)."""
+        """Accounts' revocation listener: closes the user's sockets opened with those tokens (4401)
+        and refuses their handshakes in progress (401)."""
         for socket in list(self._by_user.get(user_id, ())):
             if socket.opened_with(jti, issued_before):
                 socket.close(CLOSE_TOKEN_REVOKED, "token revoked")
+        for socket in self._handshakes:
+            if socket.user_id == user_id and socket.opened_with(jti, issued_before):
+                socket.refuse(NotAuthenticated("The token has been revoked.", code="token_revoked"))
 
     def close_member(self, event_id, user_id):
-        """Events' RSVP-cancelled listener: the user's sockets in that event close (4403)."""
+        """Events' RSVP-cancelled listener: the user's sockets in that event close (4403), their
+        handshakes in progress are refused (403)."""
         for socket in list(self._by_user.get(user_id, ())):
             if socket.event_id == event_id:
                 socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
+        for socket in self._handshakes:
+            if socket.user_id == user_id and socket.event_id == event_id:
+                socket.refuse(Forbidden(NOT_A_MEMBER, code="not_a_member"))
 
     def close_event(self, event_id):
-        """Events' deletion listener: drops the room's queued messages and closes its sockets (4404)."""
+        """Events' deletion listener: drops the room's queued messages and closes its sockets (4404);
+        handshakes in progress are refused (404)."""
         self.log.discard(event_id)
         self._close_sockets_of(event_id, CLOSE_EVENT_DELETED, "event deleted")
+        for socket in self._handshakes:
+            if socket.event_id == event_id:
+                socket.refuse(NotFound("There is no such event.", code="event_not_found"))
 
     async def shutdown(self, timeout=5.0):
         """Stops admitting connections and messages, stores and publishes everything queued,
@@ -162,6 +191,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self.chat = services.chat
         self.route_name = route
         self.state = IDLE
+        self.refusal = None  # an ending that landed during the handshake (ChatService.handshaking)
+        self._expiry = None
 
     def set_default_headers(self):
         self.clear_header("Server")
@@ -180,15 +211,29 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if origin is not None and origin not in self.services.settings.allowed_origins:
             raise Forbidden("This origin may not open the chat.", code="origin_not_allowed")
         self.chat.check_accepting()
-        user, claims = await self.services.accounts.authenticate(self._token())
-        await check_chat_member(self.services.store, event_id, user["id"])
+        token = self._token()
+        # Who and which token, before the first await: a logout, password reset, RSVP cancel or
+        # deletion that lands during the awaits below finds the handshake by them.
+        claims = self.services.accounts.tokens.decode(token)
         self.event_id = event_id
-        self.user_id, self.username = user["id"], user["username"] or ""
+        self.user_id, self.token_id, self.token_issued_at = claims["sub"], claims["jti"], claims["iat"]
+        with self.chat.handshaking(self):
+            user, claims = await self.services.accounts.authenticate(token)
+            await check_chat_member(self.services.store, event_id, user["id"])
+        if self.refusal is not None:
+            raise self.refusal
+        self.username = user["username"] or ""
         self.current_user = {"id": self.user_id, "username": self.username}  # not the whole record
-        self.token_id, self.token_issued_at = claims["jti"], claims["iat"]
-        # From here to open(), which registers the socket, nothing awaits: the cap holds.
+        self.token_expires_at = claims["exp"]
+        # From the end of the awaits to open(), which registers the socket, nothing awaits: the
+        # cap holds and no ending can slip between the handshake's registry and the open sockets'.
         self.chat.check_admission(self.user_id)
         await super().get(event_id)
+
+    def refuse(self, error):
+        """The handshake ends with `error` (a DomainError) once its awaits are done."""
+        if self.refusal is None:
+            self.refusal = error
 
     def _token(self):
         token = bearer_token(self.request) or self.get_query_argument("token", "")
@@ -231,8 +276,13 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # A bucket of its own: one shared limiter would scan all its keys past 10,000 of them.
         self.limiter = self.chat.frame_limiter(self.user_id)
         self.chat.opened(self)
+        # The socket lives no longer than its token: REST answers token_expired from then on.
+        self._expiry = asyncio.get_running_loop().call_later(
+            max(0.0, self.token_expires_at - time.time()), self.close, CLOSE_TOKEN_REVOKED, "token expired")
 
     def on_close(self):
+        if self._expiry is not None:
+            self._expiry.cancel()
         self._leave_room()
         self.chat.closed(self)
 
@@ -444,8 +494,11 @@ bucket a closed one of the same user left, until it has refilled), `invalid_text
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
 acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client
 does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes` setting);
-4401 the token was revoked (logout, password reset); 4403 the user cancelled their RSVP (and is
-not the organizer); 4404 the event was deleted.
+4401 the token was revoked (logout, password reset) or has expired (reason `token expired`: the
+socket lives no longer than the token it was opened with; connect again with a fresh token and
+`join_chat` with `since` the last message seen, which misses nothing); 4403 the user cancelled
+their RSVP (and is not the organizer); 4404 the event was deleted. A logout, password reset, RSVP
+cancel or deletion that lands while a handshake is in progress refuses it (401, 403, 404).
 """,
 }
 

@@ -37,7 +37,7 @@ class EventsHandler(BaseHandler):
 
     async def post(self):
         self.require_role("organizer")
-        body = self.json_body("EventCreateRequest")
+        body = await self.large_json_body("EventCreateRequest")
         self.reply(await self.services.events.create(self.current_user, body), "Event created.", status=201)
 
 
@@ -49,7 +49,9 @@ class EventHandler(BaseHandler):
         "patch": operation("Change an event (its organizer)", request="EventUpdateRequest", response="Event",
                            errors=[403, 404, 409]),
         "delete": operation("Delete an event, its chat history and live chat (its organizer)",
-                            response="Empty", errors=[403, 404]),
+                            response="Empty", errors=[403, 404],
+                            description="Its photos are deleted from the photo storage too: their URLs stop "
+                                        "answering (caches may keep a copy for an hour, the photos' max-age)."),
     }
 
     async def get(self, event_id):
@@ -57,7 +59,7 @@ class EventHandler(BaseHandler):
 
     async def put(self, event_id):
         self.require_role("organizer")
-        body = self.json_body("EventUpdateRequest")
+        body = await self.large_json_body("EventUpdateRequest")
         self.reply(await self.services.events.update(event_id, self.current_user, body), "Event updated.")
 
     patch = put

@@ -7,7 +7,7 @@ import copy
 import json
 import re
 
-from handlers.base import BaseHandler
+from handlers.base import MAX_BODY_MEMBERS, MAX_BODY_VALUES, BaseHandler
 from handlers.docs import operation
 
 ENVELOPE_MESSAGE = {"type": "string", "description": "Human-readable outcome."}
@@ -15,7 +15,8 @@ DESCRIPTIONS = {
     200: "OK", 201: "Created", 204: "No content", 400: "Malformed JSON, a schema violation or a bad parameter",
     401: "Missing, bad, expired or revoked token, or wrong credentials",
     403: "Authenticated but not allowed (role or ownership)", 404: "Unknown resource (including a malformed id)",
-    409: "State conflict", 413: "Body too large", 415: "Unsupported content type",
+    409: "State conflict", 413: "Body too large",
+    415: "Unsupported content type (a JSON body needs Content-Type: application/json)",
     422: "Well-formed but refused by the domain", 429: "Rate limited; see Retry-After",
     502: "A backing service failed", 503: "Database or another backing service unavailable",
 }
@@ -57,6 +58,8 @@ def error_statuses(op, has_path_params):
         statuses.add(400)
     if op.request or op.multipart:
         statuses.add(413)
+    if op.request:
+        statuses.add(415)  # a body sent as anything but application/json
     if not op.public:
         statuses.add(401)
     if has_path_params:
@@ -120,7 +123,13 @@ def build_openapi(routes, schemas, websocket=None):
                 "REST API and live chat of the events app. Success answers are "
                 "`{message, data}`; errors are `{message, code}` (plus `errors: [{path, message}]` "
                 "for validation). Times are ISO 8601 UTC with `Z`; ids are 24 lowercase hex characters "
-                "(the old backend's ObjectIds); lists take `limit` (1..100) and an opaque `cursor`.\n\n"
+                "(the old backend's ObjectIds); lists take `limit` (1..100) and an opaque `cursor`. "
+                "JSON bodies are read only as `Content-Type: application/json` (415 `json_required`) and "
+                f"hold at most {MAX_BODY_VALUES:,} values and {MAX_BODY_MEMBERS:,} object members (400 "
+                "`body_too_complex`). A client address with `max_connections_per_address` (64 by default) "
+                "connections open gets 429 `too_many_connections` on the next one, before any request is "
+                "read; headers and bodies must arrive within `header_timeout_seconds` (20) and "
+                "`body_timeout_seconds` (120).\n\n"
                 + (websocket or {}).get("description", "")),
         },
         # Relative: the server that served the document, whatever host, port or proxy it is reached

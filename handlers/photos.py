@@ -6,7 +6,7 @@ import tornado.web
 from domain.errors import InvalidInput, NotFound, TooLarge, UnsupportedMediaType
 from domain.gallery import MAX_PHOTOS_PER_EVENT, PHOTO_CURSOR_PATTERN
 from domain.photos import PHOTO_FORMATS
-from domain.storage import LocalStorage
+from domain.storage import PHOTO_CACHE_CONTROL, LocalStorage
 from handlers.base import BaseHandler
 from handlers.docs import operation
 from handlers.errors import write_error_response
@@ -29,7 +29,10 @@ class EventPhotosHandler(BaseHandler):
             response="PhotoUploaded", status=201, errors=[403, 404, 409, 413, 415, 502, 503],
             description="One JPEG, PNG or WebP, recognised by its bytes (not its name or declared type), "
                         "at most photo_max_bytes (10 MiB by default): 415 for anything else, 413 above "
-                        "the limit. Metadata (EXIF with GPS, XMP, comments) is removed before it is "
+                        "the limit. 400 image_too_large above 50 million pixels, image_too_complex for a "
+                        "progressive JPEG with more scans than its size allows (100 at most) or an image "
+                        "whose decoding takes more than photo_decode_cpu_seconds of CPU. "
+                        "Metadata (EXIF with GPS, XMP, comments) is removed before it is "
                         "stored. 403 for anyone but the organizer and RSVPed users (before the body is "
                         f"read); 409 gallery_full at {MAX_PHOTOS_PER_EVENT} photos; 502/503 when the photo storage "
                         "fails, and then nothing is added to the gallery."),
@@ -113,7 +116,7 @@ class MediaHandler(tornado.web.StaticFileHandler):
         return None
 
     def set_extra_headers(self, path):
-        self.set_header("Cache-Control", "public, max-age=31536000, immutable")
+        self.set_header("Cache-Control", PHOTO_CACHE_CONTROL)
 
     def write_error(self, status_code, **kwargs):
         write_error_response(self, status_code, kwargs.get("exc_info"))

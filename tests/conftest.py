@@ -49,6 +49,7 @@ def services(settings, io_loop):
     io_loop.run_sync(lambda: open_store(store))
     services = build_services(settings, store=store)
     yield services
+    io_loop.run_sync(services.photo_workers.close)
     io_loop.run_sync(lambda: discard_store(store))
 
 
@@ -64,7 +65,9 @@ def file_services(settings, io_loop, database_path):
     transaction does, so that writes fail for real."""
     store = SqliteStore(database_path, busy_timeout_ms=200)
     io_loop.run_sync(store.open)
-    yield build_services(settings, store=store)
+    services = build_services(settings, store=store)
+    yield services
+    io_loop.run_sync(services.photo_workers.close)
     io_loop.run_sync(store.close)
 
 

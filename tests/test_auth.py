@@ -52,12 +52,13 @@ async def test_duplicate_username_in_other_case_is_a_conflict(api):
 
 
 async def test_malformed_json_is_a_400(api):
-    reply = await api.call("POST", "/api/v1/auth/register", raw='{"username": "x",')
+    reply = await api.call("POST", "/api/v1/auth/register", raw='{"username": "x",',
+                           headers={"Content-Type": "application/json"})
     assert reply.status == 400 and reply.json["code"] == "malformed_json"
 
 
 async def test_a_body_that_is_not_an_object_is_a_400(api):
-    reply = await api.call("POST", "/api/v1/auth/register", raw="[1, 2]")
+    reply = await api.call("POST", "/api/v1/auth/register", raw="[1, 2]", headers={"Content-Type": "application/json"})
     assert reply.status == 400 and reply.json["code"] == "validation_failed"
 
 

@@ -1,4 +1,5 @@
 """The activity feed through HTTP: whose activities, in which order, and stable pages."""
+import asyncio
 import datetime
 import urllib.parse
 
@@ -8,7 +9,7 @@ from domain.activities import RSVP, record_activity
 from domain.social import FEED_CURSOR_PATTERN
 from domain.times import utcnow
 from domain.validation import load_schemas
-from tests.event_builders import unknown_id
+from tests.event_builders import publish, unknown_id
 
 pytestmark = pytest.mark.gen_test
 
@@ -208,3 +209,60 @@ async def test_any_feed_cursor_of_the_documented_shape_gets_a_page(api, services
 def test_the_documented_next_cursor_has_the_shape_the_server_accepts():
     schema = load_schemas()["ActivityPage"]
     assert schema["properties"]["next_cursor"]["pattern"] == FEED_CURSOR_PATTERN
+
+
+class RecordPause:
+    """The activities repository with the next `add_once` (a follow's or an RSVP's activity)
+    held before it writes until `release()`: so an undo lands between the fact and its activity
+    every time, not by luck."""
+
+    def __init__(self, activities):
+        self.activities = activities
+        self.reached, self._released = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name):
+        return getattr(self.activities, name)
+
+    async def add_once(self, activity):
+        if not self.reached.is_set():
+            self.reached.set()
+            await self._released.wait()
+        return await self.activities.add_once(activity)
+
+    def release(self):
+        self._released.set()
+
+
+async def undone_while_recorded(api, services, do, undo):
+    """Sends `do`, and `undo` (each (method, path, token)) while `do` waits to record its activity."""
+    pause = services.store.activities = RecordPause(services.store.activities)
+    try:
+        doing = asyncio.ensure_future(api.call(*do[:2], token=do[2]))
+        await asyncio.wait_for(pause.reached.wait(), 10)
+        assert (await api.call(*undo[:2], token=undo[2])).status == 200
+    finally:
+        pause.release()
+        services.store.activities = pause.activities
+    assert (await doing).status == 200
+
+
+async def test_an_unfollow_landing_before_the_follows_activity_is_stored_leaves_none(api, services):
+    _, token = await api.register()
+    ana, ana_token = await api.register()
+    bo, _ = await api.register()
+    await follow(api, token, ana)
+    path = f"/api/v1/users/{bo['id']}"
+    await undone_while_recorded(api, services, ("POST", path + "/follow", ana_token),
+                                ("POST", path + "/unfollow", ana_token))
+    assert (await feed(api, token)).data["items"] == []
+
+
+async def test_a_cancel_landing_before_the_rsvps_activity_is_stored_leaves_none(api, services):
+    _, token = await api.register()
+    organizer, organizer_token = await api.register(role="organizer")
+    ana, ana_token = await api.register()
+    await follow(api, token, ana)
+    event = await publish(api, organizer_token)
+    path = f"/api/v1/events/{event['id']}/rsvp"
+    await undone_while_recorded(api, services, ("POST", path, ana_token), ("DELETE", path, ana_token))
+    assert (await feed(api, token)).data["items"] == []

@@ -106,14 +106,17 @@ async def test_unfollowing_someone_never_followed_is_a_no_op(api, services):
     assert await follower_ids(services, bo) == []
 
 
-async def test_following_again_after_unfollowing_records_a_new_activity(api, services):
+async def test_unfollowing_withdraws_the_activity_and_following_again_records_it_anew(api, services):
     ana, ana_token = await api.register()
     bo, _ = await api.register()
     watcher = await watching(api, ana)
     await follow(api, ana_token, bo)
+    [first] = await follow_activities(services, watcher, ana, bo)
     await follow(api, ana_token, bo, "unfollow")
+    assert await follow_activities(services, watcher, ana, bo) == []
     await follow(api, ana_token, bo)
-    assert len(await follow_activities(services, watcher, ana, bo)) == 2
+    [again] = await follow_activities(services, watcher, ana, bo)
+    assert again["id"] != first["id"]
 
 
 async def test_two_users_can_follow_each_other(api, services):

@@ -7,6 +7,7 @@ import pytest
 from domain.activities import SUMMARIES
 from domain.errors import Forbidden, Unavailable
 from domain.gallery import Gallery
+from domain.photo_workers import PhotoWorkers
 from domain.repositories import EventWindow
 from domain.times import utcnow
 from tests.photo_uploads import png
@@ -23,6 +24,7 @@ class HeldStorage:
         self.closed = False
         self.release = asyncio.Event()
         self.puts_waiting = 0
+        self.deleted = []
 
     async def start(self):
         self.starts += 1
@@ -38,6 +40,9 @@ class HeldStorage:
             raise AssertionError("put on a closed storage")
         return f"https://photos.example.com/{key}"
 
+    async def delete(self, key):
+        self.deleted.append(key)
+
 
 @pytest.fixture
 def store(io_loop):
@@ -45,6 +50,13 @@ def store(io_loop):
     io_loop.run_sync(lambda: open_store(store))
     yield store
     io_loop.run_sync(lambda: discard_store(store))
+
+
+@pytest.fixture
+def photo_workers(io_loop):
+    workers = PhotoWorkers(cpu_seconds=10, max_workers=2)
+    yield workers
+    io_loop.run_sync(workers.close)
 
 
 async def new_user(store, username, role="attendee"):
@@ -71,9 +83,9 @@ async def until(condition):
         await asyncio.sleep(0)
 
 
-async def test_overlapping_first_uploads_start_the_storage_once(store):
+async def test_overlapping_first_uploads_start_the_storage_once(store, photo_workers):
     storage = HeldStorage()
-    gallery = Gallery(store, storage)
+    gallery = Gallery(store, storage, photo_workers)
     organizer, event_id = await organizer_and_event(store)
 
     uploads = [asyncio.ensure_future(gallery.upload(event_id, organizer, png())) for _ in range(3)]
@@ -84,9 +96,9 @@ async def test_overlapping_first_uploads_start_the_storage_once(store):
     assert storage.starts == 1
 
 
-async def test_closing_waits_for_the_upload_in_flight_then_refuses_new_ones(store):
+async def test_closing_waits_for_the_upload_in_flight_then_refuses_new_ones(store, photo_workers):
     storage = HeldStorage()
-    gallery = Gallery(store, storage)
+    gallery = Gallery(store, storage, photo_workers)
     organizer, event_id = await organizer_and_event(store)
     in_flight = asyncio.ensure_future(gallery.upload(event_id, organizer, png()))
     await until(lambda: storage.puts_waiting == 1)
@@ -102,9 +114,10 @@ async def test_closing_waits_for_the_upload_in_flight_then_refuses_new_ones(stor
         await gallery.upload(event_id, organizer, png())
 
 
-async def test_an_rsvp_cancelled_while_the_photo_is_stored_keeps_it_out_of_the_gallery(store):
+async def test_an_rsvp_cancelled_while_the_photo_is_stored_keeps_it_out_of_the_gallery_and_deletes_it(
+        store, photo_workers):
     storage = HeldStorage()
-    gallery = Gallery(store, storage)
+    gallery = Gallery(store, storage, photo_workers)
     organizer, event_id = await organizer_and_event(store)
     attendee = await new_user(store, "bo")
     assert await store.follows.follow(organizer["id"], attendee["id"])  # so the feed would show bo's upload
@@ -120,11 +133,13 @@ async def test_an_rsvp_cancelled_while_the_photo_is_stored_keeps_it_out_of_the_g
     assert (await store.events.get(event_id))["photo_count"] == 0
     assert await store.events.photos(event_id, None, 10) == ([], 0)
     assert await store.activities.feed(organizer["id"], list(SUMMARIES), None, 10) == []
+    [deleted] = storage.deleted
+    assert deleted.startswith(f"events/{event_id}/")
 
 
-async def test_closing_an_unused_gallery_closes_its_storage_at_once(store):
+async def test_closing_an_unused_gallery_closes_its_storage_at_once(store, photo_workers):
     storage = HeldStorage()
 
-    await Gallery(store, storage).close()
+    await Gallery(store, storage, photo_workers).close()
 
     assert storage.closed

@@ -79,7 +79,7 @@ async def test_database_errors_are_counted(settings, http_client):
     server.add_sockets([listening])
     try:
         request = tornado.httpclient.HTTPRequest(
-            f"http://127.0.0.1:{port}{REGISTER}", method="POST",
+            f"http://127.0.0.1:{port}{REGISTER}", method="POST", headers={"Content-Type": "application/json"},
             body='{"username": "someone", "email": "s@example.com", "password": "password123"}')
         assert (await http_client.fetch(request, raise_error=False)).code == 503
         text = (await http_client.fetch(f"http://127.0.0.1:{port}/metrics")).body.decode()

@@ -27,26 +27,13 @@ from storage.mongo.repository import is_unavailable
 from tests.repository_fixtures import (CREATED, MINUTE, NOW, PARIS, PASSWORD_HASH, activity, draft, event_fields,
                                        point, some_id, window)
 from tests.conftest import make_settings
+from tests.mongo_fixtures import store, store_name  # noqa: F401 (fixtures)
 from tests.running_server import free_port
 from tests.stores import TEST_MONGO_URI, discard_store, new_store, open_store
 
 pytestmark = pytest.mark.gen_test
 
-STORE_NAMES = ["mongomock"] + (["mongodb"] if TEST_MONGO_URI else [])
 OPENS_BEFORE = 30 * MINUTE
-
-
-@pytest.fixture(params=STORE_NAMES)
-def store_name(request):
-    return request.param
-
-
-@pytest.fixture
-def store(store_name, io_loop):
-    """A new store, not opened yet: tests put the old backend's documents in first."""
-    store = new_store(store_name)
-    yield store
-    io_loop.run_sync(lambda: discard_store(store))
 
 
 def unreachable_store(timeout_ms):
@@ -72,7 +59,7 @@ async def test_open_builds_the_index_plan(store):
 
     assert store.problems() == []
     users = await store.db.users.index_information()
-    assert users["email_lower_1"]["unique"] and users["username_lower_1"]["unique"]
+    assert all(users[name]["unique"] and users[name]["sparse"] for name in ("email_lower_1", "username_lower_1"))
     assert "location_2dsphere" in await store.db.events.index_information()
     client_msg_id = (await store.db.messages.index_information())["event_id_1_user_id_1_client_msg_id_1"]
     assert client_msg_id["unique"] and client_msg_id["partialFilterExpression"] == {"client_msg_id": {"$exists": True}}
@@ -300,6 +287,8 @@ EVERY_METHOD = {
     ("follows", "following"): lambda s: s.follows.following(USER, None, 10),
     ("activities", "add"): lambda s: s.activities.add(activity(USER, NOW)),
     ("activities", "feed"): lambda s: s.activities.feed(USER, ["RSVP"], None, 10),
+    ("activities", "add_once"): lambda s: s.activities.add_once(activity(USER, NOW, type="RSVP", event_id=EVENT)),
+    ("activities", "withdraw"): lambda s: s.activities.withdraw("RSVP", USER, event_id=EVENT),
 }
 
 

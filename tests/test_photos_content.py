@@ -10,11 +10,11 @@ import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
 from domain.errors import InvalidInput, UnsupportedMediaType
+from domain.photo_workers import PhotoWorkers
 from domain.photos import (
     MAX_PHOTO_PIXELS,
     new_object_key,
     prepare_photo,
-    prepare_photo_async,
     sniff_image_type,
 )
 
@@ -244,12 +244,22 @@ def test_image_with_too_many_pixels_is_refused_before_decoding(width, height):
     assert refused.value.code == "image_too_large"
 
 
-def test_prepare_photo_async_gives_the_same_result_off_the_event_loop():
+def test_a_photo_worker_gives_the_same_result_and_refusals_in_another_process():
     original = encode(Image.new("RGB", (10, 10), "white"), "PNG")
 
-    prepared = asyncio.run(prepare_photo_async(original))
+    async def in_workers():
+        workers = PhotoWorkers(cpu_seconds=10, max_workers=1)
+        try:
+            prepared = await workers.prepare(original)
+            with pytest.raises(UnsupportedMediaType):
+                await workers.prepare(b"this is a text file called holiday.jpg\n")
+            again = await workers.prepare(original)  # the same worker, still in step after a refusal
+            return prepared, again
+        finally:
+            await workers.close()
 
-    assert prepared == prepare_photo(original)
+    prepared, again = asyncio.run(in_workers())
+    assert prepared == again == prepare_photo(original)
 
 
 def test_object_keys_are_fresh_per_photo_and_scoped_to_the_event():

@@ -97,3 +97,29 @@ async def test_the_media_route_serves_nothing_with_s3_storage(http_client, base_
     response = await http_client.fetch(f"{base_url}/media/events/x/y.jpg", raise_error=False)
 
     assert response.code == 404
+
+
+async def test_deleting_the_event_deletes_its_photos_from_the_bucket(api, http_client, bucket_client):  # noqa: F811
+    event, token = await organizer_event(api)
+    other, other_token = await organizer_event(api)
+    urls = [(await upload(api, event["id"], token)).data["url"] for _ in range(2)]
+    kept = (await upload(api, other["id"], other_token)).data["url"]
+
+    assert (await api.call("DELETE", f"/api/v1/events/{event['id']}", token=token)).status == 200
+
+    for url in urls:
+        assert (await http_client.fetch(url, raise_error=False)).code in (403, 404)
+    assert (await http_client.fetch(kept)).code == 200
+    left = [item["Key"] for item in bucket_client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert all(key.startswith(f"events/{other['id']}/") for key in left) and len(left) == 1
+
+
+@pytest.mark.settings(cloud_storage_bucket="no-such-bucket")
+async def test_the_event_is_deleted_even_when_its_photos_cannot_be(api, services, caplog):
+    event, token = await organizer_event(api)
+
+    reply = await api.call("DELETE", f"/api/v1/events/{event['id']}", token=token)
+
+    assert reply.status == 200
+    assert await services.store.events.get(event["id"]) is None
+    assert f"cleaning up after deleting event {event['id']} failed" in caplog.text

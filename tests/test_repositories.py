@@ -1624,7 +1624,92 @@ async def test_feed_of_a_reader_following_nobody_is_empty(store):
     assert await store.activities.feed(ana["id"], ["event_created", "rsvp", "followed"], None, 100) == []
 
 
+async def feed_of_follower(store, actor_id):
+    """Every activity by `actor_id`, read through the feed of a reader who follows them."""
+    reader = await add_user(store, f"reader{actor_id[-6:]}")
+    await store.follows.follow(reader["id"], actor_id)
+    return await store.activities.feed(reader["id"], ["followed", "rsvp"], None, 100)
+
+
+async def test_add_once_stores_one_activity_per_subject(store):
+    ana, bo, cy = [await add_user(store, name) for name in ("ana", "bo", "cy")]
+    follows = [activity(ana["id"], NOW + n * MINUTE, type="followed", target_user_id=target["id"], summary=f"f{n}")
+               for n, target in enumerate([bo, bo, cy])]
+    going = activity(ana["id"], NOW - MINUTE, type="rsvp", event_id=some_id(50), summary="going")
+
+    first, again, other, rsvp = [await store.activities.add_once(draft) for draft in [*follows, going]]
+
+    for stored in (first, other, rsvp):
+        assert_id(stored)
+    assert again is None
+    assert [a["summary"] for a in await feed_of_follower(store, ana["id"])] == ["f2", "f0", "going"]
+
+
+async def test_add_once_finds_a_copy_stored_by_add(store):
+    # Activities an older version stored with `add` (duplicates among them) count as stored.
+    ana = await add_user(store, "ana")
+    legacy = activity(ana["id"], NOW, type="followed", target_user_id=some_id(7), summary="legacy")
+    await store.activities.add(legacy)
+    await store.activities.add(legacy)
+
+    assert await store.activities.add_once({**legacy, "summary": "new"}) is None
+    assert [a["summary"] for a in await feed_of_follower(store, ana["id"])] == ["legacy", "legacy"]
+
+
+async def test_add_once_called_concurrently_stores_one(store):
+    ana = await add_user(store, "ana")
+    draft = activity(ana["id"], NOW, type="rsvp", event_id=some_id(50))
+
+    results = await asyncio.gather(*(store.activities.add_once(draft) for _ in range(20)))
+
+    assert sum(result is not None for result in results) == 1
+    assert len(await feed_of_follower(store, ana["id"])) == 1
+
+
+async def test_withdraw_deletes_every_activity_of_the_subject_and_nothing_else(store):
+    ana, bo = await add_user(store, "ana"), await add_user(store, "bo")
+    followed = activity(ana["id"], NOW, type="followed", target_user_id=bo["id"], summary="followed bo")
+    await store.activities.add(followed)
+    await store.activities.add(followed)  # an older version's repeat
+    kept = [activity(ana["id"], NOW, type="followed", target_user_id=some_id(9), summary="followed another"),
+            activity(ana["id"], NOW, type="rsvp", event_id=some_id(50), summary="going"),
+            activity(bo["id"], NOW, type="followed", target_user_id=ana["id"], summary="bo followed ana")]
+    for kept_draft in kept:
+        await store.activities.add_once(kept_draft)
+
+    assert await store.activities.withdraw("followed", ana["id"], target_user_id=bo["id"]) == 2
+    assert await store.activities.withdraw("followed", ana["id"], target_user_id=bo["id"]) == 0
+    assert await store.activities.withdraw("rsvp", ana["id"], event_id=some_id(51)) == 0
+    assert await store.activities.withdraw("rsvp", ana["id"]) == 0  # None matches None only
+    assert await store.activities.withdraw("followed", "not an id", target_user_id=bo["id"]) == 0
+    assert await store.activities.withdraw("followed", ana["id"], target_user_id="not an id") == 0
+    assert sorted(a["summary"] for a in await feed_of_follower(store, ana["id"])) == ["followed another", "going"]
+    assert [a["summary"] for a in await feed_of_follower(store, bo["id"])] == ["bo followed ana"]
+
+
+async def test_withdraw_called_concurrently_deletes_each_activity_once(store):
+    ana = await add_user(store, "ana")
+    going = activity(ana["id"], NOW, type="rsvp", event_id=some_id(50))
+    for _ in range(3):
+        await store.activities.add(going)
+
+    deleted = await asyncio.gather(*(store.activities.withdraw("rsvp", ana["id"], event_id=some_id(50))
+                                     for _ in range(10)))
+
+    assert sum(deleted) == 3
+    assert await store.activities.add_once(going) is not None  # withdrawn, so it can be recorded again
+
+
 # --- atomic across stores sharing one database (as processes do) -----------------------------------------------
+
+async def test_add_once_from_two_stores_on_one_database_stores_one(store, twin):
+    ana = await add_user(store, "ana")
+    draft = activity(ana["id"], NOW, type="followed", target_user_id=some_id(7))
+
+    results = await asyncio.gather(*((store if n % 2 else twin).activities.add_once(draft) for n in range(20)))
+
+    assert sum(result is not None for result in results) == 1
+
 
 async def test_take_seats_from_two_stores_on_one_database_give_exactly_the_capacity(store, twin):
     event_id = await add_event(store, capacity=10)

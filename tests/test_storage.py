@@ -182,6 +182,72 @@ def test_local_keys_that_could_leave_the_root_name_no_photo(tmp_path, key):
     assert list(tmp_path.iterdir()) == []
 
 
+EVENT_KEYS = [f"events/65a1f0c2e4b0a1b2c3d4e5f6/{n:032x}.jpg" for n in range(5)]
+KEPT_KEYS = ["events/65a1f0c2e4b0a1b2c3d4e5f7/0.jpg", "events/65a1f0c2e4b0a1b2c3d4e5f6x/0.jpg"]
+
+
+async def delete_event_keys(storage):
+    """Stores EVENT_KEYS and KEPT_KEYS, deletes the first event's folder (twice: idempotent), a
+    key that was never stored and one of the kept ones."""
+    await storage.start()
+    try:
+        for key in EVENT_KEYS + KEPT_KEYS:
+            await storage.put(key, PHOTO, "image/jpeg")
+        for _ in range(2):
+            await storage.delete_all("events/65a1f0c2e4b0a1b2c3d4e5f6/")
+        await storage.delete("events/65a1f0c2e4b0a1b2c3d4e5f7/never-stored.jpg")
+        await storage.delete(KEPT_KEYS[0])
+    finally:
+        await storage.close()
+
+
+def test_s3_delete_all_deletes_every_object_of_the_folder_page_by_page_and_nothing_else(
+        moto_endpoint, bucket_client, monkeypatch):
+    monkeypatch.setattr("domain.storage._S3_DELETE_BATCH", 2)  # three pages of EVENT_KEYS
+
+    asyncio.run(delete_event_keys(S3Storage(BUCKET, REGION, endpoint_url=moto_endpoint)))
+
+    left = [item["Key"] for item in bucket_client.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert left == KEPT_KEYS[1:]
+
+
+def test_s3_photos_may_be_cached_for_an_hour_not_a_year(moto_endpoint, bucket_client):
+    asyncio.run(put_once(S3Storage(BUCKET, REGION, endpoint_url=moto_endpoint)))
+
+    assert bucket_client.head_object(Bucket=BUCKET, Key=KEY)["CacheControl"] == "public, max-age=3600"
+
+
+def test_s3_delete_at_an_endpoint_nobody_listens_on_is_unavailable():
+    async def delete_all(storage):
+        await storage.start()
+        try:
+            await storage.delete_all("events/65a1f0c2e4b0a1b2c3d4e5f6/")
+        finally:
+            await storage.close()
+
+    with pytest.raises(Unavailable, match="Photo storage is unavailable"):
+        asyncio.run(delete_all(S3Storage(BUCKET, REGION, endpoint_url=f"http://127.0.0.1:{free_port()}")))
+
+
+def test_local_delete_all_deletes_the_folders_files_and_nothing_else(tmp_path):
+    asyncio.run(delete_event_keys(LocalStorage(tmp_path, "http://localhost:8888")))
+
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert left == KEPT_KEYS[1:]
+    assert not (tmp_path / "events/65a1f0c2e4b0a1b2c3d4e5f6").exists()
+
+
+def test_local_delete_all_refuses_a_folder_outside_the_root(tmp_path):
+    (tmp_path / "media").mkdir()
+    (tmp_path / "precious.jpg").write_bytes(PHOTO)
+    storage = LocalStorage(tmp_path / "media", "http://localhost:8888")
+
+    for prefix in ("../", "events/../../", "/"):
+        with pytest.raises(NotFound):
+            asyncio.run(storage.delete_all(prefix))
+    assert (tmp_path / "precious.jpg").read_bytes() == PHOTO
+
+
 def test_make_storage_builds_the_named_backend(tmp_path):
     local = make_storage("local", root_dir=tmp_path, public_base_url="http://x")
     assert isinstance(local, LocalStorage)

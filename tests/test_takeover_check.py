@@ -21,25 +21,12 @@ from storage import check as check_command
 from storage.mongo.indexes import PLAN
 from storage.mongo.takeover import BLOCKS, HURTS, MAX_FOLLOW_IDS, check, format_report, put_indexes_in_place, take_stock
 from tests.repository_fixtures import CREATED, NOW, PARIS, PASSWORD_HASH, point
+from tests.mongo_fixtures import store, store_name  # noqa: F401 (fixtures)
 from tests.running_server import ROOT, free_port
-from tests.stores import TEST_MONGO_URI, discard_store, new_store
+from tests.stores import TEST_MONGO_URI
 
 pytestmark = pytest.mark.gen_test
 
-STORE_NAMES = ["mongomock"] + (["mongodb"] if TEST_MONGO_URI else [])
-
-
-@pytest.fixture(params=STORE_NAMES)
-def store_name(request):
-    return request.param
-
-
-@pytest.fixture
-def store(store_name, io_loop):
-    """A database as the old backend left it: the store is never opened, so nothing prepares it."""
-    store = new_store(store_name)
-    yield store
-    io_loop.run_sync(lambda: discard_store(store))
 
 
 def oid(n):

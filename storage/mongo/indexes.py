@@ -76,6 +76,13 @@ PLAN = (
     # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
     Index("activities", (("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING))),
     Index("activities", (("timestamp", DESCENDING),)),
+    # An activity recorded once per subject (Activities.add_once): the decision between concurrent
+    # calls. The old backend's activities have no key and stay out of it (sparse, as above).
+    Index("activities", (("once_key", ASCENDING),), {"unique": True, "sparse": True}, required=True),
+    # A subject's activities, old ones included, found without scanning all of the actor's
+    # (add_once, withdraw): a user following 100,000 people has as many.
+    Index("activities", (("actor_id", ASCENDING), ("type", ASCENDING), ("event_id", ASCENDING),
+                         ("target_user_id", ASCENDING))),
     # Tokens are forgotten once expired (the TTL monitor runs once a minute).
     Index("revoked_tokens", (("expires_at", ASCENDING),), {"expireAfterSeconds": 0}),
     Index("reset_tokens", (("expires_at", ASCENDING),), {"expireAfterSeconds": 0}),

@@ -10,6 +10,8 @@ Activities keep the old backend's `activities` shape: `type`, `actor_id`, `actor
 import heapq
 import itertools
 
+from pymongo import errors as driver_errors
+
 from domain import repositories
 from storage.mongo.accounts import user_records
 from storage.mongo.arrays import added, pulled
@@ -123,15 +125,7 @@ class Activities(Repository, repositories.Activities):
         self._users = db["users"]
 
     async def add(self, activity):
-        document = {
-            "type": activity["type"],
-            "actor_id": stored_id(activity["actor_id"]),
-            "actor_name": activity.get("actor_name"),
-            "event_id": stored_id(activity.get("event_id")),
-            "target_user_id": stored_id(activity.get("target_user_id")),
-            "summary": activity.get("summary"),
-            "timestamp": activity["timestamp"],
-        }
+        document = _activity_document(activity)
         await self._activities.insert_one(document)
         return str(document["_id"])
 
@@ -163,6 +157,40 @@ class Activities(Repository, repositories.Activities):
         newest_first = heapq.merge(*pages, key=lambda document: (document["timestamp"], document["_id"]), reverse=True)
         return [_activity_record(document) for document in itertools.islice(newest_first, limit)]
 
+    async def add_once(self, activity):
+        # Found by its subject, the old backend's copies included, or by `once_key`; the decision
+        # between concurrent calls is the unique index on `once_key` (storage/mongo/indexes.py),
+        # which only documents stored here have (the old backend's, duplicates among them, stay
+        # out of it). An upsert alone would not do: two that both find nothing both insert. With
+        # the index the second insert fails with a duplicate key error, which means "stored by
+        # another call". (The server's own retry of such upserts needs a filter of equalities on
+        # the index's key alone; this $or is not one, so the error does reach us.) Before the
+        # index is built (the store's preparation; /readyz says so) racing calls could each
+        # insert one; the next withdraw removes them all.
+        document = _activity_document(activity)
+        key = _once_key(activity)
+        subject = {field: document[field] for field in ("actor_id", "type", "event_id", "target_user_id")}
+        try:
+            stored = await self._activities.update_one(
+                {"$or": [{"once_key": key}, subject]}, {"$setOnInsert": {**document, "once_key": key}}, upsert=True)
+        except driver_errors.DuplicateKeyError:
+            return None
+        return None if stored.upserted_id is None else str(stored.upserted_id)
+
+    async def withdraw(self, kind, actor_id, event_id=None, target_user_id=None):
+        ids = [actor_id, event_id, target_user_id]
+        stored = [None if text is None else object_id(text) for text in ids]
+        if stored[0] is None or any(value is None and text is not None for value, text in zip(stored, ids)):
+            return 0  # a text that is not an id is no activity's
+        actor, event, target = stored
+        # By the subject's fields rather than `once_key`, so the old backend's copies go too;
+        # {field: None} also matches a field the old documents lack (the index on the subject's
+        # fields serves both this and add_once's search). Each document is deleted at most once
+        # whatever runs concurrently: calls racing each other each delete what is still there.
+        deleted = await self._activities.delete_many(
+            {"actor_id": actor, "type": kind, "event_id": event, "target_user_id": target})
+        return deleted.deleted_count
+
 
 def _activity_record(document):
     return {
@@ -175,3 +203,22 @@ def _activity_record(document):
         "summary": document.get("summary"),
         "timestamp": aware(document["timestamp"]),
     }
+
+
+def _activity_document(activity):
+    return {
+        "type": activity["type"],
+        "actor_id": stored_id(activity["actor_id"]),
+        "actor_name": activity.get("actor_name"),
+        "event_id": stored_id(activity.get("event_id")),
+        "target_user_id": stored_id(activity.get("target_user_id")),
+        "summary": activity.get("summary"),
+        "timestamp": activity["timestamp"],
+    }
+
+
+def _once_key(activity):
+    """One text per subject: type, actor, event and target user, the absent ones empty."""
+    return " ".join([activity["type"], activity["actor_id"], activity.get("event_id") or "",
+                     activity.get("target_user_id") or ""])
+

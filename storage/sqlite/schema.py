@@ -195,8 +195,14 @@ FOLLOW_COUNTS = (
     END""",
 )
 
+# One follow's or RSVP's activity, found at once to record it once and to withdraw it when it is
+# undone (`Activities.add_once`, `withdraw`), however many activities its actor has.
+ACTIVITY_SUBJECTS = (
+    "CREATE INDEX activities_by_subject ON activities (actor_id, type, event_id, target_user_id)",
+)
+
 # Each a tuple of statements; the file's user_version is how many have run.
-MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS]
+MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS]
 
 
 class SchemaTooNew(Exception):

@@ -58,6 +58,12 @@ class Activities(Repository, repositories.Activities):
     async def feed(self, reader_id, kinds, before, limit):
         return await self._database.read(_feed, reader_id, list(kinds), before, limit)
 
+    async def add_once(self, activity):
+        return await self._database.write(_add_activity_once, activity)
+
+    async def withdraw(self, kind, actor_id, event_id=None, target_user_id=None):
+        return await self._database.write(_withdraw, kind, actor_id, event_id, target_user_id)
+
 
 ACTIVITY_FIELDS = ("type", "actor_id", "actor_name", "event_id", "target_user_id", "summary")
 
@@ -69,6 +75,24 @@ def _add_activity(connection, activity):
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (activity_id, *(activity.get(field) for field in ACTIVITY_FIELDS), to_ms(activity.get("timestamp"))))
     return activity_id
+
+
+# One activity's subject: `IS` so that a None matches a NULL (the index activities_by_subject).
+_SAME_SUBJECT = "actor_id IS ? AND type = ? AND event_id IS ? AND target_user_id IS ?"
+
+
+def _add_activity_once(connection, activity):
+    # The check and the insert are one write transaction (BEGIN IMMEDIATE holds the file's write
+    # lock), so no other call, in this process or another, can insert in between.
+    subject = (activity["actor_id"], activity["type"], activity.get("event_id"), activity.get("target_user_id"))
+    if connection.execute(f"SELECT 1 FROM activities WHERE {_SAME_SUBJECT}", subject).fetchone():
+        return None
+    return _add_activity(connection, activity)
+
+
+def _withdraw(connection, kind, actor_id, event_id, target_user_id):
+    return connection.execute(f"DELETE FROM activities WHERE {_SAME_SUBJECT}",
+                              (actor_id, kind, event_id, target_user_id)).rowcount
 
 
 def _feed(connection, reader_id, kinds, before, limit):
