@@ -10,6 +10,7 @@ absent: storage/mongo/arrays.py reads and changes them.
 from pymongo import errors as driver_errors
 
 from domain import repositories
+from domain.identity import identity_key
 from domain.times import utcnow
 from storage.mongo.arrays import array
 from storage.mongo.repository import Repository
@@ -62,7 +63,7 @@ class Users(Repository, repositories.Users):
             raise repositories.AlreadyTaken(taken)
         document = {
             "username": username, "email": email, "role": role,
-            "username_lower": username.lower(), "email_lower": email.lower(),
+            "username_lower": identity_key(username), "email_lower": identity_key(email),
             "password_hash": password_hash,
             "following": [], "followers": [], "created_events": [], "rsvped_events": [],
             "created_at": created_at,
@@ -77,7 +78,7 @@ class Users(Repository, repositories.Users):
     async def _taken(self, email, username):
         """"email" or "username" when another user has it (ignoring case), email first; else None."""
         for field, value in (("email", email), ("username", username)):
-            if await self._users.find_one({f"{field}_lower": value.lower()}, {"_id": 1}):
+            if await self._users.find_one({f"{field}_lower": identity_key(value)}, {"_id": 1}):
                 return field
         return None
 
@@ -86,7 +87,7 @@ class Users(Repository, repositories.Users):
         return None if user is None else await self._one({"_id": user})
 
     async def find_by_email(self, email):
-        return await self._one({"email_lower": email.lower()})
+        return await self._one({"email_lower": identity_key(email)})
 
     async def _one(self, match):
         found = await user_records(self._users, match, limit=1)
@@ -104,6 +105,9 @@ class Users(Repository, repositories.Users):
         wanted = [value for value in map(object_id, user_ids) if value is not None]
         found = await self._users.find({"_id": {"$in": wanted}}, {"username": 1}).to_list(None)
         return {str(user["_id"]): user.get("username") for user in found}
+
+    async def taken(self, email, username):
+        return await self._taken(email, username)
 
 
 def _taken_index(error):

@@ -11,6 +11,7 @@ import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo import errors as driver_errors
 
+from domain.identity import identity_key
 from storage.mongo.repository import is_unavailable, refusal
 
 log = logging.getLogger("store")
@@ -145,8 +146,8 @@ class Indexes:
         missing = {"$or": [{"email_lower": {"$exists": False}}, {"username_lower": {"$exists": False}}]}
         async for user in users.find(missing, {"email": 1, "username": 1}):
             await users.update_one({"_id": user["_id"]}, {"$set": {
-                "email_lower": str(user.get("email", "")).lower(),
-                "username_lower": str(user.get("username", "")).lower()}})
+                "email_lower": identity_key(str(user.get("email", ""))),
+                "username_lower": identity_key(str(user.get("username", "")))}})
 
     async def close(self):
         """Stops a preparation still running (it starts again at the next open)."""
