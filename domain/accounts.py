@@ -4,7 +4,6 @@ import datetime
 import hashlib
 import ipaddress
 import logging
-import os
 import secrets
 import urllib.parse
 
@@ -22,9 +21,10 @@ FORGOT_ANSWER = "If that email is registered, a reset link is on its way."
 # Reset emails one address receives per reset token lifetime: enough for a lost email or two,
 # too few to flood a mailbox (or run up the mail bill) by asking again and again.
 RESET_EMAILS_PER_LIFETIME = 3
-# bcrypt hashes for registrations run on at most half the cores, so a registration flood leaves
-# the rest to logins; beyond the queue, a registration is refused at once rather than left to wait.
-REGISTRATION_HASHING_THREADS = max(1, (os.cpu_count() or 2) // 2)
+# bcrypt hashes for registrations run on PasswordHasher's yielding threads (at most half the
+# cores, at the lowest CPU priority), so a registration flood leaves the cores to logins. At most
+# this many wait for one (about two seconds' worth at cost 12); beyond, a registration is refused
+# at once rather than left to wait.
 REGISTRATIONS_WAITING = 8
 REGISTRATION_BUSY_RETRY_SECONDS = 2
 
@@ -82,7 +82,7 @@ class Accounts:
         self._registrations = TokenBucketLimiter(
             settings.registrations_per_address,
             settings.registrations_per_address / settings.registration_window_seconds)
-        self._registration_hashing = ConcurrencyGate(REGISTRATION_HASHING_THREADS, REGISTRATIONS_WAITING)
+        self._registration_hashing = ConcurrencyGate(hasher.yielding_threads, REGISTRATIONS_WAITING)
         self._reset_emails = TokenBucketLimiter(
             RESET_EMAILS_PER_LIFETIME, RESET_EMAILS_PER_LIFETIME / settings.reset_token_lifetime_seconds)
         # Called as listener(user_id, jti=None, issued_before=None) when tokens stop working,
@@ -103,7 +103,7 @@ class Accounts:
             raise _conflict(taken)
         try:
             async with self._registration_hashing.enter():
-                password_hash = await self.hasher.hash(password)
+                password_hash = await self.hasher.hash(password, yielding=True)
         except ConcurrencyGate.Busy:
             raise RateLimited(REGISTRATION_BUSY_RETRY_SECONDS, "Too many registrations right now. Try again shortly.",
                               code="registrations_busy") from None

@@ -26,7 +26,7 @@ import pytest
 import tornado.httpclient
 import tornado.iostream
 
-from domain.accounts import REGISTRATION_HASHING_THREADS, REGISTRATIONS_WAITING
+from domain.accounts import REGISTRATIONS_WAITING
 from domain.photos import MAX_PHOTO_PIXELS
 from domain.times import parse_iso, utcnow
 from handlers.base import BaseHandler
@@ -917,7 +917,7 @@ async def test_a_registration_flood_waits_in_a_bounded_queue_and_duplicates_neve
         await api.register(email="taken@example.com")
         fresh = [api.call("POST", "/api/v1/auth/register",
                           {"username": f"fresh{n}", "email": f"fresh{n}@example.com", "password": PASSWORD})
-                 for n in range(REGISTRATION_HASHING_THREADS + REGISTRATIONS_WAITING + 8)]
+                 for n in range(services.accounts.hasher.yielding_threads + REGISTRATIONS_WAITING + 8)]
         duplicates = [api.call("POST", "/api/v1/auth/register",
                                {"username": f"dup{n}", "email": "taken@example.com", "password": PASSWORD})
                       for n in range(8)]
