@@ -8,6 +8,7 @@ bounded.
 """
 import asyncio
 import contextlib
+import math
 import time
 
 
@@ -91,7 +92,7 @@ class Backoff:
         over = count + 1 - self.free  # what this attempt would make it, beyond the free ones
         if over <= 0:
             return 0.0
-        delay = min(self.cap, self.base * 2 ** min(int(over), 64))
+        delay = min(self.cap, self.base * 2 ** min(math.ceil(over) - 1, 64))
         return max(0.0, last + delay - now)
 
     def hit(self, key):

@@ -8,8 +8,9 @@ class RegisterHandler(BaseHandler):
     authentication = "none"
     docs = {"post": operation("Register a new user", request="RegisterRequest", response="AuthResult",
                               status=201, errors=[409, 429], public=True,
-                              description="The same email or username, in any case or Unicode compatibility form "
-                                          "(fullwidth letters, the Kelvin sign...), is a 409. A username or email "
+                              description="The email and username are stored in their Unicode NFKC form. The same "
+                                          "email or username, in any case or compatibility form (fullwidth "
+                                          "letters, the Kelvin sign...), is a 409. A username or email "
                                           "with invisible characters or letters of mixed scripts (look-alikes) is a "
                                           "400. Registrations per client address are limited, and so are those "
                                           "waiting for their password to be hashed: 429 with Retry-After.")}
