@@ -165,6 +165,7 @@ EVERY_METHOD = {
     ("users", "add"): lambda s: s.users.add("ana", "ana@example.com", "attendee", PASSWORD_HASH, CREATED),
     ("users", "get"): lambda s: s.users.get(USER),
     ("users", "find_by_email"): lambda s: s.users.find_by_email("ana@example.com"),
+    ("users", "taken"): lambda s: s.users.taken("ana@example.com", "ana"),
     ("users", "set_password"): lambda s: s.users.set_password(USER, PASSWORD_HASH, NOW),
     ("users", "usernames"): lambda s: s.users.usernames([USER]),
     ("revoked_tokens", "revoke"): lambda s: s.revoked_tokens.revoke("jti", USER, NOW),
