@@ -16,10 +16,12 @@ its logins (right password) on one connection, closed loop, for --seconds each:
                                  email, one in four with the user's email (a 409), all from
                                  127.0.0.1
   flood from many addresses    the same, each request from a new X-Forwarded-For address
+  quiet again                  nothing else: how far the machine drifted meanwhile
 
 and prints p50 / p99 / max of the logins beside the quiet figures, with what the flood got
 (statuses). The flood runs in a process of its own at the lowest CPU priority (nice 19): an
-attacker's machines do not share the server's cores. Target: login p99 during a flood <= 1.5 x the quiet p99.
+attacker's machines do not share the server's cores. Target: login p99 during a flood <= 1.5 x
+the quiet p99.
 
 --root runs the server of another checkout (e.g. an export of an older commit) with this same
 load, for a before/after comparison. Figures only; nothing is asserted. The machine should be
@@ -150,6 +152,9 @@ async def run(args, server):
         flooding.join()
         row(label, latencies, statuses, quiet_p99, flood_statuses)
         await asyncio.sleep(3.0)  # the flood's last hashes drain before the next row
+    # Quiet once more: how far the machine itself drifted while the floods ran (other work on it).
+    latencies, statuses = await measure_logins(server.port, email, args.seconds)
+    row("quiet again", latencies, statuses, quiet_p99)
 
 
 def main():
