@@ -9,7 +9,7 @@ the server has yet to build.
 
 Every check streams or counts on the server, so that it works on a large database: counts and
 samples by query where a query says it, a pass over a projection where the rule is Python's (the
-store's key function `lowered`, GeoJSON validity).
+store's key function `identity_key`, GeoJSON validity).
 """
 import dataclasses
 import math
@@ -18,10 +18,11 @@ import pymongo
 from pymongo import errors as driver_errors
 
 from domain.gallery import MAX_PHOTOS_PER_EVENT
+from domain.identity import identity_key
 from domain.repositories import Events
 from storage.mongo import MongoStore
 from storage.mongo.events import TIME_FIELDS
-from storage.mongo.indexes import PLAN, Indexes, lowered
+from storage.mongo.indexes import PLAN, Indexes
 from storage.mongo.repository import is_unavailable, refusal
 
 BLOCKS, HURTS = "blocks", "hurts"
@@ -177,7 +178,7 @@ NAME_FIELDS = ("email", "username")
 
 
 async def _shared_names(users):
-    """Emails and usernames that several users share under `lowered`, the key of the store's
+    """Emails and usernames that several users share under `identity_key`, the key of the store's
     unique indexes (email_lower, username_lower): these indexes cannot be built over them.
 
     Two streaming passes, so that a large collection never sits in memory: the first keeps the
@@ -218,7 +219,7 @@ async def _names(users):
     async for user in users.find({}, {field: 1 for field in NAME_FIELDS}, batch_size=BATCH):
         for field in NAME_FIELDS:
             if isinstance(user.get(field), str):
-                yield field, lowered(user[field]), user
+                yield field, identity_key(user[field]), user
 
 
 async def _users_without_names(users):
