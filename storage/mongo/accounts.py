@@ -2,9 +2,11 @@
 `revoked_tokens` and `reset_tokens` collections.
 
 A user document keeps the old backend's fields and arrays (`following`, `followers`,
-`created_events`, `rsvped_events`), which the other repositories maintain, plus the lower-cased
-`email_lower` and `username_lower` that the unique indexes hold (storage/mongo/indexes.py
-backfills them on documents the old backend wrote). The old backend's arrays may be null or
+`created_events`, `rsvped_events`), which the other repositories maintain, plus the key copies
+`email_lower` and `username_lower` (domain.identity.identity_key of the email and username; the
+names are the first release's) that the unique indexes hold, and `keys_version`, how they were
+computed (storage/mongo/indexes.py makes them on documents the old backend or an earlier release
+wrote). The old backend's arrays may be null or
 absent: storage/mongo/arrays.py reads and changes them.
 """
 from pymongo import errors as driver_errors
@@ -127,7 +129,7 @@ class Users(Repository, repositories.Users):
 def _named(field, value):
     """Filter: users whose `field` ("email" or "username") is `value` ignoring case. Also the
     exact value: a user another writer (the old backend, during a migration) inserted since the
-    start has no lower-cased copy until the next start's backfill; the old backend's unique
+    start has no key copy until the next start's backfill; the old backend's unique
     index on the exact field finds them."""
     return {"$or": [{f"{field}_lower": identity_key(value)}, {field: value}]}
 

@@ -48,7 +48,7 @@ class Index:
 
 PLAN = (
     # Registration's rule "no two users share an email or a username, ignoring case". Sparse:
-    # a user without the lower-cased copy is not in the index, so any number of them may exist
+    # a user without the key copy is not in the index, so any number of them may exist
     # (users another writer inserts, such as the old backend during a migration; without it,
     # MongoDB indexes the missing field as null and refuses every such user after the first).
     # Sparse rather than a partialFilterExpression: the same for a field that is a string or
@@ -200,10 +200,10 @@ class Indexes:
             self._logged = reasons
 
     async def build(self):
-        """One pass of what the server does at start: backfills the users' lower-cased copies,
-        then creates every index of the plan it can. Returns (index, reason) for those it could
+        """One pass of what the server does at start: (re)makes the users' key copies, then
+        creates every index of the plan it can. Returns (index, reason) for those it could
         not. Also `python -m storage.check --fix-indexes`."""
-        await self._backfill_lower_cased_names()
+        await self._backfill_key_copies()
         return await self._build_plan()
 
     async def _build_plan(self):
@@ -265,13 +265,13 @@ class Indexes:
                     f"GeoJSON point; `python -m storage.check` lists them")
         return f"the index {index.describe()} could not be built: {error}"
 
-    async def _backfill_lower_cased_names(self):
+    async def _backfill_key_copies(self):
         # Users the old backend wrote have no key copies, which the unique indexes and
         # find_by_email need, and an earlier release's copies are str.lower's: both are (re)made
         # once, the oldest users first, and marked with KEYS_VERSION. A user whose email or
         # username is not a string gets no copy for it: they stay out of the index (it is
-        # sparse), and storage.check reports them. This reads the users that lack the mark, a
-        # scan of the collection at each start once none does.
+        # sparse), and storage.check reports them. Finding the users without the mark scans the
+        # collection: once at each start, and once a minute while an index is missing.
         users = self._db["users"]
         stale = {"keys_version": {"$ne": KEYS_VERSION}}
         async for user in users.find(stale, {"email": 1, "username": 1}).sort("_id", 1):

@@ -157,7 +157,7 @@ async def check(db):
 async def put_indexes_in_place(db, report):
     """What the server does at start, done now: drops the indexes that have our keys but another
     name or other options (unless the data stops their replacement: then the old index is kept
-    rather than leaving none), backfills the users' lower-cased copies and builds the plan.
+    rather than leaving none), (re)makes the users' key copies and builds the plan.
     Returns `report` with its index findings taken again and what was done."""
     stopped = [index for finding in report.data for index in finding.stops]
     actions = []
