@@ -59,7 +59,9 @@ from bench.harness import (PYTHON, HttpConnection, ServerFailed, ServerProcess, 
 NEARBY_RADIUS_KM = 10
 MIN_REQUESTS = 5  # a row goes on past --seconds (up to its cap) until this many were answered
 TOKENS = 8  # seeded users logged in for the authenticated rows, one per connection
-SERVER_ENVIRONMENT = {"LOG_LEVEL": "INFO"}  # as settings.yaml has it: one access log line per request
+# LOG_LEVEL as settings.yaml has it: one access log line per request. The registrations row
+# registers --auth-requests users from one address: more than a person's limit per address.
+SERVER_ENVIRONMENT = {"LOG_LEVEL": "INFO", "REGISTRATIONS_PER_ADDRESS": 1_000_000}
 
 
 # --- bcrypt and seeding ------------------------------------------------------------------------

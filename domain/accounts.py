@@ -8,8 +8,9 @@ import secrets
 import urllib.parse
 
 from domain.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited, StoreUnavailable
+from domain.identity import identity_key, registered_email, registered_username, same_address
 from domain.passwords import MAX_PASSWORD_BYTES
-from domain.ratelimit import TokenBucketLimiter
+from domain.ratelimit import Backoff, ConcurrencyGate, RecentKeys, TokenBucketLimiter
 from domain.repositories import AlreadyTaken
 from domain.times import UTC, as_utc, utcnow
 
@@ -20,6 +21,12 @@ FORGOT_ANSWER = "If that email is registered, a reset link is on its way."
 # Reset emails one address receives per reset token lifetime: enough for a lost email or two,
 # too few to flood a mailbox (or run up the mail bill) by asking again and again.
 RESET_EMAILS_PER_LIFETIME = 3
+# bcrypt hashes for registrations run on PasswordHasher's yielding threads (at most half the
+# cores, at the lowest CPU priority), so a registration flood leaves the cores to logins. At most
+# this many wait for one (about two seconds' worth at cost 12); beyond, a registration is refused
+# at once rather than left to wait.
+REGISTRATIONS_WAITING = 8
+REGISTRATION_BUSY_RETRY_SECONDS = 2
 
 
 def _reset_token_digest(token):
@@ -27,12 +34,20 @@ def _reset_token_digest(token):
 
 
 def _address_key(address):
-    """IPv4 addresses count one by one; IPv6 by /64, the block one subscriber is usually given."""
+    """IPv4 addresses count one by one; IPv6 by /64, the block one subscriber is usually given.
+    An IPv4 client seen through a dual-stack socket (::ffff:a.b.c.d) is that IPv4 address: as
+    IPv6 every such client would fall into the one block ::ffff:0:0/64."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return address or "unknown"
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
+def _conflict(field):
+    return Conflict(f"That {field} is already registered.", code=f"{field}_taken")
 
 
 def check_password_length(password, path="/password"):
@@ -51,10 +66,23 @@ class Accounts:
         self.mailer = mailer
         self.clock = clock
         window = settings.login_window_seconds
-        self._failures_by_email = TokenBucketLimiter(
+        # Failed logins count three ways (OWASP's authentication cheat sheet): per account and
+        # client address, which stops one client guessing one password; per address, which stops
+        # one client trying many accounts; and per account from everywhere, which slows guessing
+        # spread over many addresses with a bounded backoff rather than a lockout. Addresses the
+        # owner logged in from pass that backoff, so a stranger's failures never lock the owner out.
+        self._failures_by_account_and_address = TokenBucketLimiter(
             settings.login_attempts_per_email, settings.login_attempts_per_email / window)
         self._failures_by_address = TokenBucketLimiter(
             settings.login_attempts_per_address, settings.login_attempts_per_address / window)
+        self._failures_by_account = Backoff(
+            settings.login_attempts_per_account, settings.login_attempts_per_account / window,
+            cap=settings.login_backoff_max_seconds)
+        self._owners_addresses = RecentKeys()  # (account, address) of successful logins
+        self._registrations = TokenBucketLimiter(
+            settings.registrations_per_address,
+            settings.registrations_per_address / settings.registration_window_seconds)
+        self._registration_hashing = ConcurrencyGate(hasher.yielding_threads, REGISTRATIONS_WAITING)
         self._reset_emails = TokenBucketLimiter(
             RESET_EMAILS_PER_LIFETIME, RESET_EMAILS_PER_LIFETIME / settings.reset_token_lifetime_seconds)
         # Called as listener(user_id, jti=None, issued_before=None) when tokens stop working,
@@ -62,31 +90,54 @@ class Accounts:
         self.revocation_listeners = []
         self._background = set()
 
-    async def register(self, username, email, password, role="attendee"):
+    async def register(self, username, email, password, client_address, role="attendee"):
         check_password_length(password)
-        password_hash = await self.hasher.hash(password)
+        username, email = registered_username(username), registered_email(email)
+        wait = self._registrations.hit(_address_key(client_address))
+        if wait:
+            raise RateLimited(wait, "Too many registrations from your address. Try again later.")
+        # A taken email or username is answered before the password is hashed: a 409 costs a
+        # lookup, not a bcrypt hash. The insert still decides (a registration racing this one).
+        taken = await self.store.users.taken(email, username)
+        if taken:
+            raise _conflict(taken)
+        try:
+            async with self._registration_hashing.enter():
+                password_hash = await self.hasher.hash(password, yielding=True)
+        except ConcurrencyGate.Busy:
+            raise RateLimited(REGISTRATION_BUSY_RETRY_SECONDS, "Too many registrations right now. Try again shortly.",
+                              code="registrations_busy") from None
         try:
             user = await self.store.users.add(username, email, role, password_hash, self.clock())
         except AlreadyTaken as taken:
-            raise Conflict(f"That {taken.field} is already registered.", code=f"{taken.field}_taken") from None
+            raise _conflict(taken.field) from None
         return user, self.tokens.issue(user["id"], role)
 
     async def login(self, email, password, client_address):
-        email_key, address_key = email.lower(), _address_key(client_address)
-        # Every attempt takes its tokens before the first await and only a success gives them
-        # back: attempts sent in parallel cannot all pass the check before any failure counts.
-        wait = max(self._failures_by_email.retry_after(email_key),
-                   self._failures_by_address.retry_after(address_key))
+        account = identity_key(email)
+        address = _address_key(client_address)
+        pair = (account, address)
+        owners_address = pair in self._owners_addresses
+        # Every attempt takes its share before the first await and only a success gives it back:
+        # attempts sent in parallel cannot all pass the check before any failure counts.
+        wait = max(self._failures_by_account_and_address.retry_after(pair),
+                   self._failures_by_address.retry_after(address),
+                   0 if owners_address else self._failures_by_account.retry_after(account))
         if wait:
             raise RateLimited(wait, "Too many failed logins. Try again later.")
-        self._failures_by_email.hit(email_key)
-        self._failures_by_address.hit(address_key)
+        self._failures_by_account_and_address.hit(pair)
+        self._failures_by_address.hit(address)
+        if not owners_address:
+            self._failures_by_account.hit(account)
         user = await self.store.users.find_by_email(email)
         stored_hash = user["password_hash"] if user else None
         if not await self.hasher.verify(password, stored_hash) or user is None:
             raise NotAuthenticated(BAD_CREDENTIALS, code="bad_credentials")
-        self._failures_by_email.reset(email_key)
-        self._failures_by_address.refund(address_key)
+        self._failures_by_account_and_address.reset(pair)
+        self._failures_by_address.refund(address)
+        if not owners_address:
+            self._failures_by_account.refund(account)
+        self._owners_addresses.add(pair)
         return user, self.tokens.issue(user["id"], user["role"] or "attendee")
 
     async def authenticate(self, token):
@@ -113,8 +164,11 @@ class Accounts:
         one lookup. Storing the token and mailing it happen in the background, so neither a slow
         write nor a slow mail server makes a registered email answer later than an unknown one."""
         user = await self.store.users.find_by_email(email)
+        # Mail goes only to the address its owner registered, and only when that is the address
+        # asked for: one that merely shares its key ("\u212aate@" for "kate@") may be a squatter's.
         # Over the cap the answer stays the same: a 429 here would tell which emails are registered.
-        if user is not None and not self._reset_emails.hit(email.lower()):
+        if (user is not None and same_address(email, user["email"] or "")
+                and not self._reset_emails.hit(identity_key(email))):
             self._in_background(self._issue_reset_token(user))
         return FORGOT_ANSWER
 

@@ -3,20 +3,32 @@
 Hashes written by the old backend's Flask-Bcrypt ($2b$, stored as text) verify unchanged.
 """
 import asyncio
+import concurrent.futures
+import os
+import sys
+import threading
 
 import bcrypt
 
 MAX_PASSWORD_BYTES = 72  # bcrypt ignores anything past 72 bytes; we refuse rather than truncate
+# Threads for yielding hashes: at most half the cores, whatever their priority.
+YIELDING_THREADS = max(1, (os.cpu_count() or 2) // 2)
 
 
 class PasswordHasher:
-    def __init__(self, rounds):
+    def __init__(self, rounds, yielding_threads=YIELDING_THREADS):
         self.rounds = rounds
         # Checked against when the email is unknown, so both paths cost one bcrypt check.
         self._decoy = bcrypt.hashpw(b"decoy-password", bcrypt.gensalt(rounds))
+        self.yielding_threads = yielding_threads
+        self._yielding = None  # made at the first yielding hash
 
-    async def hash(self, password):
-        hashed = await _in_executor(bcrypt.hashpw, password.encode(), bcrypt.gensalt(self.rounds))
+    async def hash(self, password, yielding=False):
+        """The bcrypt hash of `password`. `yielding`: on threads of the lowest CPU priority, which
+        get a core only when logins (and everything else) leave it idle: for hashes anyone may
+        ask for in bulk (registrations), so that a flood of them cannot slow logins down."""
+        executor = self._yielding_executor() if yielding else None
+        hashed = await _in_executor(bcrypt.hashpw, password.encode(), bcrypt.gensalt(self.rounds), executor=executor)
         return hashed.decode()
 
     async def verify(self, password, stored_hash):
@@ -30,6 +42,19 @@ class PasswordHasher:
         except ValueError:  # not a bcrypt hash at all
             return False
 
+    def _yielding_executor(self):
+        if self._yielding is None:
+            self._yielding = concurrent.futures.ThreadPoolExecutor(
+                self.yielding_threads, thread_name_prefix="yielding-hash", initializer=_lowest_priority)
+        return self._yielding
 
-def _in_executor(fn, *args):
-    return asyncio.get_running_loop().run_in_executor(None, fn, *args)
+
+def _lowest_priority():
+    # On Linux a thread is a task with its own nice value; elsewhere setpriority would take the
+    # whole process (or, given a thread id, another process), so there the threads stay as they are.
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
+def _in_executor(fn, *args, executor=None):
+    return asyncio.get_running_loop().run_in_executor(executor, fn, *args)

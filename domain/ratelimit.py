@@ -1,10 +1,14 @@
-"""In-process rate limiting: a token bucket per key.
+"""In-process rate limiting: a token bucket per key, a bounded backoff per key, and a gate that
+bounds how much of one kind of work runs at once.
 
 Kept in memory on purpose: a limit that lags by one process behind a load balancer is still a
 limit, and a database round trip per login attempt would be an amplifier for the attack it
 stops. Buckets are evicted once full again, and the oldest beyond `max_keys`, so memory stays
 bounded.
 """
+import asyncio
+import contextlib
+import math
 import time
 
 
@@ -57,3 +61,103 @@ class TokenBucketLimiter:
         excess = len(self._buckets) - self.max_keys * 9 // 10
         for key in list(self._buckets)[:max(0, excess)]:
             del self._buckets[key]
+
+
+class Backoff:
+    """Per key, a count of attempts that leaks away at `leak_per_second`: while it is below `free`
+    attempts pass; at or above, each attempt must wait a delay since the previous one that doubles
+    with every attempt over, up to `cap` seconds. The wait is bounded: whoever keeps trying gets a
+    turn within `cap` seconds of the last attempt, and once attempts stop the count drains away."""
+
+    def __init__(self, free, leak_per_second, cap, base=1.0, clock=time.monotonic, max_keys=10_000):
+        self.free = free
+        self.leak = float(leak_per_second)
+        self.cap = float(cap)
+        self.base = float(base)
+        self.clock = clock
+        self.max_keys = max_keys
+        self._state = {}  # key -> (count, last attempt)
+
+    def __len__(self):
+        return len(self._state)
+
+    def _count(self, key, now):
+        count, last = self._state.get(key, (0.0, now))
+        return max(0.0, count - (now - last) * self.leak), last
+
+    def retry_after(self, key):
+        """Seconds until `key` may try again; 0 when it may try now."""
+        now = self.clock()
+        count, last = self._count(key, now)
+        over = count + 1 - self.free  # what this attempt would make it, beyond the free ones
+        if over <= 0:
+            return 0.0
+        delay = min(self.cap, self.base * 2 ** min(math.ceil(over) - 1, 64))
+        return max(0.0, last + delay - now)
+
+    def hit(self, key):
+        now = self.clock()
+        count, _ = self._count(key, now)
+        self._state[key] = (count + 1, now)
+        if len(self._state) > self.max_keys:
+            self._evict(now)
+
+    def refund(self, key):
+        """Takes back one attempt counted by `hit` (one that turned out to be the owner's)."""
+        if key in self._state:
+            count, last = self._state[key]
+            self._state[key] = (max(0.0, count - 1), last)
+
+    def _evict(self, now):
+        for key in [k for k in self._state if self._count(k, now)[0] == 0]:
+            del self._state[key]
+        excess = len(self._state) - self.max_keys * 9 // 10
+        for key in list(self._state)[:max(0, excess)]:
+            del self._state[key]
+
+
+class RecentKeys:
+    """A bounded set that forgets its least recently added keys first."""
+
+    def __init__(self, max_keys=100_000):
+        self.max_keys = max_keys
+        self._keys = {}
+
+    def __contains__(self, key):
+        return key in self._keys
+
+    def __len__(self):
+        return len(self._keys)
+
+    def add(self, key):
+        self._keys.pop(key, None)
+        self._keys[key] = None
+        if len(self._keys) > self.max_keys:
+            del self._keys[next(iter(self._keys))]
+
+
+class ConcurrencyGate:
+    """At most `limit` holders at a time and at most `max_waiting` queued behind them: beyond that
+    `enter()` raises Busy, so a flood costs refusals instead of an ever longer queue."""
+
+    class Busy(Exception):
+        pass
+
+    def __init__(self, limit, max_waiting):
+        self.max_waiting = max_waiting
+        self._semaphore = asyncio.Semaphore(limit)
+        self._queued = 0
+
+    @contextlib.asynccontextmanager
+    async def enter(self):
+        if self._semaphore.locked() and self._queued >= self.max_waiting:
+            raise self.Busy()
+        self._queued += 1
+        try:
+            await self._semaphore.acquire()
+        finally:
+            self._queued -= 1
+        try:
+            yield
+        finally:
+            self._semaphore.release()

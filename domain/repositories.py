@@ -25,7 +25,7 @@ import datetime
 
 
 class AlreadyTaken(Exception):
-    """`Users.add` was given an email or username that another user has (ignoring case)."""
+    """`Users.add` was given an email or username that another user has (under `identity_key`)."""
 
     def __init__(self, field):
         super().__init__(f"{field} already taken")
@@ -49,8 +49,14 @@ class Users(abc.ABC):
     @abc.abstractmethod
     async def add(self, username, email, role, password_hash, created_at):
         """Atomic: stores a new user and returns its record, or raises AlreadyTaken when the
-        email or the username is already registered, compared ignoring case (`str.lower`).
-        Email is checked first: when both are taken, AlreadyTaken("email")."""
+        email or the username is already registered, compared by `domain.identity.identity_key`
+        (NFKC and case folding). Email is checked first: when both are taken, AlreadyTaken("email")."""
+
+    @abc.abstractmethod
+    async def taken(self, email, username):
+        """"email" or "username" when a user has that one (compared as `add` compares them),
+        email first; else None. A look before the costly part of a registration: only `add`
+        decides."""
 
     @abc.abstractmethod
     async def get(self, user_id):
@@ -58,7 +64,7 @@ class Users(abc.ABC):
 
     @abc.abstractmethod
     async def find_by_email(self, email):
-        """The user record whose email equals `email` ignoring case, or None."""
+        """The user record whose email has the `identity_key` of `email`, or None."""
 
     @abc.abstractmethod
     async def set_password(self, user_id, password_hash, tokens_valid_after):

@@ -7,19 +7,29 @@ from handlers.docs import operation
 class RegisterHandler(BaseHandler):
     authentication = "none"
     docs = {"post": operation("Register a new user", request="RegisterRequest", response="AuthResult",
-                              status=201, errors=[409], public=True)}
+                              status=201, errors=[409, 429], public=True,
+                              description="The email and username are stored in their Unicode NFKC form. The same "
+                                          "email or username, in any case or compatibility form (fullwidth "
+                                          "letters, the Kelvin sign...), is a 409. A username or email "
+                                          "with invisible characters or letters of mixed scripts (look-alikes) is a "
+                                          "400. Registrations per client address are limited, and so are those "
+                                          "waiting for their password to be hashed: 429 with Retry-After.")}
 
     async def post(self):
         body = self.json_body("RegisterRequest")
         user, token = await self.services.accounts.register(
-            body["username"], body["email"], body["password"], body.get("role", "attendee"))
+            body["username"], body["email"], body["password"], self.client_address(), body.get("role", "attendee"))
         self.reply({"user": own_user(user), "token": token}, "Registered.", status=201)
 
 
 class LoginHandler(BaseHandler):
     authentication = "none"
     docs = {"post": operation("Log in with email and password", request="LoginRequest", response="AuthResult",
-                              errors=[401, 429], public=True)}
+                              errors=[401, 429], public=True,
+                              description="Failed logins are limited per email and client address, per client "
+                                          "address, and per email from all addresses (a backoff of at most "
+                                          "login_backoff_max_seconds, which addresses the owner logged in from "
+                                          "pass): 429 with Retry-After.")}
 
     async def post(self):
         body = self.json_body("LoginRequest")

@@ -77,9 +77,10 @@ class RunningServer:
         # Nothing from the test runner's own environment may configure the server under test.
         ours = {spec.env for spec in SPECS.values()} | {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
         environment = {name: value for name, value in os.environ.items() if name not in ours}
-        # Each server keeps its data in its own file, never in the checkout's data/.
+        # Each server keeps its data in its own file, never in the checkout's data/; tests register
+        # their users from one address.
         environment.update({"BCRYPT_LOG_ROUNDS": "4", "NOTIFY_SOCKET": self.notify.environment_value,
-                            "SQLITE_PATH": self.database_path})
+                            "SQLITE_PATH": self.database_path, "REGISTRATIONS_PER_ADDRESS": "100000"})
         environment.update(extra)
         return environment
 

@@ -30,12 +30,13 @@ import tornado.httpclient
 import tornado.iostream
 from PIL import Image
 
+from domain.accounts import REGISTRATIONS_WAITING
 from domain.photos import MAX_JPEG_SCANS, MAX_PHOTO_PIXELS
 from domain.times import parse_iso, utcnow
 from handlers.base import BaseHandler
 from handlers.photos import MULTIPART_OVERHEAD_BYTES
 from tests.chat_client import WAIT_SECONDS, ChatClient
-from tests.conftest import PASSWORD, make_settings
+from tests.conftest import PASSWORD, Api, ContractCheck, make_settings
 from tests.event_builders import PARIS, event_body, hours_from_now, publish, unknown_id
 from tests.photo_uploads import multipart, png, upload
 from tests.running_server import SAFETY_TIMEOUT, RunningServer
@@ -587,6 +588,120 @@ async def test_a_logout_or_reset_during_a_chat_handshake_refuses_it(world, forge
     assert status == 401
 
 
+# Accounts that look alike, and logins one client can block for another (issue 12, items 6-8).
+
+def forwarded(address):
+    return {"X-Forwarded-For": address}
+
+
+async def login(api, email, password, address):
+    return await api.call("POST", "/api/v1/auth/login", {"email": email, "password": password},
+                          headers=forwarded(address))
+
+
+@pytest.mark.parametrize("look_alike", ["\u212aate@example.com", "ｋａｔｅ@example.com", "KATE@EXAMPLE.COM"])
+async def test_a_unicode_look_alike_of_a_registered_email_is_a_conflict(api, look_alike):
+    # The Kelvin sign, fullwidth letters: "kate@example.com" once normalized.
+    await api.register(username="kate", email="kate@example.com")
+    reply = await api.call("POST", "/api/v1/auth/register",
+                           {"username": "squatter", "email": look_alike, "password": PASSWORD})
+    assert reply.status == 409 and reply.json["code"] == "email_taken"
+
+
+@pytest.mark.parametrize("look_alike", ["kаte@example.com", "kate@exаmple.com", "kate\u200b@example.com",
+                                        "ka\u202ete@example.com"])
+async def test_an_email_mixing_scripts_or_hiding_characters_is_refused(api, look_alike):
+    # A Cyrillic "а" in the local part or in a label of the domain; a zero-width space; a
+    # right-to-left override. NFKC leaves them all as they are: refused, not a second "kate".
+    await api.register(username="kate", email="kate@example.com")
+    reply = await api.call("POST", "/api/v1/auth/register",
+                           {"username": "squatter", "email": look_alike, "password": PASSWORD})
+    assert reply.status == 400 and reply.json["errors"][0]["path"] == "/email"
+
+
+async def test_an_email_in_one_other_script_is_still_welcome(api):
+    user, _ = await api.register(username="ivan", email="иван@пример.рф")
+    assert user["email"] == "иван@пример.рф"
+
+
+@pytest.mark.parametrize("look_alike,status,code", [
+    ("аna", 400, "validation_failed"),  # a Cyrillic "а"
+    ("ａｎａ", 400, "validation_failed"),  # fullwidth letters
+    ("ana\n", 400, "validation_failed"),  # a trailing newline
+    ("ANA", 409, "username_taken"),
+])
+async def test_a_username_look_alike_is_refused(api, look_alike, status, code):
+    await api.register(username="ana")
+    reply = await api.call("POST", "/api/v1/auth/register",
+                           {"username": look_alike, "email": "other@example.com", "password": PASSWORD})
+    assert reply.status == status and reply.json["code"] == code
+
+
+async def test_a_look_alike_email_registers_as_the_address_mail_really_goes_to(api, services, caplog):
+    # The squatter came first with the Kelvin sign: the account holds the normalized address, so
+    # the real owner of kate@example.com gets its reset mail and takes the address back.
+    caplog.set_level(logging.INFO, logger="mail")
+    squatter, _ = await api.register(username="squatter", email="\u212aate@example.com")
+    assert squatter["email"] == "Kate@example.com"
+    await api.call("POST", "/api/v1/auth/forgot-password", {"email": "kate@example.com"})
+    await services.accounts.drain()
+    [(_, token)] = reset_emails(caplog, "Kate@example.com")
+    assert reset_emails(caplog, "\u212aate@example.com") == []
+    reset = await api.call("POST", "/api/v1/auth/reset-password", {"token": token, "password": "mine again"})
+    assert reset.status == 200
+    owner = await api.call("POST", "/api/v1/auth/login", {"email": "kate@example.com", "password": "mine again"})
+    assert owner.status == 200 and owner.data["user"]["id"] == squatter["id"]
+
+
+async def test_reset_mail_goes_only_to_the_address_its_owner_registered(api, services, caplog):
+    # An account stored before normalization with the Kelvin sign shares the key of kate@example.com:
+    # a reset asked for kate@example.com must not be mailed to it.
+    caplog.set_level(logging.INFO, logger="mail")
+    await services.store.users.add("squatter", "\u212aate@example.com", "attendee", None, utcnow())
+    await api.call("POST", "/api/v1/auth/forgot-password", {"email": "kate@example.com"})
+    await api.call("POST", "/api/v1/auth/forgot-password", {"email": "KATE@example.com"})
+    await services.accounts.drain()
+    assert reset_emails(caplog, "\u212aate@example.com") == []
+    # Asked for the registered address itself, it is mailed there.
+    await api.call("POST", "/api/v1/auth/forgot-password", {"email": "\u212aate@example.com"})
+    await services.accounts.drain()
+    assert len(reset_emails(caplog, "\u212aate@example.com")) == 1
+
+
+@pytest.mark.settings(trusted_proxies=["127.0.0.1"], login_attempts_per_email=3)
+async def test_one_strangers_failed_logins_never_lock_the_owner_out(api):
+    await api.register(email="victim@example.com")
+    guesses = [(await login(api, "victim@example.com", f"guess {n}", "203.0.113.66")).status for n in range(10)]
+    assert guesses == [401] * 3 + [429] * 7  # the stranger is stopped...
+    owner = await login(api, "VICTIM@example.com", PASSWORD, "198.51.100.7")
+    assert owner.status == 200  # ...and the owner, elsewhere, is not
+
+
+@pytest.mark.settings(trusted_proxies=["127.0.0.1"], login_attempts_per_account=6, login_backoff_max_seconds=60)
+async def test_guessing_spread_over_many_addresses_backs_off_and_the_owner_still_logs_in(api):
+    await api.register(email="victim@example.com")
+    assert (await login(api, "victim@example.com", PASSWORD, "198.51.100.7")).status == 200  # the owner's address
+    guesses = await asyncio.gather(*[login(api, "victim@example.com", f"guess {n}", f"203.0.113.{n}")
+                                     for n in range(20)])
+    assert sorted(reply.status for reply in guesses) == [401] * 6 + [429] * 14
+    # The backoff is bounded: nobody is told to wait longer than login_backoff_max_seconds...
+    assert all(1 <= int(reply.headers["Retry-After"]) <= 60 for reply in guesses if reply.status == 429)
+    elsewhere = await login(api, "victim@example.com", PASSWORD, "192.0.2.1")
+    assert elsewhere.status == 429 and int(elsewhere.headers["Retry-After"]) <= 60
+    # ...and the owner's own address passes it.
+    assert (await login(api, "victim@example.com", PASSWORD, "198.51.100.7")).status == 200
+
+
+@pytest.mark.settings(trusted_proxies=["127.0.0.1"], login_attempts_per_address=3, login_attempts_per_email=100)
+async def test_ipv4_clients_seen_as_ipv4_mapped_ipv6_do_not_share_one_login_limit(api):
+    # A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d, all in one IPv6 /64.
+    for n in range(3):
+        assert (await login(api, f"guess{n}@example.com", "wrong password", "::ffff:203.0.113.1")).status == 401
+    assert (await login(api, "guess@example.com", "wrong password", "::ffff:203.0.113.1")).status == 429
+    assert (await login(api, "guess@example.com", "wrong password", "203.0.113.1")).status == 429  # the same client
+    assert (await login(api, "guess@example.com", "wrong password", "::ffff:203.0.113.2")).status == 401
+
+
 # === API3:2023 Broken Object Property Level Authorization =====================================
 # Also proven elsewhere: tests/test_events.py::test_server_owned_fields_in_a_body_are_refused (organizer_id,
 # rsvps, rsvp_count, arrivals, photo_gallery, created_at, _id on create and update),
@@ -1070,6 +1185,50 @@ async def test_an_oversized_chat_message_is_refused(world, base_url, http_server
     assert opcode == 0x8 and struct.unpack("!H", payload[:2])[0] == 1009
 
 
+# Registration: a flood must cost neither hashes for duplicates nor the logins' latency
+# (bench/registration_flood_bench.py measures the latter).
+
+@pytest.mark.settings(trusted_proxies=["127.0.0.1"], registrations_per_address=3)
+async def test_registrations_from_one_address_are_limited(api):
+    await api.register(email="taken@example.com")
+    attempts = [await api.call("POST", "/api/v1/auth/register",
+                               {"username": f"flood{n}", "email": "taken@example.com", "password": PASSWORD},
+                               headers={"X-Forwarded-For": "203.0.113.9"}) for n in range(5)]
+    assert [reply.status for reply in attempts] == [409] * 3 + [429] * 2  # conflicts count too
+    assert int(attempts[-1].headers["Retry-After"]) >= 1
+    other = await api.call("POST", "/api/v1/auth/register",
+                           {"username": "someone", "email": "someone@example.com", "password": PASSWORD},
+                           headers={"X-Forwarded-For": "203.0.113.10"})
+    assert other.status == 201
+
+
+@pytest.mark.gen_test(timeout=30)
+@pytest.mark.settings(bcrypt_rounds=11)  # slow enough that the queue is still full when the last request arrives
+async def test_a_registration_flood_waits_in_a_bounded_queue_and_duplicates_never_join_it(
+        services, base_url, http_server):
+    # A client of its own, with enough connections to have every request in flight at once.
+    client = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=64)
+    api = Api(client, base_url, ContractCheck(services.openapi))
+    try:
+        await api.register(email="taken@example.com")
+        fresh = [api.call("POST", "/api/v1/auth/register",
+                          {"username": f"fresh{n}", "email": f"fresh{n}@example.com", "password": PASSWORD})
+                 for n in range(services.accounts.hasher.yielding_threads + REGISTRATIONS_WAITING + 8)]
+        duplicates = [api.call("POST", "/api/v1/auth/register",
+                               {"username": f"dup{n}", "email": "taken@example.com", "password": PASSWORD})
+                      for n in range(8)]
+        replies = await asyncio.gather(*fresh, *duplicates)
+    finally:
+        client.close()
+    fresh_replies, duplicate_replies = replies[:len(fresh)], replies[len(fresh):]
+    busy = [reply for reply in fresh_replies if reply.status == 429]
+    assert busy and all(reply.json["code"] == "registrations_busy" and int(reply.headers["Retry-After"]) >= 1
+                        for reply in busy)
+    assert {reply.status for reply in fresh_replies} == {201, 429}
+    # A duplicate is a lookup, not a hash: answered 409, never queued nor turned away as busy.
+    assert {reply.status for reply in duplicate_replies} == {409}
+
+
 # === API5:2023 Broken Function Level Authorization ============================================
 # Also proven elsewhere: tests/test_metrics.py::test_with_a_metrics_token_set_requests_without_it_get_401_json,
 # ::test_an_address_outside_the_allow_list_gets_403_json.
@@ -1239,6 +1398,37 @@ async def test_cors_is_not_granted_to_lookalike_or_null_origins(api):
     granted = await api.call("OPTIONS", "/api/v1/auth/login", headers={"Origin": "https://app.example.com"})
     assert granted.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
     assert "Access-Control-Allow-Credentials" not in granted.headers and "Origin" in granted.headers["Vary"]
+
+
+# Names and emails: whole strings, no control characters (issue 12, item 4).
+
+@pytest.mark.parametrize("field,value", [("username", "ana\n"), ("email", "ana@example.com\n")])
+async def test_a_trailing_newline_does_not_make_a_look_alike_account(api, field, value):
+    # Python's $ matches before a final newline: "ana\n" passed ^...$ and was another "ana".
+    await api.register(username="ana", email="ana@example.com")
+    body = {"username": "someone", "email": "someone@example.com", "password": PASSWORD, field: value}
+    reply = await api.call("POST", "/api/v1/auth/register", body)
+    assert reply.status == 400 and reply.json["errors"][0]["path"] == f"/{field}"
+
+
+CONTROL_CHARACTERS = ["\x00", "\x1b", "\x7f", "\x85", "\n", "\r", "\t"]
+
+
+@pytest.mark.parametrize("control", CONTROL_CHARACTERS, ids=repr)
+async def test_control_characters_and_nul_are_refused_wherever_a_name_or_email_is_accepted(api, control):
+    register = {"username": "ana", "email": "ana@example.com", "password": PASSWORD}
+    attempts = [
+        ("/api/v1/auth/register", {**register, "username": f"an{control}a"}, "/username"),
+        ("/api/v1/auth/register", {**register, "email": f"an{control}a@example.com"}, "/email"),
+        ("/api/v1/auth/register", {**register, "email": f"ana@example.com{control}"}, "/email"),
+        ("/api/v1/auth/login", {"email": f"ana@example.com{control}", "password": PASSWORD}, "/email"),
+        ("/api/v1/auth/login", {"email": f"{control}ana@example.com", "password": PASSWORD}, "/email"),
+        ("/api/v1/auth/forgot-password", {"email": f"ana@exa{control}mple.com"}, "/email"),
+        ("/api/v1/auth/forgot-password", {"email": f"ana@example.com{control}"}, "/email"),
+    ]
+    for path, body, field in attempts:
+        reply = await api.call("POST", path, body)
+        assert reply.status == 400 and reply.json["errors"][0]["path"] == field, (path, body, reply)
 
 
 class FailingHandler(BaseHandler):

@@ -140,6 +140,35 @@ async def test_nearby_without_its_index_is_unavailable_not_a_failure(store):
         await store.events.find(DiscoveryQuery(near=PARIS, radius_m=1000))
 
 
+async def test_key_copies_of_an_earlier_release_are_recomputed_once_with_nfkc_and_case_folding(store):
+    # str.lower kept "ß" and fullwidth letters as they are; identity_key folds them.
+    straße = (await store.db.users.insert_one({"email": "Straße@example.com", "username": "Ｂo",
+                                               "email_lower": "straße@example.com", "username_lower": "ｂo"})).inserted_id
+    await open_store(store)
+
+    user = await store.db.users.find_one({"_id": straße})
+    assert (user["email_lower"], user["username_lower"], user["keys_version"]) == ("strasse@example.com", "bo", 2)
+    assert (await store.users.find_by_email("STRASSE@example.com"))["id"] == str(straße)
+    with pytest.raises(repositories.AlreadyTaken):
+        await store.users.add("bo", "new@example.com", "attendee", PASSWORD_HASH, CREATED)
+
+
+async def test_a_user_whose_recomputed_key_another_holds_keeps_the_account_under_its_exact_email(store, caplog):
+    await open_store(store)  # the unique indexes are in place
+    ana = await store.users.add("ana", "ana@example.com", "attendee", PASSWORD_HASH, CREATED)
+    # Told apart by an earlier release's str.lower: the fullwidth "ａ".
+    other = (await store.db.users.insert_one({"email": "ａna@example.com", "username": "other",
+                                              "email_lower": "ａna@example.com", "username_lower": "other"})).inserted_id
+
+    await store.indexes.build()
+
+    user = await store.db.users.find_one({"_id": other})
+    assert "email_lower" not in user and user["keys_version"] == 2
+    assert (await store.users.find_by_email("ana@example.com"))["id"] == ana["id"]
+    assert (await store.users.find_by_email("ａna@example.com"))["id"] == str(other)
+    assert f"user {other} shares its email with another user once normalized" in caplog.text
+
+
 async def test_users_another_writer_inserts_without_lower_cased_copies_are_accepted_and_found(store):
     # The old backend running alongside during a migration writes users as it always did. The
     # unique indexes are sparse: any number of users without the copies may exist.
@@ -255,6 +284,7 @@ EVERY_METHOD = {
     ("users", "add"): lambda s: s.users.add("ana", "ana@example.com", "attendee", PASSWORD_HASH, CREATED),
     ("users", "get"): lambda s: s.users.get(USER),
     ("users", "find_by_email"): lambda s: s.users.find_by_email("ana@example.com"),
+    ("users", "taken"): lambda s: s.users.taken("ana@example.com", "ana"),
     ("users", "set_password"): lambda s: s.users.set_password(USER, PASSWORD_HASH, NOW),
     ("users", "usernames"): lambda s: s.users.usernames([USER]),
     ("revoked_tokens", "revoke"): lambda s: s.revoked_tokens.revoke("jti", USER, NOW),

@@ -220,12 +220,39 @@ async def test_users_add_refuses_a_username_taken_in_another_case(store):
     assert refused.value.field == "username"
 
 
-async def test_users_add_compares_emails_by_str_lower_beyond_ascii(store):
+async def test_users_add_compares_emails_by_case_beyond_ascii(store):
     await add_user(store, "elise", "Élise@Example.com")
 
     with pytest.raises(AlreadyTaken) as refused:
         await add_user(store, "elise2", "élise@example.com")
     assert refused.value.field == "email"
+
+
+@pytest.mark.parametrize("variant", ["\u212aate@example.com", "ｋａｔｅ@example.com", "KATE@EXAMPLE.COM"])
+async def test_users_add_compares_emails_by_nfkc_and_case_folding(store, variant):
+    # The Kelvin sign and fullwidth letters are "k" and "kate" once normalized.
+    await add_user(store, "kate", "kate@example.com")
+
+    with pytest.raises(AlreadyTaken) as refused:
+        await add_user(store, "other", variant)
+    assert refused.value.field == "email"
+    assert (await store.users.find_by_email(variant))["username"] == "kate"
+
+
+async def test_users_add_compares_usernames_by_nfkc_and_case_folding(store):
+    await add_user(store, "Straße", "one@example.com")
+
+    with pytest.raises(AlreadyTaken) as refused:
+        await add_user(store, "STRASSE", "two@example.com")
+    assert refused.value.field == "username"
+
+
+async def test_taken_names_the_field_another_user_has_email_first(store):
+    await add_user(store, "ana", "ana@example.com")
+
+    assert await store.users.taken("ANA@example.com", "ANA") == "email"
+    assert await store.users.taken("ｎｅｗ@example.com", "ＡＮＡ") == "username"
+    assert await store.users.taken("new@example.com", "new") is None
 
 
 async def test_users_add_reports_the_email_first_when_both_are_taken(store):

@@ -14,6 +14,7 @@ import pytest
 from domain import geo
 from domain.discovery import BY_DATE, Cursor, DiscoveryQuery
 from domain.errors import NotFound, StoreBroken, StoreUnavailable
+from domain.repositories import AlreadyTaken
 from storage.sqlite import SqliteStore, database, ids, search
 from storage.sqlite.schema import MIGRATIONS
 from tests.repository_fixtures import NOW, PARIS, destination, draft, event_fields, point, some_id, window
@@ -446,6 +447,36 @@ async def test_a_version_2_file_gets_its_follower_counts_from_its_follows(path, 
     await store.close()
     kept, counted = stored_counts(path)
     assert kept == counted
+    assert real_connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+async def test_a_version_3_file_gets_identity_keys_and_users_who_now_collide_keep_their_accounts(path, monkeypatch,
+                                                                                                     caplog):
+    with monkeypatch.context() as old_server:
+        old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:3])
+        await (await opened(path)).close()
+    connection = real_connect(path)
+    # Keys as version 3 computed them (str.lower): distinct then, one key now.
+    rows = [(some_id(1), "Kate", "kate@example.com", 10), (some_id(2), "ｋａｔｅ2", "ｋａｔｅ@example.com", 20),
+            (some_id(3), "Straße", "strasse@example.com", 30), (some_id(4), "STRASSE", "sam@example.com", 5)]
+    connection.executemany(
+        "INSERT INTO users (id, username, username_key, email, email_key, role, password_hash, created_at)"
+        " VALUES (?, ?, lower(?), ?, lower(?), 'attendee', 'hash', ?)",
+        [(user_id, name, name, email, email, created) for user_id, name, email, created in rows])
+    connection.commit()
+    connection.close()
+
+    store = await opened(path)  # starts, whatever collides
+    # The oldest user keeps the key: every spelling finds it but the younger one's exact address.
+    assert (await store.users.find_by_email("KATE@example.com"))["id"] == some_id(1)
+    assert (await store.users.find_by_email("ｋａｔｅ@example.com"))["id"] == some_id(2)
+    with pytest.raises(AlreadyTaken):
+        await store.users.add("kate3", "ＫＡＴＥ@EXAMPLE.com", "attendee", "hash", NOW)
+    # Usernames likewise: STRASSE (older) keeps its key, and "Straße" now collides with it.
+    assert await store.users.taken("new@example.com", "strasse") == "username"
+    assert (await store.users.get(some_id(3)))["username"] == "Straße"
+    assert sum("older user has the same" in record.getMessage() for record in caplog.records) == 2
+    await store.close()
     assert real_connect(path).execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 

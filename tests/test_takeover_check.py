@@ -186,14 +186,17 @@ async def test_users_sharing_an_email_exactly_stop_the_old_exact_index_too(store
 
 
 async def test_case_variants_are_found_by_the_stores_key_not_by_ascii_folding(store):
-    # MongoDB's $toLower folds ASCII only; the unique index holds Python's lower-cased copies.
+    # MongoDB's $toLower folds ASCII only; the unique index holds domain.identity.identity_key's
+    # copies, which fold other scripts' cases and compatibility forms too.
     await store.db.users.insert_many([old_user(ANA, "émile", "Émile@example.com"),
-                                      old_user(BO, "ÉMILE", "émile@example.com")])
+                                      old_user(BO, "ÉMILE", "émile@example.com"),
+                                      old_user(CY, "cy", "ｃｙ@example.com"), old_user(DEE, "dee", "CY@example.com")])
 
     report = await check(store.db)
 
     assert finding(report, "shared ignoring case", "users.email").samples == (
-        f"'émile@example.com': {ANA} 'Émile@example.com', {BO} 'émile@example.com'",)
+        f"'cy@example.com': {CY} 'ｃｙ@example.com', {DEE} 'CY@example.com'",
+        f"'émile@example.com': {ANA} 'Émile@example.com', {BO} 'émile@example.com'")
     assert finding(report, "shared ignoring case", "users.username").count == 1
 
 

@@ -2,17 +2,20 @@
 `revoked_tokens` and `reset_tokens` collections.
 
 A user document keeps the old backend's fields and arrays (`following`, `followers`,
-`created_events`, `rsvped_events`), which the other repositories maintain, plus the lower-cased
-`email_lower` and `username_lower` that the unique indexes hold (storage/mongo/indexes.py
-backfills them on documents the old backend wrote). The old backend's arrays may be null or
+`created_events`, `rsvped_events`), which the other repositories maintain, plus the key copies
+`email_lower` and `username_lower` (domain.identity.identity_key of the email and username; the
+names are the first release's) that the unique indexes hold, and `keys_version`, how they were
+computed (storage/mongo/indexes.py makes them on documents the old backend or an earlier release
+wrote). The old backend's arrays may be null or
 absent: storage/mongo/arrays.py reads and changes them.
 """
 from pymongo import errors as driver_errors
 
 from domain import repositories
+from domain.identity import identity_key
 from domain.times import utcnow
 from storage.mongo.arrays import array
-from storage.mongo.indexes import lowered
+from storage.mongo.indexes import KEYS_VERSION
 from storage.mongo.repository import Repository
 from storage.mongo.values import aware, id_text, object_id, stored_id
 
@@ -67,7 +70,8 @@ class Users(Repository, repositories.Users):
             raise repositories.AlreadyTaken(taken)
         document = {
             "username": username, "email": email, "role": role,
-            "username_lower": lowered(username), "email_lower": lowered(email),
+            "username_lower": identity_key(username), "email_lower": identity_key(email),
+            "keys_version": KEYS_VERSION,
             "password_hash": password_hash,
             "following": [], "followers": [], "created_events": [], "rsvped_events": [],
             "created_at": created_at,
@@ -118,13 +122,16 @@ class Users(Repository, repositories.Users):
         found = await self._users.find({"_id": {"$in": wanted}}, {"username": 1}).to_list(None)
         return {str(user["_id"]): user.get("username") for user in found}
 
+    async def taken(self, email, username):
+        return await self._taken(email, username)
+
 
 def _named(field, value):
     """Filter: users whose `field` ("email" or "username") is `value` ignoring case. Also the
     exact value: a user another writer (the old backend, during a migration) inserted since the
-    start has no lower-cased copy until the next start's backfill; the old backend's unique
+    start has no key copy until the next start's backfill; the old backend's unique
     index on the exact field finds them."""
-    return {"$or": [{f"{field}_lower": lowered(value)}, {field: value}]}
+    return {"$or": [{f"{field}_lower": identity_key(value)}, {field: value}]}
 
 
 def _taken_index(error):

@@ -14,6 +14,7 @@ import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo import errors as driver_errors
 
+from domain.identity import identity_key
 from storage.mongo.repository import is_unavailable, refusal
 
 log = logging.getLogger("store")
@@ -47,7 +48,7 @@ class Index:
 
 PLAN = (
     # Registration's rule "no two users share an email or a username, ignoring case". Sparse:
-    # a user without the lower-cased copy is not in the index, so any number of them may exist
+    # a user without the key copy is not in the index, so any number of them may exist
     # (users another writer inserts, such as the old backend during a migration; without it,
     # MongoDB indexes the missing field as null and refuses every such user after the first).
     # Sparse rather than a partialFilterExpression: the same for a field that is a string or
@@ -90,10 +91,11 @@ PLAN = (
 )
 
 
-def lowered(text):
-    """The lower-cased copy a user's email or username is unique by. Python's str.lower, as
-    Users.add lowers: MongoDB's $toLower folds ASCII letters only."""
-    return text.lower()
+# How the users' key copies (email_lower, username_lower: the names are the first release's) were
+# computed: 2 is domain.identity.identity_key, NFKC and case folding (MongoDB's $toLower folds
+# ASCII letters only, hence Python). Users without it have copies of an earlier release's
+# str.lower, or none (the old backend's): the preparation recomputes theirs.
+KEYS_VERSION = 2
 
 
 async def shared_values(collection, field, samples=5):
@@ -198,10 +200,10 @@ class Indexes:
             self._logged = reasons
 
     async def build(self):
-        """One pass of what the server does at start: backfills the users' lower-cased copies,
-        then creates every index of the plan it can. Returns (index, reason) for those it could
+        """One pass of what the server does at start: (re)makes the users' key copies, then
+        creates every index of the plan it can. Returns (index, reason) for those it could
         not. Also `python -m storage.check --fix-indexes`."""
-        await self._backfill_lower_cased_names()
+        await self._backfill_key_copies()
         return await self._build_plan()
 
     async def _build_plan(self):
@@ -263,28 +265,34 @@ class Indexes:
                     f"GeoJSON point; `python -m storage.check` lists them")
         return f"the index {index.describe()} could not be built: {error}"
 
-    async def _backfill_lower_cased_names(self):
-        # Users the old backend wrote have no lower-cased copies, which the unique indexes and
-        # find_by_email need. A user whose email or username is not a string gets no copy for
-        # it: they stay out of the index (it is sparse), and storage.check reports them.
+    async def _backfill_key_copies(self):
+        # Users the old backend wrote have no key copies, which the unique indexes and
+        # find_by_email need, and an earlier release's copies are str.lower's: both are (re)made
+        # once, the oldest users first, and marked with KEYS_VERSION. A user whose email or
+        # username is not a string gets no copy for it: they stay out of the index (it is
+        # sparse), and storage.check reports them. Finding the users without the mark scans the
+        # collection: once at each start, and once a minute while an index is missing.
         users = self._db["users"]
-        missing = {"$or": [{"email_lower": {"$exists": False}}, {"username_lower": {"$exists": False}}]}
-        async for user in users.find(missing, {"email": 1, "username": 1}):
+        stale = {"keys_version": {"$ne": KEYS_VERSION}}
+        async for user in users.find(stale, {"email": 1, "username": 1}).sort("_id", 1):
             for field in ("email", "username"):
                 if isinstance(user.get(field), str):
                     await self._copy(users, user["_id"], field, user[field])
+            await users.update_one({"_id": user["_id"]}, {"$set": {"keys_version": KEYS_VERSION}})
 
     async def _copy(self, users, user_id, field, value):
         try:
-            await users.update_one({"_id": user_id, f"{field}_lower": {"$exists": False}},
-                                   {"$set": {f"{field}_lower": lowered(value)}})
+            await users.update_one({"_id": user_id}, {"$set": {f"{field}_lower": identity_key(value)}})
         except driver_errors.DuplicateKeyError:
-            # Another user holds it already under the unique index: a case-variant duplicate that
-            # another writer (the old backend during a migration) added since the index was built.
-            # Left without the copy, it is found by its exact value only (Users' `_named`), and
-            # the rule holds for everyone else.
-            log.warning("user %s shares its %s with another user, ignoring case: left without a lower-cased "
-                        "copy; `python -m storage.check` lists such users", user_id, field)
+            # Another user holds that key under the unique index: a case-variant duplicate that
+            # another writer (the old backend during a migration) added since the index was
+            # built, or two users an earlier release's str.lower told apart (fullwidth "ａna" and
+            # "ana"). This one is left without the copy: it is found by its exact value only
+            # (Users' `_named`), and the rule holds for everyone else.
+            await users.update_one({"_id": user_id}, {"$unset": {f"{field}_lower": ""}})
+            log.warning("user %s shares its %s with another user once normalized: left without a key copy; "
+                        "it logs in with exactly the %s it registered, and `python -m storage.check` lists "
+                        "such users", user_id, field, field)
 
     async def close(self):
         """Stops a preparation still running (it starts again at the next open)."""

@@ -9,7 +9,7 @@ the server has yet to build.
 
 Every check streams or counts on the server, so that it works on a large database: counts and
 samples by query where a query says it, a pass over a projection where the rule is Python's (the
-store's key function `lowered`, GeoJSON validity).
+store's key function `identity_key`, GeoJSON validity).
 """
 import dataclasses
 import math
@@ -18,10 +18,11 @@ import pymongo
 from pymongo import errors as driver_errors
 
 from domain.gallery import MAX_PHOTOS_PER_EVENT
+from domain.identity import identity_key
 from domain.repositories import Events
 from storage.mongo import MongoStore
 from storage.mongo.events import TIME_FIELDS
-from storage.mongo.indexes import PLAN, Indexes, lowered
+from storage.mongo.indexes import PLAN, Indexes
 from storage.mongo.repository import is_unavailable, refusal
 
 BLOCKS, HURTS = "blocks", "hurts"
@@ -156,7 +157,7 @@ async def check(db):
 async def put_indexes_in_place(db, report):
     """What the server does at start, done now: drops the indexes that have our keys but another
     name or other options (unless the data stops their replacement: then the old index is kept
-    rather than leaving none), backfills the users' lower-cased copies and builds the plan.
+    rather than leaving none), (re)makes the users' key copies and builds the plan.
     Returns `report` with its index findings taken again and what was done."""
     stopped = [index for finding in report.data for index in finding.stops]
     actions = []
@@ -177,7 +178,7 @@ NAME_FIELDS = ("email", "username")
 
 
 async def _shared_names(users):
-    """Emails and usernames that several users share under `lowered`, the key of the store's
+    """Emails and usernames that several users share under `identity_key`, the key of the store's
     unique indexes (email_lower, username_lower): these indexes cannot be built over them.
 
     Two streaming passes, so that a large collection never sits in memory: the first keeps the
@@ -218,7 +219,7 @@ async def _names(users):
     async for user in users.find({}, {field: 1 for field in NAME_FIELDS}, batch_size=BATCH):
         for field in NAME_FIELDS:
             if isinstance(user.get(field), str):
-                yield field, lowered(user[field]), user
+                yield field, identity_key(user[field]), user
 
 
 async def _users_without_names(users):

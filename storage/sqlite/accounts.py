@@ -1,9 +1,11 @@
 """Users, revoked tokens and password reset tokens in SQLite."""
 from domain import repositories
+from domain.identity import identity_key
 from domain.times import utcnow
 from storage.sqlite.columns import from_ms, to_json, to_ms
 from storage.sqlite.database import Repository
 from storage.sqlite.ids import new_id
+from storage.sqlite.schema import parked_key
 
 # A user record as Users.get returns it. The counts are columns that triggers on follows keep
 # (see schema.FOLLOW_COUNTS): reading a user never counts its follows.
@@ -20,8 +22,8 @@ def user_record(row):
             "followers_count": followers_count, "following_count": following_count}
 
 
-def _one_user(connection, condition, value):
-    row = connection.execute(f"SELECT {USER_COLUMNS} FROM users AS u WHERE {condition}", (value,)).fetchone()
+def _one_user(connection, condition, *values):
+    row = connection.execute(f"SELECT {USER_COLUMNS} FROM users AS u WHERE {condition}", values).fetchone()
     return None if row is None else user_record(row)
 
 
@@ -32,8 +34,15 @@ class Users(Repository, repositories.Users):
     async def get(self, user_id):
         return await self._database.read(_one_user, "u.id = ?", user_id)
 
+    async def taken(self, email, username):
+        return await self._database.read(_taken, email, username)
+
     async def find_by_email(self, email):
-        return await self._database.read(_one_user, "u.email_key = ?", email.lower())
+        # An account whose key a migration had to give up (schema.IDENTITY_KEYS) is still found
+        # by the very address it registered.
+        return await self._database.read(
+            _one_user, "u.email_key IN (?, ?) ORDER BY u.email_key = ? DESC LIMIT 1",
+            identity_key(email), parked_key(email), parked_key(email))
 
     async def set_password(self, user_id, password_hash, tokens_valid_after):
         return await self._database.write(_set_password, user_id, password_hash, tokens_valid_after)
@@ -42,17 +51,25 @@ class Users(Repository, repositories.Users):
         return await self._database.read(_usernames, list(user_ids))
 
 
-def _add_user(connection, username, email, role, password_hash, created_at):
-    # Inside the write transaction nobody else can register between these checks and the insert;
-    # the unique indexes hold the rule regardless.
-    for field, key in (("email", email.lower()), ("username", username.lower())):
+def _taken(connection, email, username):
+    for field, key in (("email", identity_key(email)), ("username", identity_key(username))):
         if connection.execute(f"SELECT 1 FROM users WHERE {field}_key = ?", (key,)).fetchone():
-            raise repositories.AlreadyTaken(field)
+            return field
+    return None
+
+
+def _add_user(connection, username, email, role, password_hash, created_at):
+    # Inside the write transaction nobody else can register between this check and the insert;
+    # the unique indexes hold the rule regardless.
+    taken = _taken(connection, email, username)
+    if taken:
+        raise repositories.AlreadyTaken(taken)
     user_id = new_id()
     connection.execute(
         "INSERT INTO users (id, username, username_key, email, email_key, role, password_hash, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (user_id, username, username.lower(), email, email.lower(), role, password_hash, to_ms(created_at)))
+        (user_id, username, identity_key(username), email, identity_key(email), role, password_hash,
+         to_ms(created_at)))
     return _one_user(connection, "u.id = ?", user_id)
 
 

@@ -8,11 +8,17 @@ Conventions: ids are TEXT (24 lowercase hex, which sort as their numbers do); ti
 milliseconds (see `columns`); GeoJSON is JSON text. Tables keyed by text ids are WITHOUT ROWID,
 so a record sits in its primary key's b-tree rather than behind a second index.
 """
+import logging
+
+from domain.identity import identity_key
 from storage.sqlite import search
 
+log = logging.getLogger("store")
+
 INITIAL_SCHEMA = (
-    # Emails and usernames are unique ignoring case: the *_key columns hold str.lower() of
-    # them, computed in Python, because SQLite's lower() folds ASCII letters only.
+    # Emails and usernames are unique ignoring case: the *_key columns hold a key of them
+    # computed in Python (str.lower() here; domain.identity.identity_key since IDENTITY_KEYS),
+    # because SQLite's lower() folds ASCII letters only.
     """CREATE TABLE users (
         id TEXT PRIMARY KEY,
         username TEXT NOT NULL,
@@ -201,8 +207,51 @@ ACTIVITY_SUBJECTS = (
     "CREATE INDEX activities_by_subject ON activities (actor_id, type, event_id, target_user_id)",
 )
 
-# Each a tuple of statements; the file's user_version is how many have run.
-MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS]
+
+def parked_key(text):
+    """The key of a user whose identity key an older user has (see IDENTITY_KEYS): the text
+    itself behind a NUL. No identity key starts with one (control characters are refused in
+    names and emails), so only the exact registered text finds it."""
+    return "\x00" + text
+
+
+def _recompute_identity_keys(connection):
+    """Email and username keys were str.lower(); they become domain.identity.identity_key (NFKC
+    and case folding). Two users whose keys now collide (fullwidth "ａna" and "ana", "Straße" and
+    "strasse") must not fail the start, nor silently merge: the oldest (created_at, then id)
+    keeps the key, and each younger one keeps its account under a parked key, by which it still
+    logs in with the exact address it registered (storage/sqlite/accounts.py, find_by_email)."""
+    rows = connection.execute(
+        "SELECT id, email, username FROM users ORDER BY created_at IS NOT NULL, created_at, id").fetchall()
+    keys, parked = {}, []
+    for field, position in (("email", 1), ("username", 2)):
+        owners, used = {}, set()
+        for row in rows:
+            owners.setdefault(identity_key(row[position]), row[0])
+        used.update(owners)
+        for row in rows:
+            key = identity_key(row[position])
+            if owners[key] != row[0]:
+                key = parked_key(row[position])
+                if key in used:  # an old text that itself began with a NUL: the id makes it unique
+                    key += "\x00" + row[0]
+                parked.append((field, row[0]))
+            used.add(key)
+            keys.setdefault(row[0], {})[field] = key
+    # Keys out of the way first, so no row's new key meets another row's old one.
+    connection.execute("UPDATE users SET email_key = char(1) || id, username_key = char(1) || id")
+    connection.executemany("UPDATE users SET email_key = ?, username_key = ? WHERE id = ?",
+                           [(k["email"], k["username"], user_id) for user_id, k in keys.items()])
+    for field, user_id in parked:
+        log.warning("user %s: another, older user has the same %s once normalized; this one keeps its "
+                    "account and logs in with exactly the %s it registered", user_id, field, field)
+
+
+IDENTITY_KEYS = (_recompute_identity_keys,)
+
+# Each a tuple of statements (SQL text, or a function given the connection); the file's
+# user_version is how many have run.
+MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS]
 
 
 class SchemaTooNew(Exception):
@@ -221,7 +270,10 @@ def migrate(connection):
             raise SchemaTooNew(f"its schema is version {version}, newer than this server's {len(MIGRATIONS)}")
         for statements in MIGRATIONS[version:]:
             for statement in statements:
-                connection.execute(statement)
+                if callable(statement):
+                    statement(connection)
+                else:
+                    connection.execute(statement)
         # After the migrations: they may have just made the index, and it may need rebuilding
         # for this process's search keys.
         search.refresh_index(connection)
