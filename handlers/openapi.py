@@ -132,6 +132,9 @@ def build_openapi(routes, schemas, websocket=None):
                 "`body_timeout_seconds` (120).\n\n"
                 + (websocket or {}).get("description", "")),
         },
+        # Relative: the server that served the document, whatever host, port or proxy it is reached
+        # through; the /docs page sends its "try it" requests there.
+        "servers": [{"url": "/", "description": "This server"}],
         "paths": paths,
         "components": {
             "schemas": _components(schemas),
