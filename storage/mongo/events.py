@@ -191,9 +191,9 @@ class Events(Repository, repositories.Events):
         position because the server widens `maxDistance` for the index's approximate cover but
         not `minDistance` (SERVER-52953), and the exact cut is the $match.
 
-        tests/mongomock_extensions.py gives the tests' MongoDB double a $geoNear whose ties come
-        in a random order; tests/test_repositories.py holds this to the contract on it, and on a
-        real MongoDB where TEST_MONGO_URI names one.
+        The tests give their MongoDB double a $geoNear whose ties come in a random order;
+        tests/test_repositories.py holds this to the contract on it, and on a real MongoDB where
+        TEST_MONGO_URI names one.
         """
         reach = query.radius_m * (1 + _ROUNDING_SLACK)
         if query.cursor is not None and query.cursor.position > reach:
