@@ -65,7 +65,7 @@ class Users(Repository, repositories.Users):
         # Checked before the insert so that the answer names the right field, and so that the rule
         # holds where a unique index could not be built over the old backend's duplicates; where
         # the indexes are in place they make it atomic.
-        taken = await self._taken(email, username)
+        taken = await self.taken(email, username)
         if taken:
             raise repositories.AlreadyTaken(taken)
         document = {
@@ -80,10 +80,10 @@ class Users(Repository, repositories.Users):
             await self._users.insert_one(document)
         except driver_errors.DuplicateKeyError as error:
             # A concurrent registration took the email or the username since the check.
-            raise repositories.AlreadyTaken(await self._taken(email, username) or _taken_index(error)) from None
+            raise repositories.AlreadyTaken(await self.taken(email, username) or _taken_index(error)) from None
         return user_record({**document, "followers_count": 0, "following_count": 0})
 
-    async def _taken(self, email, username):
+    async def taken(self, email, username):
         """"email" or "username" when another user has it (ignoring case), email first; else None."""
         for field, value in (("email", email), ("username", username)):
             if await self._users.find_one(_named(field, value), {"_id": 1}):
@@ -121,9 +121,6 @@ class Users(Repository, repositories.Users):
         wanted = [value for value in map(object_id, user_ids) if value is not None]
         found = await self._users.find({"_id": {"$in": wanted}}, {"username": 1}).to_list(None)
         return {str(user["_id"]): user.get("username") for user in found}
-
-    async def taken(self, email, username):
-        return await self._taken(email, username)
 
 
 def _named(field, value):
