@@ -5,6 +5,7 @@ import re
 import bcrypt
 import pytest
 
+from domain.mailer import EMAIL_TEXT
 from domain.times import utcnow
 from tests.conftest import PASSWORD
 
@@ -12,8 +13,9 @@ pytestmark = pytest.mark.gen_test
 
 
 def _console_reset_token(caplog):
-    found = re.findall(r"reset-password\?token=([A-Za-z0-9_\-%]+)", caplog.text)
-    assert found, "no reset email was logged"
+    emails = "\n".join(getattr(record, EMAIL_TEXT, "") for record in caplog.records)
+    found = re.findall(r"reset-password\?token=([A-Za-z0-9_\-%]+)", emails)
+    assert found, "no reset email was printed"
     return found[-1]
 
 
