@@ -136,3 +136,7 @@ def test_a_person_follows_the_console_emails_link_chooses_a_password_and_logs_in
         resets = [entry["status"] for entry in server.log_entries()
                   if entry.get("route") == "/api/v1/auth/reset-password"]
         assert resets == [200, 401]
+        # The page's own request, token in its address, is in the access log without it.
+        pages = [entry for entry in server.log_entries() if entry.get("path") == "/reset-password"]
+        assert len(pages) == 2 and all("token=[redacted]" in entry["message"] for entry in pages)
+        assert token not in open(server.stdout_path, encoding="utf-8").read()
