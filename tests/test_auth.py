@@ -5,16 +5,14 @@ import re
 import bcrypt
 import pytest
 
-from domain.mailer import EMAIL_TEXT
 from domain.times import utcnow
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, console_emails
 
 pytestmark = pytest.mark.gen_test
 
 
 def _console_reset_token(caplog):
-    emails = "\n".join(getattr(record, EMAIL_TEXT, "") for record in caplog.records)
-    found = re.findall(r"reset-password\?token=([A-Za-z0-9_\-%]+)", emails)
+    found = re.findall(r"reset-password\?token=([A-Za-z0-9_\-%]+)", "\n".join(console_emails(caplog)))
     assert found, "no reset email was printed"
     return found[-1]
 

@@ -8,9 +8,8 @@ import uuid
 
 import pytest
 
-from domain.mailer import EMAIL_TEXT
 from handlers.logs import JsonFormatter
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, console_emails
 from tests.running_server import RunningServer
 
 PRODUCTION_SECRETS = {"ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
@@ -82,7 +81,7 @@ async def test_in_development_the_console_mailer_prints_the_email_and_logs_no_li
     await api.call("POST", "/api/v1/auth/forgot-password", {"email": "dev@example.com"})
     await services.accounts.drain()
     # What goes to stderr (tests/test_reset_page.py reads it from a server process).
-    [printed] = [getattr(record, EMAIL_TEXT) for record in caplog.records if hasattr(record, EMAIL_TEXT)]
+    [printed] = console_emails(caplog)
     lines = printed.splitlines()
     assert {"From: no-reply@localhost", "To: dev@example.com", "Subject: Reset your password"} <= set(lines)
     link = re.search(r"^(\S+)/reset-password\?token=([\w-]+)$", printed, re.M)

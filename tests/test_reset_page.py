@@ -8,17 +8,12 @@ import time
 
 import pytest
 
-from domain.mailer import EMAIL_TEXT
 from handlers.docs_page import CONTENT_SECURITY_POLICY
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, console_emails
 from tests.running_server import SAFETY_TIMEOUT, RunningServer
 from tests.test_docs_page import WAIT_SECONDS, browser  # noqa: F401 (the browser fixture)
 
 NEW_PASSWORD = "a brand new passphrase"
-
-
-def printed_emails(caplog):
-    return [getattr(record, EMAIL_TEXT) for record in caplog.records if hasattr(record, EMAIL_TEXT)]
 
 
 # --- the link in the email --------------------------------------------------------------------
@@ -30,7 +25,7 @@ async def test_the_reset_email_carries_the_apps_deep_link_and_its_token_works(ap
     await api.register(email="phone@example.com")
     await api.call("POST", "/api/v1/auth/forgot-password", {"email": "phone@example.com"})
     await services.accounts.drain()
-    [email] = printed_emails(caplog)
+    [email] = console_emails(caplog)
     [token] = re.findall(r"^myapp://reset\?token=([\w-]+)$", email, re.M)
     assert "reset-password" not in email and email.count(token) == 1
     reply = await api.call("POST", "/api/v1/auth/reset-password", {"token": token, "password": NEW_PASSWORD})
@@ -113,8 +108,10 @@ def test_a_person_follows_the_console_emails_link_chooses_a_password_and_logs_in
         assert server.request("POST", "/api/v1/auth/login",
                               {"email": "forgetful@example.com", "password": PASSWORD})[0] == 401
 
-        # The same link again: the API's refusal, in its own words, on the page.
-        browser.get(link)
+        # The same link again, the token in its fragment this time (which never reaches a server
+        # log): the API's refusal, in its own words, on the page.
+        browser.get("about:blank")  # else only the fragment would change, on the same page
+        browser.get(link.replace("?token=", "#token="))
         wait.until(seen.visibility_of_element_located((By.ID, "password"))).send_keys("yet another passphrase")
         browser.find_element(By.ID, "repeated").send_keys("yet another passphrase")
         browser.find_element(By.ID, "submit").click()
@@ -126,6 +123,12 @@ def test_a_person_follows_the_console_emails_link_chooses_a_password_and_logs_in
         browser.find_element(By.ID, "submit").click()
         assert browser.find_element(By.ID, "status").text == "The two passwords are not the same."
 
+        # A link cut short: no form to fill in vain.
+        browser.get(f"{base}/reset-password")
+        wait.until(lambda _: browser.find_element(By.ID, "status").text)
+        assert browser.find_element(By.ID, "status").text.startswith("This link has no reset token.")
+        assert not browser.find_element(By.ID, "password").is_displayed()
+
         # Nothing refused by the page's policy, nothing from elsewhere; the 401 above is the one
         # failed request, and it went to the API.
         problems = [entry for entry in browser.get_log("browser") if entry["level"] in ("SEVERE", "WARNING")]
@@ -136,7 +139,8 @@ def test_a_person_follows_the_console_emails_link_chooses_a_password_and_logs_in
         resets = [entry["status"] for entry in server.log_entries()
                   if entry.get("route") == "/api/v1/auth/reset-password"]
         assert resets == [200, 401]
-        # The page's own request, token in its address, is in the access log without it.
+        # The page's requests: the token in the query is in the access log without it.
         pages = [entry for entry in server.log_entries() if entry.get("path") == "/reset-password"]
-        assert len(pages) == 2 and all("token=[redacted]" in entry["message"] for entry in pages)
+        assert [entry["message"] for entry in pages] == ["GET /reset-password?token=[redacted] 200",
+                                                         "GET /reset-password 200", "GET /reset-password 200"]
         assert token not in open(server.stdout_path, encoding="utf-8").read()
