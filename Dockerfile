@@ -2,7 +2,8 @@
 # one process, listening on 0.0.0.0:5000 as an unprivileged user.
 #   docker build -t event-server .
 #   docker run -p 127.0.0.1:5000:5000 -v event-data:/data \
-#     -e ENV=production -e SECRET_KEY=... -e JWT_SECRET_KEY=... event-server
+#     -e ENV=production -e SECRET_KEY=... -e JWT_SECRET_KEY=... \
+#     -e PUBLIC_BASE_URL=https://events.example.com -e METRICS_TOKEN=... event-server
 # Without MONGO_URI the data is the SQLite file on the /data volume; with MONGO_URI set,
 # SQLITE_PATH is ignored (compose.yaml runs it against MongoDB).
 FROM python:3.14-slim
@@ -27,8 +28,11 @@ RUN python -m compileall -q . \
     && install -d -o event-server -g event-server -m 0750 /data /data/media
 
 # SQLite file and locally stored photos on the volume (settings.yaml: SQLITE_PATH, MEDIA_ROOT).
+# Every interface of the container: its published port reaches it only there (outside a
+# container the server listens on 127.0.0.1 unless told otherwise, and production must say).
 ENV SQLITE_PATH=/data/events.sqlite3 \
-    MEDIA_ROOT=/data/media
+    MEDIA_ROOT=/data/media \
+    ADDRESS=0.0.0.0
 VOLUME ["/data"]
 
 # Numeric, so that runtimes enforcing non-root (runAsNonRoot) can check it: event-server.
@@ -42,4 +46,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 
 # SIGTERM (docker stop) shuts down gracefully: SHUTDOWN_GRACE_SECONDS (10) for requests in flight.
 STOPSIGNAL SIGTERM
-CMD ["python", "server.py", "--address", "0.0.0.0"]
+CMD ["python", "server.py"]

@@ -12,7 +12,7 @@ import signal
 import sys
 
 from domain.errors import StoreBroken, StoreUnavailable
-from domain.settings import SettingsError, load_settings
+from domain.settings import WILDCARD_ADDRESSES, SettingsError, load_settings
 from domain.systemd import SystemdNotifier, watchdog_interval
 from handlers.app import build_services, make_app
 from handlers.connections import make_http_server
@@ -36,7 +36,8 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description="Event backend: REST API and live chat.")
     parser.add_argument("--settings", default="settings.yaml", help="settings file (default settings.yaml)")
     parser.add_argument("--port", type=int, help="TCP port (default: the port setting, 5000)")
-    parser.add_argument("--address", help="interface to listen on (default: the address setting)")
+    parser.add_argument("--address", help="interface to listen on (default: the address setting; 127.0.0.1 "
+                                          "in development, production must name it)")
     return parser.parse_args(argv)
 
 
@@ -95,6 +96,10 @@ def warn_about_development_settings(settings, store):
     if settings.generated_secrets:
         log.warning("SECRET_KEY/JWT_SECRET_KEY not set: generated random ones for this process; "
                     "tokens stop working when it restarts")
+    if (settings.address in WILDCARD_ADDRESSES and not settings.metrics_token
+            and not settings.metrics_allowed_addresses):
+        log.warning("listening on every interface (%s) with /metrics open to every address: set METRICS_TOKEN "
+                    "or METRICS_ALLOWED_ADDRESSES", settings.address)
     if settings.env == "production" and settings.mail_backend == "console":
         log.warning("MAIL_BACKEND=console in production: emails are not delivered and their bodies "
                     "are kept out of the log; set MAIL_BACKEND=smtp")

@@ -12,6 +12,7 @@ from domain.identity import identity_key, registered_email, registered_username,
 from domain.passwords import MAX_PASSWORD_BYTES
 from domain.ratelimit import Backoff, ConcurrencyGate, RecentKeys, TokenBucketLimiter
 from domain.repositories import AlreadyTaken
+from domain.settings import TOKEN_PLACEHOLDER
 from domain.times import UTC, as_utc, utcnow
 
 log = logging.getLogger("accounts")
@@ -44,6 +45,14 @@ def _address_key(address):
     if ip.version == 6 and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
     return str(ipaddress.ip_network(f"{ip}/64", strict=False)) if ip.version == 6 else str(ip)
+
+
+def reset_link(settings, token):
+    """The link of a reset email: RESET_LINK with the token in place of {token}, or this server's
+    page. Built from the settings alone, never from the request: a forged Host header must not
+    send the token to someone else's site."""
+    template = settings.reset_link or f"{settings.public_base_url}/reset-password?token={TOKEN_PLACEHOLDER}"
+    return template.replace(TOKEN_PLACEHOLDER, urllib.parse.quote(token, safe=""))
 
 
 def _conflict(field):
@@ -183,11 +192,12 @@ class Accounts:
         await self._send_reset_email(user["email"], token)
 
     async def _send_reset_email(self, address, token):
-        link = f"{self.settings.public_base_url.rstrip('/')}/reset-password?token={urllib.parse.quote(token)}"
+        # The token is in the email once, in the link: the app's deep link hands it over, and
+        # the page at /reset-password reads it from the address bar.
+        link = reset_link(self.settings, token)
         minutes = self.settings.reset_token_lifetime_seconds // 60
         body = (f"Someone asked to reset the password of your account.\n\n"
                 f"To choose a new password, open this link within {minutes} minutes:\n{link}\n\n"
-                f"Or give this code to the app: {token}\n\n"
                 f"If it was not you, ignore this email; your password stays as it is.\n")
         try:
             await self.mailer.send(address, "Reset your password", body)

@@ -1,4 +1,4 @@
-"""Outgoing email: a console backend (the default, logs the message) and SMTP (in an executor)."""
+"""Outgoing email: a console backend (the default, prints the message) and SMTP (in an executor)."""
 import asyncio
 import email.message
 import logging
@@ -16,20 +16,32 @@ def build_message(sender, to, subject, body):
     return message
 
 
+# The log record attribute that carries a console email's full text. configure_logging
+# (handlers/logs.py) prints it, readable, on stderr; the JSON log on stdout shows only the record's
+# one-line message, without the body.
+EMAIL_TEXT = "email_text"
+
+
 class ConsoleMailer:
-    """For development: the email is logged, so a reset link can be followed from the terminal.
-    In production the body is withheld: reset links are credentials, and more people read logs
-    than read a user's mailbox. Production configures SMTP."""
+    """For development: the console is the mailbox. The email is printed whole on stderr, as a
+    person reads an email, so a reset link can be followed from the terminal; the JSON log on
+    stdout says only to whom and what about. In production the body is withheld: reset links are
+    credentials, and more people read logs than read a user's mailbox. Production configures SMTP."""
+
+    RULE = "-" * 72
 
     def __init__(self, sender, show_body=True):
         self.sender = sender
         self.show_body = show_body
 
     async def send(self, to, subject, body):
-        if self.show_body:
-            log.info("email (console backend) to=%s subject=%s\n%s", to, subject, body)
-        else:
+        if not self.show_body:
             log.warning("email (console backend) to=%s subject=%s not delivered; body withheld", to, subject)
+            return
+        text = (f"{self.RULE}\nEmail (MAIL_BACKEND=console: printed here, not sent)\n"
+                f"From: {self.sender}\nTo: {to}\nSubject: {subject}\n\n{body.rstrip()}\n{self.RULE}")
+        log.info("email (console backend) to=%s subject=%s printed on stderr", to, subject,
+                 extra={EMAIL_TEXT: text})
 
 
 class SmtpMailer:

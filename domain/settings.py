@@ -7,6 +7,7 @@ text is the one line the operator sees.
 import dataclasses
 import ipaddress
 import os
+import re
 import secrets
 
 import yaml
@@ -14,6 +15,9 @@ import yaml
 
 class SettingsError(Exception):
     pass
+
+
+TOKEN_PLACEHOLDER = "{token}"
 
 
 def _positive(value):
@@ -41,6 +45,16 @@ def _addresses(values):
     return True
 
 
+def _link_template(value):
+    # Any scheme: an app's deep link (myapp://reset?token={token}) as well as https://. A link
+    # without the token would send every user a link that cannot reset anything.
+    if not value:
+        return True
+    if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", value):
+        return "must be a link with a scheme (https://..., myapp://...)"
+    return TOKEN_PLACEHOLDER in value or f"must contain {TOKEN_PLACEHOLDER}, where the reset token goes"
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     type: type
@@ -53,7 +67,8 @@ SPECS = {
     "address": Spec(str, "ADDRESS"),
     "port": Spec(int, "PORT", _between(1, 65535)),
     "public_base_url": Spec(str, "PUBLIC_BASE_URL",
-                            lambda v: v.startswith(("http://", "https://")) or "must start with http:// or https://"),
+                            lambda v: not v or v.startswith(("http://", "https://"))
+                            or "must start with http:// or https://"),
     "shutdown_grace_seconds": Spec(float, "SHUTDOWN_GRACE_SECONDS", _non_negative),
     "log_level": Spec(str, "LOG_LEVEL", _one_of("DEBUG", "INFO", "WARNING", "ERROR")),
     "trusted_proxies": Spec(list, "TRUSTED_PROXIES", _addresses),
@@ -74,6 +89,7 @@ SPECS = {
     "registrations_per_address": Spec(int, "REGISTRATIONS_PER_ADDRESS", _positive),
     "registration_window_seconds": Spec(int, "REGISTRATION_WINDOW_SECONDS", _positive),
     "reset_token_lifetime_seconds": Spec(int, "RESET_TOKEN_LIFETIME_SECONDS", _positive),
+    "reset_link": Spec(str, "RESET_LINK", _link_template),
     "mail_backend": Spec(str, "MAIL_BACKEND", _one_of("console", "smtp")),
     "mail_server": Spec(str, "MAIL_SERVER"),
     "mail_port": Spec(int, "MAIL_PORT", _between(1, 65535)),
@@ -117,6 +133,10 @@ Settings.__repr__ = lambda self: "Settings(env=%r, port=%r, store=%s)" % (
 
 # Where development keeps its data when sqlite_path is left empty.
 DEVELOPMENT_SQLITE_PATH = "data/events.sqlite3"
+# Where development listens when address is left empty: this machine only.
+DEVELOPMENT_ADDRESS = "127.0.0.1"
+# Addresses that mean "every interface": a link cannot name them, it names this machine instead.
+WILDCARD_ADDRESSES = {"0.0.0.0", "::"}
 PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "your-secret-key", "dev", "development"}
 MIN_SECRET_BYTES = 32
 
@@ -150,7 +170,7 @@ def load_settings(path, environ=None, **overrides):
         values[name] = _checked(name, spec, value, source)
     if values["storage_backend"] == "s3" and not values["cloud_storage_bucket"]:
         raise SettingsError("setting cloud_storage_bucket (CLOUD_STORAGE_BUCKET): storage_backend s3 needs a bucket")
-    return _with_database(_with_secrets(values))
+    return _with_public_base_url(_with_exposure(_with_database(_with_secrets(values))))
 
 
 def _from_env(text, kind):
@@ -214,3 +234,43 @@ def _with_secrets(values):
         values[name] = secrets.token_urlsafe(48)
         generated = True
     return Settings(**values, generated_secrets=generated)
+
+
+def _with_exposure(settings):
+    """Development listens on this machine only unless told otherwise. Production names its
+    address: where it must listen (127.0.0.1 behind nginx, 0.0.0.0 in a container) is the
+    operator's decision, and a guessed default is either unreachable or open to every network.
+    Production keeps /metrics closed too: it names the process, its memory and every route."""
+    if settings.env == "production":
+        if not settings.address:
+            raise SettingsError("setting address (ADDRESS or --address): production needs the interface to listen "
+                                "on: 127.0.0.1 behind a proxy on this host, 0.0.0.0 in a container")
+        if not settings.metrics_token and not settings.metrics_allowed_addresses:
+            raise SettingsError("setting metrics_token (METRICS_TOKEN) or metrics_allowed_addresses "
+                                "(METRICS_ALLOWED_ADDRESSES): production does not serve /metrics to everyone: "
+                                "set a token Prometheus sends, or the addresses it scrapes from")
+    if settings.address:
+        return settings
+    return dataclasses.replace(settings, address=DEVELOPMENT_ADDRESS)
+
+
+def _with_public_base_url(settings):
+    """The one base of the links this server hands out (photo URLs, reset links): PUBLIC_BASE_URL,
+    or else the address and port it listens on, after --port and --address. Production names
+    it when a link uses it: behind a proxy or a NAT only the operator knows how phones reach us,
+    and a link to 127.0.0.1 in a user's mailbox leads nowhere."""
+    if settings.public_base_url:
+        return dataclasses.replace(settings, public_base_url=settings.public_base_url.rstrip("/"))
+    if settings.env == "production" and (settings.storage_backend == "local" or not settings.reset_link):
+        raise SettingsError("setting public_base_url (PUBLIC_BASE_URL): production needs the address clients "
+                            "reach the server at (https://events.example.com): reset links and photo URLs "
+                            "are built on it")
+    return dataclasses.replace(settings, public_base_url=listening_url(settings.address, settings.port))
+
+
+def listening_url(address, port):
+    """http://<address>:<port>, naming this machine (localhost) for the wildcard addresses."""
+    host = "localhost" if address in WILDCARD_ADDRESSES else address
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 address
+    return f"http://{host}:{port}"

@@ -6,6 +6,8 @@ import re
 import sys
 import time
 
+from domain.mailer import EMAIL_TEXT
+
 request_id_var = contextvars.ContextVar("request_id", default=None)
 
 # Tokens may arrive in a query string (the WebSocket handshake); they never reach a log line.
@@ -44,11 +46,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure_logging(level="INFO", stream=None):
+class ConsoleEmailFormatter(logging.Formatter):
+    """An email of the console mailer as a person reads it: headers, blank line, body. Its text is
+    not redacted: in development this is the mailbox, and the reset link must work from here."""
+
+    def format(self, record):
+        return getattr(record, EMAIL_TEXT)
+
+
+def configure_logging(level="INFO", stream=None, email_stream=None):
+    """JSON lines on stdout; the console mailer's emails, readable, on stderr."""
     handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
+    emails = logging.StreamHandler(email_stream or sys.stderr)
+    emails.setFormatter(ConsoleEmailFormatter())
+    emails.addFilter(lambda record: hasattr(record, EMAIL_TEXT))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, emails]
     root.setLevel(level)
     logging.captureWarnings(True)  # warnings too become JSON lines rather than bare stderr text
 

@@ -18,6 +18,7 @@ import pytest
 import tornado.httpclient
 from aiosmtpd.controller import Controller
 
+from domain.mailer import EMAIL_TEXT
 from domain.settings import load_settings
 from handlers.app import build_services, make_app, route_table
 from handlers.openapi import openapi_path
@@ -38,6 +39,12 @@ def make_settings(**overrides):
     values = {"bcrypt_rounds": 4, "public_base_url": "http://testserver", "registrations_per_address": 100_000,
               **overrides}
     return load_settings(ROOT / "settings.yaml", environ={}, **values)
+
+
+def console_emails(caplog):
+    """The full text of each email the console mailer printed during the test (on stderr, when
+    the server runs), oldest first. The test sets caplog's level to INFO."""
+    return [getattr(record, EMAIL_TEXT) for record in caplog.records if hasattr(record, EMAIL_TEXT)]
 
 
 @pytest.fixture

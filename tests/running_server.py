@@ -62,9 +62,12 @@ class NotifyListener:
 
 
 class RunningServer:
-    def __init__(self, environment=None, abstract_notify_socket=False):
+    """`address`: given as --address; None starts the server without one (the address setting decides)."""
+
+    def __init__(self, environment=None, abstract_notify_socket=False, address="127.0.0.1"):
         self.directory = tempfile.TemporaryDirectory()
         self.port = free_port()
+        self.address = address
         self.notify = NotifyListener(self.directory.name, abstract=abstract_notify_socket)
         self.stdout_path = os.path.join(self.directory.name, "stdout")
         self.stderr_path = os.path.join(self.directory.name, "stderr")
@@ -77,17 +80,20 @@ class RunningServer:
         # Nothing from the test runner's own environment may configure the server under test.
         ours = {spec.env for spec in SPECS.values()} | {"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"}
         environment = {name: value for name, value in os.environ.items() if name not in ours}
-        # Each server keeps its data in its own file, never in the checkout's data/; tests register
+        # Each server keeps its data in its own file and directory, never in the checkout's data/
+        # and media/; tests register
         # their users from one address.
         environment.update({"BCRYPT_LOG_ROUNDS": "4", "NOTIFY_SOCKET": self.notify.environment_value,
-                            "SQLITE_PATH": self.database_path, "REGISTRATIONS_PER_ADDRESS": "100000"})
+                            "SQLITE_PATH": self.database_path, "REGISTRATIONS_PER_ADDRESS": "100000",
+                            "MEDIA_ROOT": os.path.join(self.directory.name, "media")})
         environment.update(extra)
         return environment
 
     def launch(self):
         with open(self.stdout_path, "wb") as stdout, open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
-                [sys.executable, "server.py", "--port", str(self.port), "--address", "127.0.0.1"],
+                [sys.executable, "server.py", "--port", str(self.port),
+                 *(["--address", self.address] if self.address else [])],
                 cwd=ROOT, env=self.environment, stdout=stdout, stderr=stderr)
 
     def start(self):
@@ -106,6 +112,11 @@ class RunningServer:
         """Everything the process wrote to stdout and stderr."""
         with open(self.stdout_path, encoding="utf-8") as out, open(self.stderr_path, encoding="utf-8") as err:
             return out.read() + err.read()
+
+    def stderr(self):
+        """What the process wrote to stderr so far (the console mailer's emails, in development)."""
+        with open(self.stderr_path, encoding="utf-8") as err:
+            return err.read()
 
     def log_entries(self):
         with open(self.stdout_path, encoding="utf-8") as out:

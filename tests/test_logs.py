@@ -9,11 +9,12 @@ import uuid
 import pytest
 
 from handlers.logs import JsonFormatter
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, console_emails
 from tests.running_server import RunningServer
 
 PRODUCTION_SECRETS = {"ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48),
-                      "JWT_SECRET_KEY": secrets.token_urlsafe(48)}
+                      "JWT_SECRET_KEY": secrets.token_urlsafe(48), "METRICS_TOKEN": secrets.token_urlsafe(32),
+                      "PUBLIC_BASE_URL": "https://events.example.com"}
 
 
 @pytest.fixture
@@ -62,7 +63,8 @@ def test_a_message_of_several_lines_stays_one_line_and_secrets_in_it_are_redacte
 @pytest.mark.gen_test
 # Production names its database; the test's own store is the one served.
 @pytest.mark.settings(env="production", secret_key="s" * 48, jwt_secret_key="j" * 48,
-                      sqlite_path="/var/lib/event-server/events.sqlite3")
+                      sqlite_path="/var/lib/event-server/events.sqlite3", address="127.0.0.1",
+                      metrics_token="m" * 32)
 async def test_in_production_the_console_mailer_keeps_the_reset_email_out_of_the_log(api, services, json_lines):
     await api.register(email="prod@example.com")
     await api.call("POST", "/api/v1/auth/forgot-password", {"email": "prod@example.com"})
@@ -73,12 +75,23 @@ async def test_in_production_the_console_mailer_keeps_the_reset_email_out_of_the
 
 
 @pytest.mark.gen_test
-async def test_in_development_the_console_mailer_logs_the_email_so_a_reset_can_be_tried(api, services, json_lines):
+async def test_in_development_the_console_mailer_prints_the_email_and_logs_no_link(api, services, settings,
+                                                                                   json_lines, caplog):
     await api.register(email="dev@example.com")
     await api.call("POST", "/api/v1/auth/forgot-password", {"email": "dev@example.com"})
     await services.accounts.drain()
-    mail = [line["message"] for line in json_lines() if line["logger"] == "mail"]
-    assert len(mail) == 1 and "give this code to the app" in mail[0]
+    # What goes to stderr (tests/test_reset_page.py reads it from a server process).
+    [printed] = console_emails(caplog)
+    lines = printed.splitlines()
+    assert {"From: no-reply@localhost", "To: dev@example.com", "Subject: Reset your password"} <= set(lines)
+    link = re.search(r"^(\S+)/reset-password\?token=([\w-]+)$", printed, re.M)
+    assert link and link.group(1) == settings.public_base_url
+    token = link.group(2)
+    assert printed.count(token) == 1 and "code" not in printed  # the secret once, in the link
+    # The JSON log on stdout: one line saying to whom and what, no link, no token.
+    [mail] = [line["message"] for line in json_lines() if line["logger"] == "mail"]
+    assert "dev@example.com" in mail and "Reset your password" in mail
+    assert token not in mail and "reset-password" not in mail
 
 
 def test_a_running_server_logs_no_password_token_or_reset_link(mailbox):
@@ -101,7 +114,7 @@ def test_a_running_server_logs_no_password_token_or_reset_link(mailbox):
 
         assert server.request("POST", "/api/v1/auth/forgot-password", {"email": address})[0] == 200
         reset_email = mailbox.wait_for_message()
-        reset_token = re.search(r"give this code to the app: (\S+)", reset_email).group(1)
+        reset_token = re.search(r"https://events.example.com/reset-password\?token=(\S+)", reset_email).group(1)
         assert server.request("POST", "/api/v1/auth/reset-password",
                               {"token": reset_token, "password": new_password})[0] == 200
         status, relogged = server.request("POST", "/api/v1/auth/login", {"email": address, "password": new_password})

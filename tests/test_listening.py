@@ -1,0 +1,127 @@
+"""Where a server process listens, and the links it hands out, as an operator starts it.
+
+Development listens on this machine only; production names its address and keeps /metrics
+closed, or does not start (one line, exit status 2). Without PUBLIC_BASE_URL, photo URLs and
+reset links name the address and port the server listens on, --port included, and they load.
+"""
+import http.client
+import json
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+from tests.conftest import PASSWORD, ROOT
+from tests.event_builders import event_body
+from tests.photo_uploads import jpeg_with_gps, multipart
+from tests.running_server import SAFETY_TIMEOUT, RunningServer
+
+PRODUCTION = {"ENV": "production", "SECRET_KEY": secrets.token_urlsafe(48), "JWT_SECRET_KEY": secrets.token_urlsafe(48),
+              "ADDRESS": "127.0.0.1", "PUBLIC_BASE_URL": "https://events.example.com",
+              "METRICS_TOKEN": secrets.token_urlsafe(32)}
+
+
+def accepts(host, port):
+    try:
+        socket.create_connection((host, port), timeout=SAFETY_TIMEOUT).close()
+        return True
+    except ConnectionRefusedError:
+        return False
+
+
+def refused_start(environment):
+    """(exit status, stderr lines) of `python server.py` in production with these settings."""
+    environment = {"PATH": "/usr/bin:/bin", "SQLITE_PATH": "/nonexistent/events.sqlite3", **environment}
+    result = subprocess.run([sys.executable, "server.py"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                            env={name: value for name, value in environment.items() if value is not None})
+    return result.returncode, result.stderr.strip().splitlines()
+
+
+def reset_email(server, address):
+    """The console mailer's reset email to `address`, from the server's stderr (bounded wait)."""
+    assert server.request("POST", "/api/v1/auth/forgot-password", {"email": address})[0] == 200
+    for _ in range(int(SAFETY_TIMEOUT / 0.05)):
+        if f"To: {address}\n" in server.stderr():
+            return server.stderr()
+        time.sleep(0.05)
+    raise AssertionError("no email on the server's stderr")
+
+
+def upload_photo(server, event_id, token):
+    body, headers = multipart(jpeg_with_gps())
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=SAFETY_TIMEOUT)
+    try:
+        connection.request("POST", f"/api/v1/events/{event_id}/photos", body=body,
+                           headers={**headers, "Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def test_without_public_base_url_photo_urls_and_reset_links_name_the_port_given_and_load():
+    # As in the report: --port, no PUBLIC_BASE_URL, no --address (development's 127.0.0.1).
+    with RunningServer(address=None) as server:
+        base = f"http://127.0.0.1:{server.port}"
+        status, registered = server.request("POST", "/api/v1/auth/register", {
+            "username": "organizer", "email": "organizer@example.com", "password": PASSWORD, "role": "organizer"})
+        assert status == 201
+        token = registered["data"]["token"]
+        status, event = server.request("POST", "/api/v1/events", event_body(),
+                                       headers={"Authorization": f"Bearer {token}"})
+        assert status == 201, event
+
+        status, photo = upload_photo(server, event["data"]["id"], token)
+        assert status == 201, photo
+        assert photo["data"]["url"].startswith(f"{base}/media/events/")
+        with urllib.request.urlopen(photo["data"]["url"], timeout=SAFETY_TIMEOUT) as served:
+            assert served.status == 200 and served.headers["Content-Type"] == "image/jpeg"
+
+        email = reset_email(server, "organizer@example.com")
+        [link] = [line for line in email.splitlines() if "/reset-password?token=" in line]
+        assert link.startswith(f"{base}/reset-password?token=")
+        with urllib.request.urlopen(link, timeout=SAFETY_TIMEOUT) as page:
+            assert page.status == 200 and b"Choose a new password" in page.read()
+
+
+def test_development_listens_on_127_0_0_1_only_unless_told_otherwise():
+    # 127.0.0.2 is this machine too, but not the interface 127.0.0.1: a server bound to every
+    # interface accepts there, one bound to 127.0.0.1 does not.
+    with RunningServer(address=None) as server:
+        assert f"listening on 127.0.0.1:{server.port}" in server.ready_message
+        assert accepts("127.0.0.1", server.port) and not accepts("127.0.0.2", server.port)
+    with RunningServer(address=None, environment={"ADDRESS": "0.0.0.0"}) as everywhere:
+        assert accepts("127.0.0.2", everywhere.port)
+        everywhere.terminate()
+        everywhere.wait()
+        warnings = [entry["message"] for entry in everywhere.log_entries() if entry["level"] == "warning"]
+    assert any("/metrics open to every address" in warning for warning in warnings)
+
+
+def test_production_without_an_address_refuses_to_start_with_one_line():
+    code, lines = refused_start({**PRODUCTION, "ADDRESS": None})
+    assert code == 2
+    assert lines == ["cannot start: setting address (ADDRESS or --address): production needs the interface to "
+                     "listen on: 127.0.0.1 behind a proxy on this host, 0.0.0.0 in a container"]
+
+
+def test_production_with_metrics_open_to_everyone_refuses_to_start_with_one_line():
+    code, lines = refused_start({**PRODUCTION, "METRICS_TOKEN": None})
+    assert code == 2 and len(lines) == 1
+    assert lines[0].startswith("cannot start: setting metrics_token (METRICS_TOKEN) or metrics_allowed_addresses "
+                               "(METRICS_ALLOWED_ADDRESSES): production does not serve /metrics to everyone")
+
+
+def test_production_without_its_public_url_refuses_to_start_with_one_line():
+    code, lines = refused_start({**PRODUCTION, "PUBLIC_BASE_URL": None})
+    assert code == 2 and len(lines) == 1 and "setting public_base_url (PUBLIC_BASE_URL)" in lines[0]
+
+
+def test_production_with_an_address_and_a_metrics_token_starts_and_metrics_need_the_token():
+    with RunningServer(PRODUCTION, address=None) as server:
+        assert f"listening on 127.0.0.1:{server.port}" in server.ready_message
+        assert server.request("GET", "/metrics")[0] == 401
+        token = PRODUCTION["METRICS_TOKEN"]
+        assert server.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})[0] == 200
