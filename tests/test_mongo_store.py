@@ -300,6 +300,8 @@ EVERY_METHOD = {
     ("events", "delete"): lambda s: s.events.delete(EVENT, USER),
     ("events", "take_seat"): lambda s: s.events.take_seat(EVENT, USER, window()),
     ("events", "release_seat"): lambda s: s.events.release_seat(EVENT, USER, window()),
+    ("events", "join_waitlist"): lambda s: s.events.join_waitlist(EVENT, USER, window()),
+    ("events", "leave_waitlist"): lambda s: s.events.leave_waitlist(EVENT, USER),
     ("events", "record_arrival"): lambda s: s.events.record_arrival(EVENT, USER, window(), OPENS_BEFORE),
     ("events", "is_member"): lambda s: s.events.is_member(EVENT, USER),
     ("events", "add_photo"): lambda s: s.events.add_photo(EVENT, "https://photos.example.com/1.jpg", USER, NOW, 10),
@@ -385,8 +387,8 @@ async def test_an_old_event_without_a_stored_count_is_full_by_its_array(store):
     await open_store(store)
 
     assert await store.events.take_seat(str(full), some_id(4), window()) is None
-    assert await store.events.update(str(full), some_id(1), {"capacity": 1}, {}) is False
-    assert await store.events.update(str(full), some_id(1), {"capacity": 2}, {}) is True
+    assert await store.events.update(str(full), some_id(1), {"capacity": 1}, {}) is None
+    assert await store.events.update(str(full), some_id(1), {"capacity": 2}, {}) == []
 
 
 async def test_a_user_of_the_old_backend_without_lower_cased_copies_is_found_after_open(store):

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.gen_test(timeout=30)
 ID = re.compile(r"[0-9a-f]{24}")
 USER_KEYS = ("id", "username", "email", "role", "password_hash", "created_at", "tokens_valid_after",
              "followers_count", "following_count")
-EVENT_KEYS = ("id", *Events.FIELDS, "rsvp_count", "arrival_count", "photo_count", "is_rsvped", "has_arrived")
+EVENT_KEYS = ("id", *Events.FIELDS, "rsvp_count", "arrival_count", "photo_count", "waitlist_count", "is_rsvped",
+              "has_arrived", "waitlist_position")
 MESSAGE_KEYS = ("id", "event_id", "user_id", "username", "text", "timestamp", "client_msg_id")
 ACTIVITY_KEYS = ("id", "type", "actor_id", "actor_name", "event_id", "target_user_id", "summary", "timestamp")
 PHOTO_KEYS = ("url", "uploaded_by", "uploaded_at")
@@ -416,7 +417,7 @@ async def test_events_add_returns_an_id_and_get_returns_every_field(store):
     assert_has_keys(event, EVENT_KEYS)
     assert {key: event[key] for key in EVENT_KEYS} == {
         "id": event_id, **fields, "rsvp_count": 0, "arrival_count": 0, "photo_count": 0,
-        "is_rsvped": False, "has_arrived": False}
+        "waitlist_count": 0, "is_rsvped": False, "has_arrived": False, "waitlist_position": None}
     for key in ("date", "created_at", "updated_at"):
         assert_time(event[key])
     assert "distance_m" not in event
@@ -759,7 +760,7 @@ async def test_nearby_search_follows_a_moved_event_and_forgets_a_deleted_one(sto
     moved = await add_event(store, title="moved", location=point(*LONDON))
     deleted = await add_event(store, title="deleted", location=point(*PARIS))
 
-    assert await store.events.update(moved, ORGANIZER, {"location": point(*PARIS)}, {})
+    assert await store.events.update(moved, ORGANIZER, {"location": point(*PARIS)}, {}) == []
     assert await store.events.delete(deleted, ORGANIZER)
 
     assert titles_of(await find(store, near=PARIS, radius_m=1_000)) == ["moved"]
@@ -782,7 +783,7 @@ async def test_update_sets_the_changed_fields_and_no_other(store):
     changes = {"title": "Rooftop jazz (moved indoors)", "end_date": NOW + 2 * HOUR, "capacity": 40,
                "geofence": square_around(*PARIS), "updated_at": NOW}
 
-    assert await store.events.update(event_id, ORGANIZER, changes, {}) is True
+    assert await store.events.update(event_id, ORGANIZER, changes, {}) == []
 
     assert await store.events.get(event_id) == {**before, **changes}
 
@@ -790,41 +791,41 @@ async def test_update_sets_the_changed_fields_and_no_other(store):
 async def test_update_can_clear_optional_fields(store):
     event_id = await add_event(store, end_date=NOW + HOUR, capacity=10, geofence=square_around(*PARIS))
 
-    assert await store.events.update(event_id, ORGANIZER, {"end_date": None, "capacity": None, "geofence": None}, {})
+    assert await store.events.update(event_id, ORGANIZER, {"end_date": None, "capacity": None, "geofence": None}, {}) == []
 
     event = await store.events.get(event_id)
     assert (event["end_date"], event["capacity"], event["geofence"]) == (None, None, None)
 
 
-async def test_update_with_the_values_the_event_already_has_is_true(store):
+async def test_update_with_the_values_the_event_already_has_is_a_change(store):
     # "Whether it changed the event" is read as "whether its conditions held": a form saved
     # again unchanged is not a conflict.
     event_id = await add_event(store, title="same")
 
-    assert await store.events.update(event_id, ORGANIZER, {"title": "same"}, {"title": "same"}) is True
+    assert await store.events.update(event_id, ORGANIZER, {"title": "same"}, {"title": "same"}) == []
 
 
 async def test_update_by_another_organizer_changes_nothing(store):
     event_id = await add_event(store)
     before = await store.events.get(event_id)
 
-    assert await store.events.update(event_id, OTHER_ORGANIZER, {"title": "hijacked"}, {}) is False
+    assert await store.events.update(event_id, OTHER_ORGANIZER, {"title": "hijacked"}, {}) is None
 
     assert await store.events.get(event_id) == before
 
 
-async def test_update_of_an_unknown_event_is_false(store):
-    assert await store.events.update(some_id(99), ORGANIZER, {"title": "x"}, {}) is False
+async def test_update_of_an_unknown_event_is_none(store):
+    assert await store.events.update(some_id(99), ORGANIZER, {"title": "x"}, {}) is None
 
 
 async def test_update_refuses_when_an_expected_value_has_changed(store):
     event_id = await add_event(store, title="first")
     before = await store.events.get(event_id)
 
-    assert await store.events.update(event_id, ORGANIZER, {"title": "second"}, {"title": "first"}) is True
-    assert await store.events.update(event_id, ORGANIZER, {"title": "third"}, {"title": "first"}) is False
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"date": NOW + MILLISECOND}) is False
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"end_date": NOW}) is False
+    assert await store.events.update(event_id, ORGANIZER, {"title": "second"}, {"title": "first"}) == []
+    assert await store.events.update(event_id, ORGANIZER, {"title": "third"}, {"title": "first"}) is None
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"date": NOW + MILLISECOND}) is None
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"end_date": NOW}) is None
 
     assert await store.events.get(event_id) == {**before, "title": "second"}
 
@@ -834,7 +835,7 @@ async def test_update_accepts_expected_values_as_get_returned_them(store):
     before = await store.events.get(event_id)
     expected = {field: before[field] for field in Events.FIELDS}
 
-    assert await store.events.update(event_id, ORGANIZER, {"title": "renamed"}, expected) is True
+    assert await store.events.update(event_id, ORGANIZER, {"title": "renamed"}, expected) == []
     assert (await store.events.get(event_id))["title"] == "renamed"
 
 
@@ -843,7 +844,7 @@ async def test_update_refuses_a_capacity_below_the_rsvps_and_changes_nothing(sto
     await rsvped(store, event_id, *[some_id(100 + n) for n in range(3)])
     before = await store.events.get(event_id)
 
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 2, "title": "smaller"}, {}) is False
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 2, "title": "smaller"}, {}) is None
 
     assert await store.events.get(event_id) == before
 
@@ -852,9 +853,9 @@ async def test_update_accepts_a_capacity_equal_to_the_rsvps_or_none(store):
     event_id = await add_event(store, capacity=10)
     await rsvped(store, event_id, *[some_id(100 + n) for n in range(3)])
 
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 3}, {}) is True
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 3}, {}) == []
     assert (await store.events.get(event_id))["capacity"] == 3
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": None}, {}) is True
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": None}, {}) == []
     assert (await store.events.get(event_id))["capacity"] is None
 
 
@@ -862,7 +863,7 @@ async def test_an_updated_date_moves_the_event_in_date_order(store):
     first = await add_event(store, title="first", date=NOW)
     await add_event(store, title="second", date=NOW + HOUR)
 
-    assert await store.events.update(first, ORGANIZER, {"date": NOW + 2 * HOUR}, {})
+    assert await store.events.update(first, ORGANIZER, {"date": NOW + 2 * HOUR}, {}) == []
 
     assert titles_of(await find(store)) == ["second", "first"]
 
