@@ -554,6 +554,26 @@ async def test_a_seat_is_released_on_an_old_event_by_an_old_user_without_arrays(
 
 
 @OLD_SHAPES
+async def test_an_old_event_takes_a_waitlist_and_promotes_into_the_old_backends_lists(store, shape):
+    organizer, seated = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    waiting = await insert_old_user(store.db, 3, shape)
+    event = await insert_old_event(store.db, organizer, shape, rsvps=[seated], capacity=1,
+                                   **({"waitlist": None} if shape == "null" else {}))
+    await open_store(store)
+
+    joined = await store.events.join_waitlist(str(event), str(waiting), window())
+
+    assert (joined["waitlist_enabled"], joined["waitlist_position"], joined["waitlist_count"]) == (True, 1, 1)
+    assert (await stored_event(store, event))["waitlist"] == [{"user_id": waiting, "at": NOW}]
+    released = await store.events.release_seat(str(event), str(seated), window())
+    assert released["promoted"] == [str(waiting)]
+    stored = await stored_event(store, event)
+    assert (stored["rsvps"], stored["waitlist"], stored["rsvp_count"]) == ([waiting], [], 1)
+    assert (await stored_user(store, waiting))["rsvped_events"] == [event]
+    assert (await stored_user(store, seated))["rsvped_events"] == []
+
+
+@OLD_SHAPES
 async def test_an_arrival_is_recorded_on_an_old_event_without_arrivals(store, shape):
     organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
     event = await insert_old_event(store.db, organizer, shape, rsvps=[attendee])

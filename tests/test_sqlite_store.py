@@ -275,6 +275,22 @@ async def test_a_version_1_file_gets_its_events_indexed(path, monkeypatch):
         (search.search_key("Quiet"), search.search_key("A ZYDECO band")), (search.search_key("Other"), None)]
 
 
+async def test_events_of_a_file_from_before_waitlists_take_one(path, monkeypatch):
+    with monkeypatch.context() as old_server:
+        old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:5])
+        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS if field != "waitlist_enabled"))
+        store = await opened(path)
+        event_id = await store.events.add(event_fields(ORGANIZER, capacity=1))
+        await store.close()
+
+    store = await opened(path)
+    assert await store.events.take_seat(event_id, some_id(10), window())
+    joined = await store.events.join_waitlist(event_id, some_id(11), window())
+    assert (joined["waitlist_enabled"], joined["waitlist_position"], joined["waitlist_count"]) == (True, 1, 1)
+    assert (await store.events.release_seat(event_id, some_id(10), window()))["promoted"] == [some_id(11)]
+    await store.close()
+
+
 async def test_the_index_follows_every_write_of_a_title_or_description(path):
     store = await opened(path)
     first = await store.events.add(event_fields(ORGANIZER, title="Rooftop jazz", description="Quartet"))
