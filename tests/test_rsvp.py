@@ -75,8 +75,8 @@ async def test_cancelling_takes_the_rsvp_back_and_is_idempotent(api, services):
     await rsvp(api, event, token)
     for _ in range(2):
         reply = await api.call("DELETE", f"/api/v1/events/{event['id']}/rsvp", token=token)
-        assert reply.status == 200 and reply.data == {"rsvped": False, "rsvp_count": 0, "status": "not_going", "position": None,
-                                                     "waitlist_count": 0}
+        assert reply.status == 200 and reply.data == {
+            "rsvped": False, "rsvp_count": 0, "status": "not_going", "position": None, "waitlist_count": 0}
     stored = await stored_as_seen_by(services, event, attendee)
     assert stored["is_rsvped"] is False and stored["rsvp_count"] == 0
 
