@@ -1954,6 +1954,23 @@ async def test_take_seats_from_two_stores_on_one_database_give_exactly_the_capac
     assert (await twin.events.get(event_id))["rsvp_count"] == 10
 
 
+async def test_releases_from_two_stores_on_one_database_promote_each_waiting_user_once(store, twin):
+    event_id = await add_event(store, capacity=5)
+    seated, line = [some_id(100 + n) for n in range(5)], [some_id(200 + n) for n in range(10)]
+    await rsvped(store, event_id, *seated)
+    for n, user in enumerate(line):
+        assert await (store if n % 2 else twin).events.join_waitlist(event_id, user, window()) is not None
+
+    released = await asyncio.gather(*((store if n % 2 else twin).events.release_seat(event_id, user, window())
+                                      for n, user in enumerate(seated)))
+
+    promoted = [user for result in released for user in result["promoted"]]
+    assert sorted(promoted) == line[:5]
+    event = await twin.events.get(event_id)
+    assert (event["rsvp_count"], event["waitlist_count"]) == (5, 5)
+    assert await positions(store, event_id, line[5:]) == [1, 2, 3, 4, 5]
+
+
 async def test_identical_follows_from_two_stores_on_one_database_create_one(store, twin):
     ana, bo = await add_user(store, "ana"), await add_user(store, "bo")
 
