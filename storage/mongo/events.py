@@ -121,14 +121,17 @@ def _promotion(max_rsvps):
     `last_promoted` (an empty list when none). Every update that runs these stages rewrites
     `last_promoted`, and reads it from its own result (find_one_and_update returns the document
     as that one write left it), so it learns exactly whom it promoted, whatever other writes do.
-    The count `promoted` is evaluated once, on the document as the earlier stages left it."""
+    The free seats are counted on the document as the earlier stages left it."""
     free = {"$max": [0, {"$subtract": [_seats(max_rsvps), {"$size": _RSVPS}]}]}
     promoted = {"$min": [free, {"$size": _WAITLIST}]}
+    # $slice with a position takes a positive count only (its manual page): none to promote
+    # takes none, by $cond, rather than a count of 0.
+    first = {"$slice": [_WAITLIST, 0, {"$max": [1, promoted]}]}
     return [
-        # $slice [array, n] with n = 0 is the empty array.
-        {"$set": {"last_promoted": {"$map": {"input": {"$slice": [_WAITLIST, promoted]},
-                                             "in": "$$this.user_id"}}}},
-        # The rest of the line from position len(last_promoted); $slice wants a positive count.
+        {"$set": {"last_promoted": {"$cond": [{"$gt": [promoted, 0]},
+                                              {"$map": {"input": first, "in": "$$this.user_id"}},
+                                              {"$literal": []}]}}},
+        # The rest of the line, from position len(last_promoted).
         {"$set": {"rsvps": {"$concatArrays": [_RSVPS, "$last_promoted"]},
                   "waitlist": {"$slice": [_WAITLIST, {"$size": "$last_promoted"},
                                           {"$max": [1, {"$size": _WAITLIST}]}]}}},
