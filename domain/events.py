@@ -227,13 +227,13 @@ class Events:
 
     async def create(self, organizer, body):
         now = self.clock()
+        fields = _stored_fields(body)
         event = {
             "description": "", "end_date": None, "geofence_radius": DEFAULT_GEOFENCE_RADIUS_M,
-            "geofence": None, "capacity": None, "waitlist_enabled": True, **_stored_fields(body),
+            "geofence": None, "capacity": None, "waitlist_enabled": True, **fields,
             "organizer_id": organizer["id"], "created_at": now, "updated_at": now,
         }
-        if "waitlist" in body:
-            _check_waitlist(event, event)
+        _check_waitlist(fields, event)
         await _check_consistent_off_loop(event)
         event["id"] = await self.store.events.add(event)
         await record_activity(self.store, EVENT_CREATED, organizer, event=event, clock=self.clock)
