@@ -7,16 +7,25 @@ A follow and an RSVP can be undone (unfollow, cancel) and done again at will. Th
 states a fact that holds now ("is going to"), so it is recorded once per subject (actor and
 followed user, or actor and event) and withdrawn when the fact is undone: a follow/unfollow
 or RSVP/cancel loop leaves at most one item in the feed, and a cancelled RSVP none.
+
+A user promoted from an event's waitlist into a seat is going to it like any RSVP, and their
+activity says so once, as RSVP_PROMOTED rather than RSVP: the feed shows one item per person
+going, and whatever tells users about their promotion (notifications) finds it by its type. It
+is withdrawn with the RSVP when they cancel.
 """
 from domain.times import utcnow
 
 RSVP, EVENT_CREATED, PHOTO_UPLOADED, FOLLOW = "RSVP", "EVENT_CREATED", "PHOTO_UPLOADED", "FOLLOW"
+RSVP_PROMOTED = "RSVP_PROMOTED"
 
 # Activities of facts that can be undone: recorded once per subject, withdrawn when undone.
-UNDOABLE = frozenset((RSVP, FOLLOW))
+UNDOABLE = frozenset((RSVP, RSVP_PROMOTED, FOLLOW))
+# The kinds saying that someone is going to an event.
+GOING = (RSVP, RSVP_PROMOTED)
 
 SUMMARIES = {
     RSVP: "{actor} is going to {event}",
+    RSVP_PROMOTED: "{actor} got a seat at {event} from the waitlist",
     EVENT_CREATED: "{actor} created {event}",
     PHOTO_UPLOADED: "{actor} shared a photo from {event}",
     FOLLOW: "{actor} started following {target}",

@@ -1,4 +1,5 @@
-"""Events: publishing, RSVP within capacity, geofenced arrival, and the numbers organizers watch.
+"""Events: publishing, RSVP within capacity with a waitlist, geofenced arrival, and the numbers
+organizers watch.
 
 Concurrency: every rule that depends on an event's current state (room left, already RSVPed,
 not over yet, capacity not below the RSVPs) is a condition of the one atomic repository call
@@ -7,6 +8,11 @@ domain/repositories.py), which each adapter checks and writes in a single step. 
 that call finds what an error message should say, and for an edit, whether the merged event is
 consistent; that edit's write then applies only if the fields it read are unchanged
 (`expected`), so a stale read can refuse a change, never let a wrong one through.
+
+The waitlist: an RSVP to a full event that has a capacity and its waitlist on puts the caller in
+line; the store promotes the first in line in the same atomic step that frees a seat (a
+cancellation, a raised capacity), and hands back whom it promoted, who then get what an RSVP
+gets (its activity, as RSVP_PROMOTED).
 """
 import asyncio
 import collections
@@ -15,7 +21,7 @@ import logging
 import math
 
 from domain import discovery
-from domain.activities import EVENT_CREATED, RSVP, record_activity, withdraw_activity
+from domain.activities import EVENT_CREATED, GOING, RSVP, RSVP_PROMOTED, record_activity, withdraw_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
 from domain import repositories
@@ -48,8 +54,11 @@ def event_json(summary, usernames):
         "geofence_radius": _geofence_radius(summary),
         "geofence": summary["geofence"],
         "capacity": summary["capacity"],
+        "waitlist": _takes_waitlist(summary),
         "organizer": {"id": organizer_id, "username": usernames.get(organizer_id, "")},
         "rsvp_count": summary["rsvp_count"],
+        "waitlist_count": summary["waitlist_count"],
+        "waitlist_position": summary["waitlist_position"],
         "arrival_count": summary["arrival_count"],
         "photo_count": summary["photo_count"],
         "is_rsvped": summary["is_rsvped"],
@@ -61,6 +70,19 @@ def event_json(summary, usernames):
     if "distance_m" in summary:
         shown["distance_m"] = round(summary["distance_m"], 1)
     return shown
+
+
+def _takes_waitlist(event):
+    """Whether a full event puts callers in line: it needs a capacity, and its waitlist on."""
+    return event["capacity"] is not None and event["waitlist_enabled"]
+
+
+def rsvp_status(event):
+    """The contract's RsvpStatus: the caller's standing in an event record as they see it."""
+    position = event["waitlist_position"]
+    status = "going" if event["is_rsvped"] else "waitlisted" if position is not None else "not_going"
+    return {"rsvped": event["is_rsvped"], "rsvp_count": event["rsvp_count"], "status": status,
+            "position": position, "waitlist_count": event["waitlist_count"]}
 
 
 def _geofence_radius(event):
@@ -107,7 +129,17 @@ def _stored_fields(body):
     for name in ("geofence", "capacity"):
         if name in body:
             fields[name] = body[name]
+    if "waitlist" in body:
+        fields["waitlist_enabled"] = body["waitlist"]
     return fields
+
+
+def _check_waitlist(changes, event):
+    """Asking for a waitlist (`waitlist: true`) on an event that would have no capacity is a 400:
+    an event without one is never full before the server's bound, and has no line to wait in."""
+    if changes.get("waitlist_enabled") and event.get("capacity") is None:
+        raise InvalidInput("An event needs a capacity to have a waitlist.", code="waitlist_needs_capacity",
+                           errors=[{"path": "/waitlist", "message": "needs a capacity"}])
 
 
 def _check_consistent(event):
@@ -195,11 +227,13 @@ class Events:
 
     async def create(self, organizer, body):
         now = self.clock()
+        fields = _stored_fields(body)
         event = {
             "description": "", "end_date": None, "geofence_radius": DEFAULT_GEOFENCE_RADIUS_M,
-            "geofence": None, "capacity": None, **_stored_fields(body),
+            "geofence": None, "capacity": None, "waitlist_enabled": True, **fields,
             "organizer_id": organizer["id"], "created_at": now, "updated_at": now,
         }
+        _check_waitlist(fields, event)
         await _check_consistent_off_loop(event)
         event["id"] = await self.store.events.add(event)
         await record_activity(self.store, EVENT_CREATED, organizer, event=event, clock=self.clock)
@@ -214,20 +248,26 @@ class Events:
         return event
 
     async def update(self, event_id, organizer, body):
-        """Applies any subset of the create fields; PUT and PATCH alike."""
+        """Applies any subset of the create fields; PUT and PATCH alike. A raised capacity promotes
+        as many waiting users as it adds seats."""
         changes = _stored_fields(body)
         for _ in range(ATTEMPTS):
             event = await self._owned(event_id, organizer)
+            _check_waitlist(changes, {**event, **changes})
             await _check_consistent_off_loop({**event, **changes})
             capacity = changes.get("capacity")
             if capacity is not None and capacity < event["rsvp_count"]:
                 raise _capacity_below_rsvps()
             # The write also refuses a capacity below the RSVPs taken since this read.
-            if await self.store.events.update(event_id, organizer["id"], {**changes, "updated_at": self.clock()},
-                                              expected=_read_for(changes, event)):
+            promoted = await self.store.events.update(event_id, organizer["id"],
+                                                      {**changes, "updated_at": self.clock()},
+                                                      expected=_read_for(changes, event))
+            if promoted is not None:
                 break
         else:
             raise Conflict("The event changed while it was being updated. Try again.", code="edit_conflict")
+        if promoted:
+            await self._announce_promotions(await self._summary(event_id), promoted)
         return await self.view(event_id, organizer)
 
     async def delete(self, event_id, organizer):
@@ -253,51 +293,75 @@ class Events:
     # --- RSVP ------------------------------------------------------------------------------
 
     async def rsvp(self, event_id, user):
+        """A seat, else a place in the event's waitlist; idempotent: someone already going or
+        waiting is answered with their standing, unchanged."""
         user_id = user["id"]
         for _ in range(ATTEMPTS):
             now = self.clock()
-            # The whole rule in one atomic call: not yet RSVPed, not over, room left.
+            # Each rule in one atomic call. A seat: not yet RSVPed, nobody waiting, not over,
+            # room left. Else the line: a capacity, its waitlist on, full, not over.
             event = await self.store.events.take_seat(event_id, user_id, self._window(now))
             if event is not None:
-                await self._record_rsvp(user, event)
-                return {"rsvped": True, "rsvp_count": event["rsvp_count"]}
+                await self._record_rsvp(user, event, RSVP)
+                return rsvp_status(event)
+            event = await self.store.events.join_waitlist(event_id, user_id, self._window(now))
+            if event is not None:
+                return rsvp_status(event)
             summary = await self._summary(event_id, user_id)
-            if summary["is_rsvped"]:
-                return {"rsvped": True, "rsvp_count": summary["rsvp_count"]}
+            if summary["is_rsvped"] or summary["waitlist_position"] is not None:
+                return rsvp_status(summary)
             if self._is_over(summary, now):
                 raise Conflict("The event is over.", code="event_ended")
             most = repositories.Events.MAX_RSVPS
             if summary["rsvp_count"] >= min(summary["capacity"] or most, most):
-                raise Conflict("The event is full.", code="event_full")
+                if not _takes_waitlist(summary):
+                    raise Conflict("The event is full.", code="event_full")
+                if summary["waitlist_count"] >= repositories.Events.MAX_WAITLIST:
+                    raise Conflict("The event is full and so is its waitlist.", code="waitlist_full")
+            # Otherwise the event changed between the calls (a seat freed, the line emptied): again.
         raise Conflict("The event changed while you were RSVPing. Try again.", code="rsvp_conflict")
 
-    async def _record_rsvp(self, user, event):
-        await record_activity(self.store, RSVP, user, event=event, clock=self.clock)
+    async def _record_rsvp(self, user, event, kind):
+        await record_activity(self.store, kind, user, event=event, clock=self.clock)
         # A cancel may have released the seat, and withdrawn nothing yet to withdraw, before the
         # activity was stored; then the RSVP is gone by now and this withdraws it. (Either the
         # cancel's withdrawal comes after the record, or its release came before this read.)
         current = await self.store.events.get(event["id"], user["id"])
         if current is None or not current["is_rsvped"]:
-            await withdraw_activity(self.store, RSVP, user["id"], event_id=event["id"])
+            await withdraw_activity(self.store, kind, user["id"], event_id=event["id"])
+
+    async def _announce_promotions(self, event, promoted):
+        """What an RSVP gets, for each user the store promoted from the waitlist into a seat."""
+        for user_id in promoted:
+            user = await self.store.users.get(user_id)
+            if user is not None:
+                await self._record_rsvp(user, event, RSVP_PROMOTED)
 
     async def cancel_rsvp(self, event_id, user):
-        """Takes back an RSVP (and the arrival with it); idempotent; refused once the event is over."""
+        """Takes back an RSVP (and the arrival with it), promoting the first in line into the
+        seat, or leaves the waitlist; idempotent; an RSVP stays once the event is over."""
         user_id = user["id"]
         for _ in range(ATTEMPTS):
             now = self.clock()
             event = await self.store.events.release_seat(event_id, user_id, self._window(now))
             if event is None:
+                event = await self.store.events.leave_waitlist(event_id, user_id)
+                if event is not None:
+                    return rsvp_status(event)
                 event = await self._summary(event_id, user_id)
                 if event["is_rsvped"] and self._is_over(event, now):
                     raise Conflict("The event is over; its RSVPs stay as they were.", code="event_ended")
-                if event["is_rsvped"]:
+                if event["is_rsvped"] or event["waitlist_position"] is not None:
                     continue
-            elif event["organizer_id"] != user_id:
-                self._notify(self.left_listeners, event["id"], user_id)
+            else:
+                if event["organizer_id"] != user_id:
+                    self._notify(self.left_listeners, event["id"], user_id)
+                await self._announce_promotions(event, event["promoted"])
             # "is going to" is no longer true. Also when there was no RSVP to take back: an
             # activity left by a failed request goes too.
-            await withdraw_activity(self.store, RSVP, user_id, event_id=event["id"])
-            return {"rsvped": False, "rsvp_count": event["rsvp_count"]}
+            for kind in GOING:
+                await withdraw_activity(self.store, kind, user_id, event_id=event["id"])
+            return rsvp_status(event)
         raise Conflict("The event changed while you were cancelling. Try again.", code="rsvp_conflict")
 
     def _window(self, now):
@@ -370,6 +434,7 @@ class Events:
             "arrival_count": arrivals,
             "arrival_rate": round(arrivals / rsvps, 4) if rsvps else 0.0,
             "photo_count": summary["photo_count"],
+            "waitlist_count": summary["waitlist_count"],
             "message_count": message_count,
             "online_count": self.online_counter(summary["id"]),
         }

@@ -119,18 +119,30 @@ class Events(abc.ABC):
       id, title, description, date, end_date, category, location_address,
       location ({"type": "Point", "coordinates": [lng, lat]}), geofence_radius (meters),
       geofence (GeoJSON Polygon dict or None), capacity (int or None), organizer_id,
-      created_at, updated_at,
-      rsvp_count, arrival_count, photo_count,
+      created_at, updated_at, waitlist_enabled (bool; None when stored reads as True),
+      rsvp_count, arrival_count, photo_count, waitlist_count,
       is_rsvped, has_arrived (whether `viewer_id` has; False without a viewer),
+      waitlist_position (1-based place of `viewer_id` in the waitlist, None when not waiting),
       and distance_m (meters, float) on nearby searches only.
+
+    The waitlist: users waiting, in the order they joined, for a seat of a full event that has a
+    capacity and `waitlist_enabled`. Nobody is both RSVPed and waiting. Whenever a change leaves
+    seats free (`release_seat`, an `update` of the capacity), the same atomic step moves the first
+    waiting users into them ("promotes" them), as many as there are free seats; so while anyone
+    waits the event has no free seat, and `take_seat` refuses everyone (nobody jumps the line).
+    Turning `waitlist_enabled` off stops new joins only: those waiting keep their places.
     """
 
     FIELDS = ("title", "description", "date", "end_date", "category", "location_address", "location",
-              "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at")
+              "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at",
+              "waitlist_enabled")
     # The most RSVPs an event takes, whatever its capacity (None included). MongoDB keeps an
     # event's RSVPs and arrivals as id arrays in its one document, which may not exceed 16 MB:
     # each id takes about 20 bytes there, so both arrays full stay near 4 MB.
     MAX_RSVPS = 100_000
+    # The most users an event's waitlist holds. In MongoDB each entry ({user_id, at}) takes about
+    # 45 bytes of the event's document: 10,000 of them are under half a megabyte.
+    MAX_WAITLIST = 10_000
 
     @abc.abstractmethod
     async def add(self, fields):
@@ -162,7 +174,9 @@ class Events(abc.ABC):
         """Atomic: sets the fields in `changes` (names from FIELDS) only if the event exists, is
         organized by `organizer_id`, still has every value in `expected` ({field: value read
         earlier}), and, when `changes` sets a capacity that is not None, has at most that many
-        RSVPs. Returns whether it changed the event."""
+        RSVPs; a capacity change then promotes waiting users into the seats it frees, in the same
+        step. Returns None when it did not change the event, else the ids of the users it promoted,
+        in line order (an empty list when none)."""
 
     @abc.abstractmethod
     async def delete(self, event_id, organizer_id):
@@ -171,17 +185,33 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def take_seat(self, event_id, user_id, window):
-        """Atomic: RSVPs the user only if the event exists, the user has not RSVPed, the event is
-        not over at `window.now`, and it has room (fewer RSVPs than its capacity, and than MAX_RSVPS
-        whatever the capacity, None included). Returns
+        """Atomic: RSVPs the user only if the event exists, the user has not RSVPed, nobody waits
+        (the user included), the event is not over at `window.now`, and it has room (fewer RSVPs
+        than its capacity, and than MAX_RSVPS whatever the capacity, None included). Returns
         the event record after the change (as the user sees it), or None when any condition
         failed. Of 50 concurrent callers for 10 seats, exactly 10 get a record."""
 
     @abc.abstractmethod
+    async def join_waitlist(self, event_id, user_id, window):
+        """Atomic: puts the user at the end of the waitlist, joined at `window.now`, only if the
+        event exists, has a capacity and `waitlist_enabled`, has no room (as `take_seat` counts
+        it), is not over at `window.now`, holds fewer than MAX_WAITLIST waiting, and the user has
+        neither RSVPed nor is waiting. Returns the event record after the change (as the user
+        sees it), or None when any condition failed."""
+
+    @abc.abstractmethod
+    async def leave_waitlist(self, event_id, user_id):
+        """Atomic: takes the user out of the waitlist (those behind move up one place) only if
+        they are waiting. Returns the event record after the change, or None."""
+
+    @abc.abstractmethod
     async def release_seat(self, event_id, user_id, window):
         """Atomic: takes back the user's RSVP, and their arrival with it, only if they have
-        RSVPed and the event is not over at `window.now`. Returns the event record after the
-        change, or None when a condition failed."""
+        RSVPed and the event is not over at `window.now`, and in the same step promotes the first
+        waiting user(s) into the seat(s) now free. Returns the event record after the change with
+        `promoted`: the ids of the users it promoted, in line order; or None when a condition
+        failed. However many releases, joins and capacity changes run concurrently, no promotion
+        is lost or made twice, and the RSVPs never exceed the capacity."""
 
     @abc.abstractmethod
     async def record_arrival(self, event_id, user_id, window, opens_before):

@@ -72,17 +72,28 @@ class EventHandler(BaseHandler):
 
 class RsvpHandler(BaseHandler):
     docs = {
-        "post": operation("RSVP to an event; idempotent; no body", response="RsvpStatus",
-                          errors=[404, 409], description="409 when the event is full or over."),
-        "delete": operation("Cancel an RSVP (and its arrival); idempotent", response="RsvpStatus",
-                            errors=[404, 409], description="409 once the event is over."),
+        "post": operation("RSVP to an event, or join its waitlist when it is full; idempotent; no body",
+                          response="RsvpStatus", errors=[404, 409], description=(
+                              "status going, or waitlisted with position when the event is full and takes a "
+                              "waitlist. Someone already going or waiting gets their standing, unchanged. 409 "
+                              "event_full when the event is full without a waitlist, waitlist_full, "
+                              "event_ended.")),
+        "delete": operation("Cancel an RSVP (and its arrival), or leave the waitlist; idempotent",
+                            response="RsvpStatus", errors=[404, 409], description=(
+                                "A freed seat goes to the first in line at once. 409 event_ended for an RSVP "
+                                "once the event is over.")),
     }
 
+    MESSAGES = {"going": "You are going.", "waitlisted": "You are on the waitlist.", "not_going": "You are not going."}
+
     async def post(self, event_id):
-        self.reply(await self.services.events.rsvp(event_id, self.current_user), "You are going.")
+        self._answer(await self.services.events.rsvp(event_id, self.current_user))
 
     async def delete(self, event_id):
-        self.reply(await self.services.events.cancel_rsvp(event_id, self.current_user), "RSVP cancelled.")
+        self._answer(await self.services.events.cancel_rsvp(event_id, self.current_user))
+
+    def _answer(self, status):
+        self.reply(status, self.MESSAGES[status["status"]])
 
 
 class ArrivalHandler(BaseHandler):

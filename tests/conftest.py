@@ -54,8 +54,15 @@ def settings(request):
 
 
 @pytest.fixture
-def services(settings, io_loop):
-    store = new_store(DEFAULT_STORE)
+def store_name():
+    """The store the app runs on. A module runs its tests on every store by overriding this
+    with a fixture parametrized over tests.stores.STORE_NAMES."""
+    return DEFAULT_STORE
+
+
+@pytest.fixture
+def services(settings, io_loop, store_name):
+    store = new_store(store_name)
     io_loop.run_sync(lambda: open_store(store))
     services = build_services(settings, store=store)
     yield services

@@ -17,10 +17,16 @@ documents at equal distances come in a random order, so code that relies on an o
 does not promise fails here. What it does not model: the index's approximate cover (the
 adapter's slack for it is argued in storage/mongo/events.py) and the stage's streaming (only
 the results count here, not what the server reads).
+
+Two aggregation expressions the waitlist's promotion uses: `$slice` whose position and count are
+expressions (mongomock takes integer literals only; MongoDB evaluates them, and refuses a count
+that is not positive), and `$indexOfArray` (absent from mongomock): the first index at which the
+array holds the value, else -1; a null or missing array gives null.
 """
 import random
 import uuid
 
+import mongomock.aggregate
 import mongomock.collection
 from pymongo.errors import OperationFailure
 
@@ -69,5 +75,20 @@ def create_indexes(self, indexes, session=None, commitQuorum=None):  # noqa: N80
     return built
 
 
+_array_operator = mongomock.aggregate._Parser._handle_array_operator
+
+
+def _handle_array_operator(parser, operator, value):
+    if operator == "$slice" and isinstance(value, list):
+        value = [value[0], *(parser.parse(argument) for argument in value[1:])]
+    if operator == "$indexOfArray":
+        array, searched = parser.parse(value[0]), parser.parse(value[1])
+        if array is None:
+            return None
+        return next((index for index, item in enumerate(array) if item == searched), -1)
+    return _array_operator(parser, operator, value)
+
+
+mongomock.aggregate._Parser._handle_array_operator = _handle_array_operator
 mongomock.collection.Collection.aggregate = aggregate
 mongomock.collection.Collection.create_indexes = create_indexes

@@ -56,6 +56,7 @@ def event_fields(organizer_id, **changes):
         "organizer_id": organizer_id,
         "created_at": CREATED,
         "updated_at": CREATED,
+        "waitlist_enabled": True,
     }
     fields.update(changes)
     return fields

@@ -73,7 +73,7 @@ async def test_a_search_time_without_an_offset_is_a_400(api):
 
 async def test_a_full_event_at_the_end_of_the_calendar_answers_full(api):
     _, organizer = await api.register(role="organizer")
-    event = await publish(api, organizer, date="9999-12-31T20:00:00Z", capacity=1)
+    event = await publish(api, organizer, date="9999-12-31T20:00:00Z", capacity=1, waitlist=False)
     _, first = await api.register()
     _, second = await api.register()
     assert (await api.call("POST", f"/api/v1/events/{event['id']}/rsvp", token=first)).status == 200

@@ -277,7 +277,7 @@ async def test_stats_count_rsvps_arrivals_photos_and_messages(api, services):
     reply = await api.call("GET", f"/api/v1/events/{created['id']}/stats", token=token)
     assert reply.status == 200
     assert reply.data == {"rsvp_count": 4, "arrival_count": 1, "arrival_rate": 0.25, "photo_count": 1,
-                          "message_count": 5, "online_count": 2}
+                          "waitlist_count": 0, "message_count": 5, "online_count": 2}
 
 
 async def test_stats_of_an_event_without_rsvps_have_a_zero_rate(api):
@@ -302,7 +302,7 @@ async def test_the_organizer_view_lists_only_the_callers_events_with_stats(api, 
     assert second.data["next_cursor"] is None
     assert [item["stats"]["message_count"] for item in items] == [0, 1, 0]
     assert set(items[0]["stats"]) == {"rsvp_count", "arrival_count", "arrival_rate", "photo_count",
-                                      "message_count", "online_count"}
+                                      "waitlist_count", "message_count", "online_count"}
 
 
 async def test_the_organizer_view_is_for_organizers_only(api):

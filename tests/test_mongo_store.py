@@ -300,6 +300,8 @@ EVERY_METHOD = {
     ("events", "delete"): lambda s: s.events.delete(EVENT, USER),
     ("events", "take_seat"): lambda s: s.events.take_seat(EVENT, USER, window()),
     ("events", "release_seat"): lambda s: s.events.release_seat(EVENT, USER, window()),
+    ("events", "join_waitlist"): lambda s: s.events.join_waitlist(EVENT, USER, window()),
+    ("events", "leave_waitlist"): lambda s: s.events.leave_waitlist(EVENT, USER),
     ("events", "record_arrival"): lambda s: s.events.record_arrival(EVENT, USER, window(), OPENS_BEFORE),
     ("events", "is_member"): lambda s: s.events.is_member(EVENT, USER),
     ("events", "add_photo"): lambda s: s.events.add_photo(EVENT, "https://photos.example.com/1.jpg", USER, NOW, 10),
@@ -385,8 +387,8 @@ async def test_an_old_event_without_a_stored_count_is_full_by_its_array(store):
     await open_store(store)
 
     assert await store.events.take_seat(str(full), some_id(4), window()) is None
-    assert await store.events.update(str(full), some_id(1), {"capacity": 1}, {}) is False
-    assert await store.events.update(str(full), some_id(1), {"capacity": 2}, {}) is True
+    assert await store.events.update(str(full), some_id(1), {"capacity": 1}, {}) is None
+    assert await store.events.update(str(full), some_id(1), {"capacity": 2}, {}) == []
 
 
 async def test_a_user_of_the_old_backend_without_lower_cased_copies_is_found_after_open(store):
@@ -549,6 +551,26 @@ async def test_a_seat_is_released_on_an_old_event_by_an_old_user_without_arrays(
     stored = await stored_event(store, event)
     assert (stored["rsvps"], stored["arrivals"]) == ([], [])
     assert (await stored_user(store, attendee))["rsvped_events"] == []
+
+
+@OLD_SHAPES
+async def test_an_old_event_takes_a_waitlist_and_promotes_into_the_old_backends_lists(store, shape):
+    organizer, seated = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    waiting = await insert_old_user(store.db, 3, shape)
+    event = await insert_old_event(store.db, organizer, shape, rsvps=[seated], capacity=1,
+                                   **({"waitlist": None} if shape == "null" else {}))
+    await open_store(store)
+
+    joined = await store.events.join_waitlist(str(event), str(waiting), window())
+
+    assert (joined["waitlist_enabled"], joined["waitlist_position"], joined["waitlist_count"]) == (True, 1, 1)
+    assert (await stored_event(store, event))["waitlist"] == [{"user_id": waiting, "at": NOW}]
+    released = await store.events.release_seat(str(event), str(seated), window())
+    assert released["promoted"] == [str(waiting)]
+    stored = await stored_event(store, event)
+    assert (stored["rsvps"], stored["waitlist"], stored["rsvp_count"]) == ([waiting], [], 1)
+    assert (await stored_user(store, waiting))["rsvped_events"] == [event]
+    assert (await stored_user(store, seated))["rsvped_events"] == []
 
 
 @OLD_SHAPES

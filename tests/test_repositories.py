@@ -29,7 +29,8 @@ pytestmark = pytest.mark.gen_test(timeout=30)
 ID = re.compile(r"[0-9a-f]{24}")
 USER_KEYS = ("id", "username", "email", "role", "password_hash", "created_at", "tokens_valid_after",
              "followers_count", "following_count")
-EVENT_KEYS = ("id", *Events.FIELDS, "rsvp_count", "arrival_count", "photo_count", "is_rsvped", "has_arrived")
+EVENT_KEYS = ("id", *Events.FIELDS, "rsvp_count", "arrival_count", "photo_count", "waitlist_count", "is_rsvped",
+              "has_arrived", "waitlist_position")
 MESSAGE_KEYS = ("id", "event_id", "user_id", "username", "text", "timestamp", "client_msg_id")
 ACTIVITY_KEYS = ("id", "type", "actor_id", "actor_name", "event_id", "target_user_id", "summary", "timestamp")
 PHOTO_KEYS = ("url", "uploaded_by", "uploaded_at")
@@ -416,7 +417,7 @@ async def test_events_add_returns_an_id_and_get_returns_every_field(store):
     assert_has_keys(event, EVENT_KEYS)
     assert {key: event[key] for key in EVENT_KEYS} == {
         "id": event_id, **fields, "rsvp_count": 0, "arrival_count": 0, "photo_count": 0,
-        "is_rsvped": False, "has_arrived": False}
+        "waitlist_count": 0, "is_rsvped": False, "has_arrived": False, "waitlist_position": None}
     for key in ("date", "created_at", "updated_at"):
         assert_time(event[key])
     assert "distance_m" not in event
@@ -759,7 +760,7 @@ async def test_nearby_search_follows_a_moved_event_and_forgets_a_deleted_one(sto
     moved = await add_event(store, title="moved", location=point(*LONDON))
     deleted = await add_event(store, title="deleted", location=point(*PARIS))
 
-    assert await store.events.update(moved, ORGANIZER, {"location": point(*PARIS)}, {})
+    assert await store.events.update(moved, ORGANIZER, {"location": point(*PARIS)}, {}) == []
     assert await store.events.delete(deleted, ORGANIZER)
 
     assert titles_of(await find(store, near=PARIS, radius_m=1_000)) == ["moved"]
@@ -782,7 +783,7 @@ async def test_update_sets_the_changed_fields_and_no_other(store):
     changes = {"title": "Rooftop jazz (moved indoors)", "end_date": NOW + 2 * HOUR, "capacity": 40,
                "geofence": square_around(*PARIS), "updated_at": NOW}
 
-    assert await store.events.update(event_id, ORGANIZER, changes, {}) is True
+    assert await store.events.update(event_id, ORGANIZER, changes, {}) == []
 
     assert await store.events.get(event_id) == {**before, **changes}
 
@@ -790,41 +791,41 @@ async def test_update_sets_the_changed_fields_and_no_other(store):
 async def test_update_can_clear_optional_fields(store):
     event_id = await add_event(store, end_date=NOW + HOUR, capacity=10, geofence=square_around(*PARIS))
 
-    assert await store.events.update(event_id, ORGANIZER, {"end_date": None, "capacity": None, "geofence": None}, {})
+    assert await store.events.update(event_id, ORGANIZER, {"end_date": None, "capacity": None, "geofence": None}, {}) == []
 
     event = await store.events.get(event_id)
     assert (event["end_date"], event["capacity"], event["geofence"]) == (None, None, None)
 
 
-async def test_update_with_the_values_the_event_already_has_is_true(store):
+async def test_update_with_the_values_the_event_already_has_is_a_change(store):
     # "Whether it changed the event" is read as "whether its conditions held": a form saved
     # again unchanged is not a conflict.
     event_id = await add_event(store, title="same")
 
-    assert await store.events.update(event_id, ORGANIZER, {"title": "same"}, {"title": "same"}) is True
+    assert await store.events.update(event_id, ORGANIZER, {"title": "same"}, {"title": "same"}) == []
 
 
 async def test_update_by_another_organizer_changes_nothing(store):
     event_id = await add_event(store)
     before = await store.events.get(event_id)
 
-    assert await store.events.update(event_id, OTHER_ORGANIZER, {"title": "hijacked"}, {}) is False
+    assert await store.events.update(event_id, OTHER_ORGANIZER, {"title": "hijacked"}, {}) is None
 
     assert await store.events.get(event_id) == before
 
 
-async def test_update_of_an_unknown_event_is_false(store):
-    assert await store.events.update(some_id(99), ORGANIZER, {"title": "x"}, {}) is False
+async def test_update_of_an_unknown_event_is_none(store):
+    assert await store.events.update(some_id(99), ORGANIZER, {"title": "x"}, {}) is None
 
 
 async def test_update_refuses_when_an_expected_value_has_changed(store):
     event_id = await add_event(store, title="first")
     before = await store.events.get(event_id)
 
-    assert await store.events.update(event_id, ORGANIZER, {"title": "second"}, {"title": "first"}) is True
-    assert await store.events.update(event_id, ORGANIZER, {"title": "third"}, {"title": "first"}) is False
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"date": NOW + MILLISECOND}) is False
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"end_date": NOW}) is False
+    assert await store.events.update(event_id, ORGANIZER, {"title": "second"}, {"title": "first"}) == []
+    assert await store.events.update(event_id, ORGANIZER, {"title": "third"}, {"title": "first"}) is None
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"date": NOW + MILLISECOND}) is None
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"end_date": NOW}) is None
 
     assert await store.events.get(event_id) == {**before, "title": "second"}
 
@@ -834,7 +835,7 @@ async def test_update_accepts_expected_values_as_get_returned_them(store):
     before = await store.events.get(event_id)
     expected = {field: before[field] for field in Events.FIELDS}
 
-    assert await store.events.update(event_id, ORGANIZER, {"title": "renamed"}, expected) is True
+    assert await store.events.update(event_id, ORGANIZER, {"title": "renamed"}, expected) == []
     assert (await store.events.get(event_id))["title"] == "renamed"
 
 
@@ -843,7 +844,7 @@ async def test_update_refuses_a_capacity_below_the_rsvps_and_changes_nothing(sto
     await rsvped(store, event_id, *[some_id(100 + n) for n in range(3)])
     before = await store.events.get(event_id)
 
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 2, "title": "smaller"}, {}) is False
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 2, "title": "smaller"}, {}) is None
 
     assert await store.events.get(event_id) == before
 
@@ -852,9 +853,9 @@ async def test_update_accepts_a_capacity_equal_to_the_rsvps_or_none(store):
     event_id = await add_event(store, capacity=10)
     await rsvped(store, event_id, *[some_id(100 + n) for n in range(3)])
 
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": 3}, {}) is True
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 3}, {}) == []
     assert (await store.events.get(event_id))["capacity"] == 3
-    assert await store.events.update(event_id, ORGANIZER, {"capacity": None}, {}) is True
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": None}, {}) == []
     assert (await store.events.get(event_id))["capacity"] is None
 
 
@@ -862,7 +863,7 @@ async def test_an_updated_date_moves_the_event_in_date_order(store):
     first = await add_event(store, title="first", date=NOW)
     await add_event(store, title="second", date=NOW + HOUR)
 
-    assert await store.events.update(first, ORGANIZER, {"date": NOW + 2 * HOUR}, {})
+    assert await store.events.update(first, ORGANIZER, {"date": NOW + 2 * HOUR}, {}) == []
 
     assert titles_of(await find(store)) == ["second", "first"]
 
@@ -1062,6 +1063,227 @@ async def test_a_released_seat_can_be_taken_again_and_frees_room(store):
 
     assert (await store.events.take_seat(event_id, STRANGER, window()))["rsvp_count"] == 1
     assert await store.events.take_seat(event_id, ATTENDEE, window()) is None
+
+
+# --- events: the waitlist ------------------------------------------------------------------------------------------
+
+async def waiting(store, event_id, *user_ids):
+    for user_id in user_ids:
+        assert await store.events.join_waitlist(event_id, user_id, window()) is not None
+
+
+async def positions(store, event_id, user_ids):
+    return [(await store.events.get(event_id, user_id))["waitlist_position"] for user_id in user_ids]
+
+
+async def full_event(store, capacity=1, seated=None, **fields):
+    """An event of `capacity` whose first `seated` (all) seats some_id(200), ... took."""
+    event_id = await add_event(store, capacity=capacity, **fields)
+    await rsvped(store, event_id, *(some_id(200 + n) for n in range(capacity if seated is None else seated)))
+    return event_id
+
+
+async def test_join_waitlist_puts_users_in_line_in_the_order_they_join(store):
+    event_id = await full_event(store)
+    line = [ATTENDEE, STRANGER, some_id(5)]
+
+    records = [await store.events.join_waitlist(event_id, user, window()) for user in line]
+
+    for record in records:
+        assert_has_keys(record, EVENT_KEYS)
+    assert [record["waitlist_position"] for record in records] == [1, 2, 3]
+    assert [record["waitlist_count"] for record in records] == [1, 2, 3]
+    assert records[-1] == await store.events.get(event_id, some_id(5))
+    assert await positions(store, event_id, line) == [1, 2, 3]
+    shown = await store.events.get(event_id, ATTENDEE)
+    assert (shown["is_rsvped"], shown["rsvp_count"], shown["waitlist_count"]) == (False, 1, 3)
+    assert (await store.events.get(event_id))["waitlist_position"] is None
+    # Waiting is not going: no chat, no gallery.
+    assert await store.events.is_member(event_id, ATTENDEE) is False
+
+
+async def test_join_waitlist_refuses_while_the_event_has_room(store):
+    event_id = await add_event(store, capacity=2)
+    await rsvped(store, event_id, STRANGER)
+
+    assert await store.events.join_waitlist(event_id, ATTENDEE, window()) is None
+    assert (await store.events.get(event_id))["waitlist_count"] == 0
+
+
+async def test_join_waitlist_refuses_an_event_without_a_capacity(store, monkeypatch):
+    monkeypatch.setattr(Events, "MAX_RSVPS", 1)
+    event_id = await add_event(store, capacity=None)
+    await rsvped(store, event_id, STRANGER)
+
+    assert await store.events.join_waitlist(event_id, ATTENDEE, window()) is None
+
+
+async def test_join_waitlist_refuses_an_event_whose_waitlist_is_off(store):
+    event_id = await full_event(store, waitlist_enabled=False)
+
+    assert await store.events.join_waitlist(event_id, ATTENDEE, window()) is None
+    assert (await store.events.get(event_id))["waitlist_enabled"] is False
+
+
+async def test_join_waitlist_refuses_a_user_already_going_or_waiting(store):
+    event_id = await full_event(store)
+    await waiting(store, event_id, ATTENDEE)
+
+    assert await store.events.join_waitlist(event_id, ATTENDEE, window()) is None
+    assert await store.events.join_waitlist(event_id, some_id(200), window()) is None
+    assert (await store.events.get(event_id))["waitlist_count"] == 1
+
+
+async def test_join_waitlist_refuses_an_event_that_is_over_or_unknown(store):
+    event_id = await full_event(store, date=NOW - 2 * HOUR, end_date=NOW + HOUR)
+
+    assert await store.events.join_waitlist(event_id, ATTENDEE, window(now=NOW + HOUR)) is None
+    assert await store.events.join_waitlist(some_id(99), ATTENDEE, window()) is None
+
+
+async def test_join_waitlist_refuses_past_max_waitlist(store, monkeypatch):
+    monkeypatch.setattr(Events, "MAX_WAITLIST", 2)
+    event_id = await full_event(store)
+    await waiting(store, event_id, ATTENDEE, STRANGER)
+
+    assert await store.events.join_waitlist(event_id, some_id(5), window()) is None
+    assert (await store.events.get(event_id))["waitlist_count"] == 2
+
+
+async def test_take_seat_refuses_everyone_while_anyone_waits(store, monkeypatch):
+    # A free seat with someone waiting: full at MAX_RSVPS = 1 when they joined, 5 seats now.
+    monkeypatch.setattr(Events, "MAX_RSVPS", 1)
+    event_id = await full_event(store, capacity=5, seated=1)
+    await waiting(store, event_id, ATTENDEE)
+    monkeypatch.setattr(Events, "MAX_RSVPS", 100_000)
+
+    assert await store.events.take_seat(event_id, STRANGER, window()) is None
+    assert await store.events.take_seat(event_id, ATTENDEE, window()) is None
+    assert (await store.events.get(event_id))["rsvp_count"] == 1
+
+
+async def test_leave_waitlist_moves_those_behind_up_one_place(store):
+    event_id = await full_event(store)
+    await waiting(store, event_id, ATTENDEE, STRANGER, some_id(5))
+
+    left = await store.events.leave_waitlist(event_id, STRANGER)
+
+    assert_has_keys(left, EVENT_KEYS)
+    assert (left["waitlist_position"], left["waitlist_count"]) == (None, 2)
+    assert await positions(store, event_id, [ATTENDEE, STRANGER, some_id(5)]) == [1, None, 2]
+    assert await store.events.leave_waitlist(event_id, STRANGER) is None
+    assert await store.events.leave_waitlist(some_id(99), ATTENDEE) is None
+    # Joining again is joining at the end.
+    await waiting(store, event_id, STRANGER)
+    assert await positions(store, event_id, [ATTENDEE, some_id(5), STRANGER]) == [1, 2, 3]
+
+
+async def test_release_seat_promotes_the_first_in_line_into_the_freed_seat(store):
+    event_id = await full_event(store)
+    await waiting(store, event_id, ATTENDEE, STRANGER)
+
+    released = await store.events.release_seat(event_id, some_id(200), window())
+
+    assert released["promoted"] == [ATTENDEE]
+    assert (released["rsvp_count"], released["waitlist_count"]) == (1, 1)
+    promoted = await store.events.get(event_id, ATTENDEE)
+    assert (promoted["is_rsvped"], promoted["waitlist_position"]) == (True, None)
+    assert await positions(store, event_id, [STRANGER]) == [1]
+    assert await store.events.is_member(event_id, ATTENDEE) is True
+
+
+async def test_release_seat_with_nobody_waiting_promotes_nobody(store):
+    event_id = await full_event(store)
+
+    released = await store.events.release_seat(event_id, some_id(200), window())
+
+    assert (released["promoted"], released["rsvp_count"]) == ([], 0)
+
+
+async def test_a_raised_capacity_promotes_as_many_as_it_adds_seats_in_line_order(store):
+    event_id = await full_event(store)
+    line = [ATTENDEE, STRANGER, some_id(5), some_id(6)]
+    await waiting(store, event_id, *line)
+
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 3}, {}) == [ATTENDEE, STRANGER]
+    assert await positions(store, event_id, line) == [None, None, 1, 2]
+    assert (await store.events.get(event_id))["rsvp_count"] == 3
+    # A lower capacity, or another field, promotes nobody; no capacity at all seats everyone.
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 3, "title": "Same seats"}, {}) == []
+    assert await store.events.update(event_id, ORGANIZER, {"title": "Still full"}, {}) == []
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": None}, {}) == [some_id(5), some_id(6)]
+    event = await store.events.get(event_id, some_id(6))
+    assert (event["rsvp_count"], event["waitlist_count"], event["is_rsvped"]) == (5, 0, True)
+
+
+async def test_a_refused_capacity_change_promotes_nobody(store):
+    event_id = await full_event(store, capacity=2)
+    await waiting(store, event_id, ATTENDEE)
+
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 1}, {}) is None
+    assert await store.events.update(event_id, OTHER_ORGANIZER, {"capacity": 5}, {}) is None
+    assert await positions(store, event_id, [ATTENDEE]) == [1]
+
+
+async def test_turning_the_waitlist_off_keeps_those_waiting_in_line(store):
+    event_id = await full_event(store)
+    await waiting(store, event_id, ATTENDEE)
+
+    assert await store.events.update(event_id, ORGANIZER, {"waitlist_enabled": False}, {}) == []
+
+    assert await store.events.join_waitlist(event_id, STRANGER, window()) is None
+    assert (await store.events.release_seat(event_id, some_id(200), window()))["promoted"] == [ATTENDEE]
+
+
+async def test_deleting_an_event_deletes_its_waitlist(store):
+    event_id = await full_event(store)
+    await waiting(store, event_id, ATTENDEE)
+
+    assert await store.events.delete(event_id, ORGANIZER)
+
+    assert await store.events.get(event_id, ATTENDEE) is None
+    assert await store.events.leave_waitlist(event_id, ATTENDEE) is None
+
+
+async def test_fifty_concurrent_joins_and_cancels_keep_the_seats_and_the_line_consistent(store):
+    """Every user joins (a seat, else the line, asked again as the domain does when a seat freed
+    between the two calls) while a third of them cancel (release, else leave) at once: the counts
+    always add up, and no promotion is lost or doubled."""
+    capacity = 10
+    event_id = await add_event(store, capacity=capacity)
+    users = [some_id(100 + n) for n in range(50)]
+    joined, left, promotions = [], [], []
+
+    async def join_then_maybe_leave(n, user):
+        for _ in range(3):
+            if await store.events.take_seat(event_id, user, window()) is not None \
+                    or await store.events.join_waitlist(event_id, user, window()) is not None:
+                joined.append(user)
+                break
+        if n % 3 == 0:
+            released = await store.events.release_seat(event_id, user, window())
+            if released is not None:
+                promotions.extend(released["promoted"])
+                left.append(user)
+            elif await store.events.leave_waitlist(event_id, user) is not None:
+                left.append(user)
+
+    await asyncio.gather(*(join_then_maybe_leave(n, user) for n, user in enumerate(users)))
+
+    standing = {user: await store.events.get(event_id, user) for user in users}
+    going = {user for user, event in standing.items() if event["is_rsvped"]}
+    line = sorted((event["waitlist_position"], user) for user, event in standing.items()
+                  if event["waitlist_position"] is not None)
+    event = await store.events.get(event_id)
+    assert len(joined) == 50 and len(left) == 17
+    assert len(going) == event["rsvp_count"] <= capacity
+    assert [position for position, _ in line] == list(range(1, event["waitlist_count"] + 1))
+    assert not going & {user for _, user in line}
+    assert len(going) + len(line) == len(joined) - len(left)
+    # Nobody waits while a seat is free.
+    assert not line or len(going) == capacity
+    assert len(promotions) == len(set(promotions))
+    assert set(promotions) <= going | set(left)
 
 
 # --- events: arrivals ------------------------------------------------------------------------------------------------
@@ -1730,6 +1952,23 @@ async def test_take_seats_from_two_stores_on_one_database_give_exactly_the_capac
     assert sum(result is not None for result in results) == 10
     assert (await store.events.get(event_id))["rsvp_count"] == 10
     assert (await twin.events.get(event_id))["rsvp_count"] == 10
+
+
+async def test_releases_from_two_stores_on_one_database_promote_each_waiting_user_once(store, twin):
+    event_id = await add_event(store, capacity=5)
+    seated, line = [some_id(100 + n) for n in range(5)], [some_id(200 + n) for n in range(10)]
+    await rsvped(store, event_id, *seated)
+    for n, user in enumerate(line):
+        assert await (store if n % 2 else twin).events.join_waitlist(event_id, user, window()) is not None
+
+    released = await asyncio.gather(*((store if n % 2 else twin).events.release_seat(event_id, user, window())
+                                      for n, user in enumerate(seated)))
+
+    promoted = [user for result in released for user in result["promoted"]]
+    assert sorted(promoted) == line[:5]
+    event = await twin.events.get(event_id)
+    assert (event["rsvp_count"], event["waitlist_count"]) == (5, 5)
+    assert await positions(store, event_id, line[5:]) == [1, 2, 3, 4, 5]
 
 
 async def test_identical_follows_from_two_stores_on_one_database_create_one(store, twin):

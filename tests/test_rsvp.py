@@ -1,4 +1,5 @@
-"""RSVP: idempotent, within capacity under concurrency, refused once the event is over."""
+"""RSVP: idempotent, within capacity under concurrency, refused once the event is over (the
+waitlist of full events: tests/test_waitlist.py)."""
 import asyncio
 
 import pytest
@@ -10,6 +11,8 @@ from tests.conftest import Api
 from tests.event_builders import PARIS, event_body, hours_from_now, publish
 
 pytestmark = pytest.mark.gen_test
+
+GOING_ALONE = {"rsvped": True, "rsvp_count": 1, "status": "going", "position": None, "waitlist_count": 0}
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ async def test_an_rsvp_is_counted_and_shown_to_the_caller(api, services):
     attendee, token = await api.register()
     event = await publish(api, organizer)
     reply = await rsvp(api, event, token)
-    assert reply.status == 200 and reply.data == {"rsvped": True, "rsvp_count": 1}
+    assert reply.status == 200 and reply.data == GOING_ALONE
     shown = (await api.call("GET", f"/api/v1/events/{event['id']}", token=token)).data
     assert shown["is_rsvped"] is True and shown["rsvp_count"] == 1
     assert (await api.call("GET", f"/api/v1/events/{event['id']}", token=organizer)).data["is_rsvped"] is False
@@ -56,7 +59,7 @@ async def test_rsvping_twice_is_one_rsvp_and_one_activity(api, services):
     event = await publish(api, organizer, title="Book club")
     watcher = await watching(api, [attendee])
     first, second = await rsvp(api, event, token), await rsvp(api, event, token)
-    assert first.data == second.data == {"rsvped": True, "rsvp_count": 1}
+    assert first.data == second.data == GOING_ALONE
     stored = await stored_as_seen_by(services, event, attendee)
     assert stored["is_rsvped"] is True and stored["rsvp_count"] == 1
     activities = await services.store.activities.feed(watcher["id"], [RSVP], None, 10)
@@ -72,7 +75,8 @@ async def test_cancelling_takes_the_rsvp_back_and_is_idempotent(api, services):
     await rsvp(api, event, token)
     for _ in range(2):
         reply = await api.call("DELETE", f"/api/v1/events/{event['id']}/rsvp", token=token)
-        assert reply.status == 200 and reply.data == {"rsvped": False, "rsvp_count": 0}
+        assert reply.status == 200 and reply.data == {
+            "rsvped": False, "rsvp_count": 0, "status": "not_going", "position": None, "waitlist_count": 0}
     stored = await stored_as_seen_by(services, event, attendee)
     assert stored["is_rsvped"] is False and stored["rsvp_count"] == 0
 
@@ -111,9 +115,9 @@ async def test_a_capacity_above_the_largest_size_the_server_supports_is_refused(
                            token=organizer)).status == 201
 
 
-async def test_a_full_event_refuses_more_rsvps_with_409(api):
+async def test_a_full_event_without_a_waitlist_refuses_more_rsvps_with_409(api):
     _, organizer = await api.register(role="organizer")
-    event = await publish(api, organizer, capacity=2)
+    event = await publish(api, organizer, capacity=2, waitlist=False)
     tokens = [(await api.register())[1] for _ in range(3)]
     assert [(await rsvp(api, event, token)).status for token in tokens] == [200, 200, 409]
     refused = await rsvp(api, event, tokens[2])
@@ -124,9 +128,9 @@ async def test_a_full_event_refuses_more_rsvps_with_409(api):
     assert (await rsvp(api, event, tokens[2])).status == 200
 
 
-async def test_fifty_concurrent_rsvps_fill_a_capacity_of_ten_exactly(api, crowd, services):
+async def test_fifty_concurrent_rsvps_fill_a_capacity_of_ten_exactly_without_a_waitlist(api, crowd, services):
     _, organizer = await api.register(role="organizer")
-    event = await publish(api, organizer, capacity=10)
+    event = await publish(api, organizer, capacity=10, waitlist=False)
     attendees = [await api.register() for _ in range(50)]
     watcher = await watching(api, [user for user, _ in attendees])
 

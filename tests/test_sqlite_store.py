@@ -14,7 +14,7 @@ import pytest
 from domain import geo
 from domain.discovery import BY_DATE, Cursor, DiscoveryQuery
 from domain.errors import NotFound, StoreBroken, StoreUnavailable
-from domain.repositories import AlreadyTaken
+from domain.repositories import AlreadyTaken, Events
 from storage.sqlite import SqliteStore, database, ids, search
 from storage.sqlite.schema import MIGRATIONS
 from tests.repository_fixtures import NOW, PARIS, destination, draft, event_fields, point, some_id, window
@@ -259,6 +259,7 @@ async def test_a_version_1_file_gets_its_events_indexed(path, monkeypatch):
     with monkeypatch.context() as old_server:
         old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:1])
         old_server.setattr(search, "refresh_index", lambda connection: None)
+        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS if field != "waitlist_enabled"))
         store = await opened(path)
         await store.events.add(event_fields(ORGANIZER, title="Zydeco night", description="Accordion."))
         await store.events.add(event_fields(ORGANIZER, title="Quiet", description="A ZYDECO band"))
@@ -274,14 +275,30 @@ async def test_a_version_1_file_gets_its_events_indexed(path, monkeypatch):
         (search.search_key("Quiet"), search.search_key("A ZYDECO band")), (search.search_key("Other"), None)]
 
 
+async def test_events_of_a_file_from_before_waitlists_take_one(path, monkeypatch):
+    with monkeypatch.context() as old_server:
+        old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:5])
+        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS if field != "waitlist_enabled"))
+        store = await opened(path)
+        event_id = await store.events.add(event_fields(ORGANIZER, capacity=1))
+        await store.close()
+
+    store = await opened(path)
+    assert await store.events.take_seat(event_id, some_id(10), window())
+    joined = await store.events.join_waitlist(event_id, some_id(11), window())
+    assert (joined["waitlist_enabled"], joined["waitlist_position"], joined["waitlist_count"]) == (True, 1, 1)
+    assert (await store.events.release_seat(event_id, some_id(10), window()))["promoted"] == [some_id(11)]
+    await store.close()
+
+
 async def test_the_index_follows_every_write_of_a_title_or_description(path):
     store = await opened(path)
     first = await store.events.add(event_fields(ORGANIZER, title="Rooftop jazz", description="Quartet"))
     second = await store.events.add(event_fields(ORGANIZER, title="Salsa", description="Live band"))
 
-    assert await store.events.update(first, ORGANIZER, {"title": "Tango lessons"}, {})
-    assert await store.events.update(second, ORGANIZER, {"description": "Tango after the salsa"}, {})
-    assert await store.events.update(second, ORGANIZER, {"capacity": 40}, {})
+    assert await store.events.update(first, ORGANIZER, {"title": "Tango lessons"}, {}) == []
+    assert await store.events.update(second, ORGANIZER, {"description": "Tango after the salsa"}, {}) == []
+    assert await store.events.update(second, ORGANIZER, {"capacity": 40}, {}) == []
 
     assert titles_found(await store.events.find(DiscoveryQuery(text="tango"))) == ["Salsa", "Tango lessons"]
     assert await store.events.find(DiscoveryQuery(text="jazz")) == []

@@ -3,19 +3,30 @@ collection.
 
 An event document keeps the old backend's shape (`location` GeoJSON, `organizer_id`, the id
 arrays `rsvps` and `arrivals`, `photo_gallery`: photo URLs in upload order, `geofence_radius`,
-`created_at`) plus `end_date`, `geofence`, `capacity`, `updated_at`, `rsvp_count` and `photos`
-(who uploaded each URL, and when). Events the old backend wrote may lack any of the additions:
-their `rsvp_count` is the length of `rsvps`, the others read as None. Arrays, theirs and the
-users', are read and changed by the rule of storage/mongo/arrays.py (null or absent is empty).
+`created_at`) plus `end_date`, `geofence`, `capacity`, `updated_at`, `rsvp_count`, `photos`
+(who uploaded each URL, and when), `waitlist_enabled`, `waitlist` (the users waiting, as
+{user_id, at} in the order they joined) and `last_promoted` (see `_promotion`). Events the old
+backend wrote may lack any of the additions: their `rsvp_count` is the length of `rsvps`, their
+waitlist is empty and enabled, the others read as None. Arrays, theirs and the users', are read
+and changed by the rule of storage/mongo/arrays.py (null or absent is empty).
 
 Concurrency: every rule that depends on an event's current state (not RSVPed yet, room left,
 not over, capacity not below the RSVPs, gallery not full) sits in the filter of the one update
 that changes the event, so MongoDB checks and writes it in a single step on a single document.
 `rsvp_count` is rewritten from the `rsvps` array in that same update, so the two cannot drift.
+The waitlist lives in the same document as the seats so that a promotion, moving the first
+waiting ids into `rsvps`, is part of the one update that frees the seats: MongoDB applies a write
+to a single document atomically, even one that changes several fields or runs a pipeline
+("Atomicity and Transactions" in its manual: "a write operation is atomic on the level of a
+single document"), and concurrent updates of one document are applied one after the other, each
+evaluating its filter and pipeline on the document as the previous one left it. So no reader or
+writer sees a free seat while someone waits, and no promotion is lost or made twice.
 The users' `created_events` and `rsvped_events`, which only the old backend reads, follow in a
 second write: `organizer_id` and `rsvps` are the truth.
 """
 import re
+
+from pymongo import ReturnDocument
 
 from domain import repositories
 from storage.mongo.arrays import added, array, pulled, pushed
@@ -27,6 +38,7 @@ _RSVPS = array("rsvps")
 _ARRIVALS = array("arrivals")
 _GALLERY = array("photo_gallery")
 _PHOTOS = array("photos")
+_WAITLIST = array("waitlist")
 # The stored count, or the array's length for events the old backend wrote.
 _RSVP_COUNT = {"$ifNull": ["$rsvp_count", {"$size": _RSVPS}]}
 # $geoNear's distance and domain.geo.distance_m are one formula computed in two ways, which may
@@ -48,9 +60,11 @@ def summary_projection(viewer):
     `distance_m` is there on nearby searches only."""
     projection = {field: 1 for field in repositories.Events.FIELDS}
     projection.update(rsvp_count=_RSVP_COUNT, arrival_count={"$size": _ARRIVALS},
-                      photo_count={"$size": _GALLERY}, distance_m=1)
+                      photo_count={"$size": _GALLERY}, waitlist_count={"$size": _WAITLIST}, distance_m=1)
     if viewer is not None:
-        projection.update(is_rsvped={"$in": [viewer, _RSVPS]}, has_arrived={"$in": [viewer, _ARRIVALS]})
+        projection.update(is_rsvped={"$in": [viewer, _RSVPS]}, has_arrived={"$in": [viewer, _ARRIVALS]},
+                          waitlist_index={"$indexOfArray": [{"$map": {"input": _WAITLIST, "in": "$$this.user_id"}},
+                                                            viewer]})
     return projection
 
 
@@ -59,9 +73,12 @@ def event_record(document):
     record.update({field: document.get(field) for field in repositories.Events.FIELDS})
     record.update({field: aware(document.get(field)) for field in TIME_FIELDS})
     record["organizer_id"] = id_text(document.get("organizer_id"))
+    record["waitlist_enabled"] = document.get("waitlist_enabled") is not False
+    index = document.get("waitlist_index", -1)
     record.update(rsvp_count=document["rsvp_count"], arrival_count=document["arrival_count"],
-                  photo_count=document["photo_count"], is_rsvped=document.get("is_rsvped", False),
-                  has_arrived=document.get("has_arrived", False))
+                  photo_count=document["photo_count"], waitlist_count=document["waitlist_count"],
+                  is_rsvped=document.get("is_rsvped", False), has_arrived=document.get("has_arrived", False),
+                  waitlist_position=index + 1 if index >= 0 else None)
     if "distance_m" in document:
         record["distance_m"] = document["distance_m"]
     return record
@@ -84,10 +101,42 @@ def _not_over(window):
                     {"end_date": None, "date": {"$gt": window.now - window.default_duration}}]}
 
 
+def _seats(max_rsvps):
+    """Aggregation: the seats an event has, its capacity and never more than `max_rsvps`."""
+    return {"$min": [{"$ifNull": ["$capacity", max_rsvps]}, max_rsvps]}
+
+
 def _has_room(max_rsvps):
     """Filter: fewer RSVPs than the capacity, and than `max_rsvps` whatever the capacity."""
-    limit = {"$min": [{"$ifNull": ["$capacity", max_rsvps]}, max_rsvps]}
-    return {"$expr": {"$lt": [_RSVP_COUNT, limit]}}
+    return {"$expr": {"$lt": [_RSVP_COUNT, _seats(max_rsvps)]}}
+
+
+# Filter: nobody waits (the array is absent, null or empty).
+_NOBODY_WAITING = {"waitlist.0": {"$exists": False}}
+
+
+def _promotion(max_rsvps):
+    """Update pipeline stages, run after the stages of an update that may free seats: move the
+    first waiting users into the free seats, as many as fit, and keep their ids in
+    `last_promoted` (an empty list when none). Every update that runs these stages rewrites
+    `last_promoted`, and reads it from its own result (find_one_and_update returns the document
+    as that one write left it), so it learns exactly whom it promoted, whatever other writes do.
+    The free seats are counted on the document as the earlier stages left it."""
+    free = {"$max": [0, {"$subtract": [_seats(max_rsvps), {"$size": _RSVPS}]}]}
+    promoted = {"$min": [free, {"$size": _WAITLIST}]}
+    # $slice with a position takes a positive count only (its manual page): none to promote
+    # takes none, by $cond, rather than a count of 0.
+    first = {"$slice": [_WAITLIST, 0, {"$max": [1, promoted]}]}
+    return [
+        {"$set": {"last_promoted": {"$cond": [{"$gt": [promoted, 0]},
+                                              {"$map": {"input": first, "in": "$$this.user_id"}},
+                                              {"$literal": []}]}}},
+        # The rest of the line, from position len(last_promoted).
+        {"$set": {"rsvps": {"$concatArrays": [_RSVPS, "$last_promoted"]},
+                  "waitlist": {"$slice": [_WAITLIST, {"$size": "$last_promoted"},
+                                          {"$max": [1, {"$size": _WAITLIST}]}]}}},
+        {"$set": {"rsvp_count": {"$size": "$rsvps"}}},
+    ]
 
 
 def _filters(query):
@@ -297,9 +346,28 @@ class Events(Repository, repositories.Events):
             # The RSVPs are counted in the same step as the write: none can slip in between.
             condition["$expr"] = {"$lte": [_RSVP_COUNT, changes["capacity"]]}
         if not changes:
-            return await self._events.find_one(condition, {"_id": 1}) is not None
-        result = await self._events.update_one(condition, {"$set": stored_fields(changes)})
-        return result.matched_count == 1
+            return [] if await self._events.find_one(condition, {"_id": 1}) is not None else None
+        if "capacity" not in changes:
+            result = await self._events.update_one(condition, {"$set": stored_fields(changes)})
+            return [] if result.matched_count == 1 else None
+        # A capacity change promotes into the seats it frees, in the same update.
+        values = {field: {"$literal": value} for field, value in stored_fields(changes).items()}
+        return await self._promoting(event, condition, [{"$set": values}])
+
+    async def _promoting(self, event, condition, stages):
+        """Runs an update that may free seats, with the promotion into them; None when the
+        condition did not match, else the promoted users' ids (texts), in line order."""
+        changed = await self._events.find_one_and_update(
+            condition, [*stages, *_promotion(self.MAX_RSVPS)], projection={"last_promoted": 1},
+            return_document=ReturnDocument.AFTER)
+        if changed is None:
+            return None
+        promoted = changed["last_promoted"]
+        if promoted:
+            # The old backend's lists follow, as after take_seat.
+            await self._users.update_many({"_id": {"$in": promoted}},
+                                          [{"$set": {"rsvped_events": added("rsvped_events", event)}}])
+        return [id_text(user) for user in promoted]
 
     async def delete(self, event_id, organizer_id):
         event, organizer = object_id(event_id), object_id(organizer_id)
@@ -327,7 +395,8 @@ class Events(Repository, repositories.Events):
         # The whole rule in one conditional update: not RSVPed yet, not over, room left; and the
         # count rewritten from the array in the same step.
         taken = await self._events.update_one(
-            {"_id": event, "rsvps": {"$ne": user}, "$and": [_not_over(window), _has_room(self.MAX_RSVPS)]},
+            {"_id": event, "rsvps": {"$ne": user}, **_NOBODY_WAITING,
+             "$and": [_not_over(window), _has_room(self.MAX_RSVPS)]},
             [{"$set": {"rsvps": pushed("rsvps", user)}},
              {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
         if taken.matched_count != 1:
@@ -338,19 +407,47 @@ class Events(Repository, repositories.Events):
         # too; it is never older than this one. Likewise after the other changes below.
         return await self._one(event, user)
 
+    async def join_waitlist(self, event_id, user_id, window):
+        event, user = object_id(event_id), object_id(user_id)
+        if event is None or user is None:
+            return None
+        # One conditional update: a capacity and the waitlist on, no room, not over, the line not
+        # full (it has no entry at position MAX_WAITLIST - 1), the user neither RSVPed nor waiting.
+        joined = await self._events.update_one(
+            {"_id": event, "rsvps": {"$ne": user}, "waitlist.user_id": {"$ne": user},
+             "capacity": {"$ne": None}, "waitlist_enabled": {"$ne": False},
+             f"waitlist.{self.MAX_WAITLIST - 1}": {"$exists": False},
+             "$and": [_not_over(window), {"$expr": {"$gte": [_RSVP_COUNT, _seats(self.MAX_RSVPS)]}}]},
+            [{"$set": {"waitlist": pushed("waitlist", {"user_id": user, "at": window.now})}}])
+        if joined.matched_count != 1:
+            return None
+        return await self._one(event, user)
+
+    async def leave_waitlist(self, event_id, user_id):
+        event, user = object_id(event_id), object_id(user_id)
+        if event is None or user is None:
+            return None
+        left = await self._events.update_one(
+            {"_id": event, "waitlist.user_id": user},
+            [{"$set": {"waitlist": {"$filter": {"input": _WAITLIST, "cond": {"$ne": ["$$this.user_id", user]}}}}}])
+        if left.matched_count != 1:
+            return None
+        return await self._one(event, user)
+
     async def release_seat(self, event_id, user_id, window):
         event, user = object_id(event_id), object_id(user_id)
         if event is None or user is None:
             return None
-        # One conditional update: RSVPed and not over; the arrival goes with the RSVP.
-        released = await self._events.update_one(
-            {"_id": event, "rsvps": user, **_not_over(window)},
-            [{"$set": {"rsvps": pulled("rsvps", user), "arrivals": pulled("arrivals", user)}},
-             {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
-        if released.matched_count != 1:
+        # One conditional update: RSVPed and not over; the arrival goes with the RSVP, and the
+        # first waiting users take the seat it frees.
+        promoted = await self._promoting(
+            event, {"_id": event, "rsvps": user, **_not_over(window)},
+            [{"$set": {"rsvps": pulled("rsvps", user), "arrivals": pulled("arrivals", user)}}])
+        if promoted is None:
             return None
         await self._users.update_one({"_id": user}, [{"$set": {"rsvped_events": pulled("rsvped_events", event)}}])
-        return await self._one(event, user)
+        record = await self._one(event, user)
+        return None if record is None else {**record, "promoted": promoted}
 
     async def record_arrival(self, event_id, user_id, window, opens_before):
         event, user = object_id(event_id), object_id(user_id)

@@ -1,9 +1,11 @@
-"""Events, their RSVPs, arrivals and photos, and discovery, in SQLite.
+"""Events, their RSVPs, waitlists, arrivals and photos, and discovery, in SQLite.
 
 Race safety: each rule that depends on an event's current state is the WHERE clause of the one
-UPDATE (or DELETE) that changes the event's row; the rows it counts (rsvps, arrivals, photos)
-are written in the same transaction only when that statement matched. `BEGIN IMMEDIATE` makes
-the pair one step for every process on the file.
+UPDATE (or DELETE) that changes the event's row; the rows it counts (rsvps, waitlist, arrivals,
+photos) are written in the same transaction only when that statement matched. `BEGIN IMMEDIATE`
+makes the pair one step for every process on the file; a promotion (`_promote`) runs in the
+transaction of the release or capacity change that freed the seats, so no other write sees the
+seats free with anyone still waiting.
 """
 from domain import geo, repositories
 from storage.sqlite import search
@@ -15,11 +17,17 @@ TIME_FIELDS = frozenset({"date", "end_date", "created_at", "updated_at"})
 GEOJSON_FIELDS = frozenset({"location", "geofence"})
 
 SUMMARY = """SELECT id, title, description, date, end_date, category, location_address, location,
-        geofence_radius, geofence, capacity, organizer_id, created_at, updated_at,
-        rsvp_count, arrival_count, photo_count,
+        geofence_radius, geofence, capacity, organizer_id, created_at, updated_at, waitlist_enabled,
+        rsvp_count, arrival_count, photo_count, waitlist_count,
         EXISTS (SELECT 1 FROM rsvps WHERE event_id = events.id AND user_id = :viewer),
-        EXISTS (SELECT 1 FROM arrivals WHERE event_id = events.id AND user_id = :viewer)
+        EXISTS (SELECT 1 FROM arrivals WHERE event_id = events.id AND user_id = :viewer),
+        (SELECT count(*) FROM waitlist AS mine JOIN waitlist AS ahead
+            ON ahead.event_id = mine.event_id AND ahead.ticket <= mine.ticket
+            WHERE mine.event_id = events.id AND mine.user_id = :viewer)
     FROM events"""
+
+# The seats an event has: its capacity, and never more than MAX_RSVPS.
+SEATS = "min(coalesce(capacity, :max_rsvps), :max_rsvps)"
 
 # "Not over at now": it ends at end_date, or default_duration after date without one. Both
 # sides are integers here, so an event dated in year 1 or 9999 cannot overflow anything.
@@ -40,16 +48,18 @@ REACH_GROWTH = 4.0
 
 def event_record(row):
     (event_id, title, description, date, end_date, category, location_address, location,
-     geofence_radius, geofence, capacity, organizer_id, created_at, updated_at,
-     rsvp_count, arrival_count, photo_count, is_rsvped, has_arrived) = row
+     geofence_radius, geofence, capacity, organizer_id, created_at, updated_at, waitlist_enabled,
+     rsvp_count, arrival_count, photo_count, waitlist_count, is_rsvped, has_arrived, waitlist_position) = row
     return {
         "id": event_id, "title": title, "description": description,
         "date": from_ms(date), "end_date": from_ms(end_date), "category": category,
         "location_address": location_address, "location": from_json(location),
         "geofence_radius": geofence_radius, "geofence": from_json(geofence), "capacity": capacity,
         "organizer_id": organizer_id, "created_at": from_ms(created_at), "updated_at": from_ms(updated_at),
+        "waitlist_enabled": waitlist_enabled != 0,  # NULL: an event made before waitlists, on
         "rsvp_count": rsvp_count, "arrival_count": arrival_count, "photo_count": photo_count,
-        "is_rsvped": bool(is_rsvped), "has_arrived": bool(has_arrived),
+        "waitlist_count": waitlist_count, "is_rsvped": bool(is_rsvped), "has_arrived": bool(has_arrived),
+        "waitlist_position": waitlist_position or None,
     }
 
 
@@ -92,7 +102,7 @@ class Events(Repository, repositories.Events):
         return await self._database.read(_find_nearest, query, viewer_id)
 
     async def update(self, event_id, organizer_id, changes, expected):
-        return await self._database.write(_update, event_id, organizer_id, changes, expected)
+        return await self._database.write(_update, event_id, organizer_id, changes, expected, self.MAX_RSVPS)
 
     async def delete(self, event_id, organizer_id):
         return await self._database.write(_delete, event_id, organizer_id)
@@ -100,8 +110,15 @@ class Events(Repository, repositories.Events):
     async def take_seat(self, event_id, user_id, window):
         return await self._database.write(_take_seat, event_id, user_id, window_parameters(window), self.MAX_RSVPS)
 
+    async def join_waitlist(self, event_id, user_id, window):
+        return await self._database.write(_join_waitlist, event_id, user_id, window_parameters(window),
+                                          self.MAX_RSVPS, self.MAX_WAITLIST)
+
+    async def leave_waitlist(self, event_id, user_id):
+        return await self._database.write(_leave_waitlist, event_id, user_id)
+
     async def release_seat(self, event_id, user_id, window):
-        return await self._database.write(_release_seat, event_id, user_id, window_parameters(window))
+        return await self._database.write(_release_seat, event_id, user_id, window_parameters(window), self.MAX_RSVPS)
 
     async def record_arrival(self, event_id, user_id, window, opens_before):
         return await self._database.write(_record_arrival, event_id, user_id, window_parameters(window),
@@ -249,7 +266,7 @@ def _add(connection, fields):
     return columns["id"]
 
 
-def _update(connection, event_id, organizer_id, changes, expected):
+def _update(connection, event_id, organizer_id, changes, expected, max_rsvps):
     parameters = {"event": event_id, "organizer": organizer_id}
     conditions = ["id = :event", "organizer_id = :organizer"]
     for field, value in expected.items():
@@ -266,17 +283,21 @@ def _update(connection, event_id, organizer_id, changes, expected):
         conditions.append("rsvp_count <= :new_capacity")
     where = " AND ".join(conditions)
     if not assignments:
-        return connection.execute(f"SELECT 1 FROM events WHERE {where}", parameters).fetchone() is not None
+        found = connection.execute(f"SELECT 1 FROM events WHERE {where}", parameters).fetchone() is not None
+        return [] if found else None
     # The R*Tree follows a new location by the event_moved trigger.
     changed = connection.execute(f"UPDATE events SET {', '.join(assignments)} WHERE {where}", parameters)
-    return changed.rowcount == 1
+    if changed.rowcount != 1:
+        return None
+    # Only the capacity decides how many seats there are.
+    return _promote(connection, event_id, max_rsvps) if "capacity" in changes else []
 
 
 def _delete(connection, event_id, organizer_id):
     deleted = connection.execute("DELETE FROM events WHERE id = ? AND organizer_id = ?", (event_id, organizer_id))
     if deleted.rowcount != 1:
         return False
-    for table in ("rsvps", "arrivals", "photos", "messages"):
+    for table in ("rsvps", "waitlist", "arrivals", "photos", "messages"):
         connection.execute(f"DELETE FROM {table} WHERE event_id = ?", (event_id,))
     return True
 
@@ -285,7 +306,7 @@ def _take_seat(connection, event_id, user_id, window, max_rsvps):
     parameters = {"event": event_id, "user": user_id, "max_rsvps": max_rsvps, **window}
     taken = connection.execute(
         f"""UPDATE events SET rsvp_count = rsvp_count + 1
-            WHERE id = :event AND rsvp_count < min(coalesce(capacity, :max_rsvps), :max_rsvps) AND {NOT_OVER}
+            WHERE id = :event AND rsvp_count < {SEATS} AND waitlist_count = 0 AND {NOT_OVER}
                 AND NOT EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)""", parameters)
     if taken.rowcount != 1:
         return None
@@ -293,7 +314,50 @@ def _take_seat(connection, event_id, user_id, window, max_rsvps):
     return _get(connection, event_id, user_id)
 
 
-def _release_seat(connection, event_id, user_id, window):
+def _join_waitlist(connection, event_id, user_id, window, max_rsvps, max_waitlist):
+    parameters = {"event": event_id, "user": user_id, "max_rsvps": max_rsvps, "max_waitlist": max_waitlist,
+                  **window}
+    joined = connection.execute(
+        f"""UPDATE events SET waitlist_count = waitlist_count + 1
+            WHERE id = :event AND capacity IS NOT NULL AND waitlist_enabled IS NOT 0
+                AND rsvp_count >= {SEATS} AND waitlist_count < :max_waitlist AND {NOT_OVER}
+                AND NOT EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)
+                AND NOT EXISTS (SELECT 1 FROM waitlist WHERE event_id = :event AND user_id = :user)""", parameters)
+    if joined.rowcount != 1:
+        return None
+    connection.execute(
+        """INSERT INTO waitlist (event_id, ticket, user_id, joined_at)
+           SELECT :event, coalesce(max(ticket), 0) + 1, :user, :now FROM waitlist WHERE event_id = :event""",
+        parameters)
+    return _get(connection, event_id, user_id)
+
+
+def _leave_waitlist(connection, event_id, user_id):
+    left = connection.execute("DELETE FROM waitlist WHERE event_id = ? AND user_id = ?", (event_id, user_id))
+    if left.rowcount != 1:
+        return None
+    connection.execute("UPDATE events SET waitlist_count = waitlist_count - 1 WHERE id = ?", (event_id,))
+    return _get(connection, event_id, user_id)
+
+
+def _promote(connection, event_id, max_rsvps):
+    """Moves the first waiting users into the event's free seats, in the caller's transaction;
+    returns their ids in line order."""
+    promoted = [user_id for (user_id,) in connection.execute(
+        f"""SELECT user_id FROM waitlist WHERE event_id = :event ORDER BY ticket
+            LIMIT max(0, (SELECT {SEATS} - rsvp_count FROM events WHERE id = :event))""",
+        {"event": event_id, "max_rsvps": max_rsvps})]
+    if promoted:
+        connection.executemany("DELETE FROM waitlist WHERE event_id = ? AND user_id = ?",
+                               [(event_id, user_id) for user_id in promoted])
+        connection.executemany("INSERT INTO rsvps (event_id, user_id) VALUES (?, ?)",
+                               [(event_id, user_id) for user_id in promoted])
+        connection.execute("""UPDATE events SET rsvp_count = rsvp_count + :moved, waitlist_count = waitlist_count - :moved
+                              WHERE id = :event""", {"event": event_id, "moved": len(promoted)})
+    return promoted
+
+
+def _release_seat(connection, event_id, user_id, window, max_rsvps):
     parameters = {"event": event_id, "user": user_id, **window}
     released = connection.execute(
         f"""DELETE FROM rsvps WHERE event_id = :event AND user_id = :user
@@ -303,7 +367,8 @@ def _release_seat(connection, event_id, user_id, window):
     left = connection.execute("DELETE FROM arrivals WHERE event_id = ? AND user_id = ?", (event_id, user_id))
     connection.execute("UPDATE events SET rsvp_count = rsvp_count - 1, arrival_count = arrival_count - ? WHERE id = ?",
                        (left.rowcount, event_id))
-    return _get(connection, event_id, user_id)
+    promoted = _promote(connection, event_id, max_rsvps)
+    return {**_get(connection, event_id, user_id), "promoted": promoted}
 
 
 def _record_arrival(connection, event_id, user_id, window, opens_before):

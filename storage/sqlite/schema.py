@@ -249,9 +249,28 @@ def _recompute_identity_keys(connection):
 
 IDENTITY_KEYS = (_recompute_identity_keys,)
 
+# The waitlist of full events (domain/repositories.py, Events). `waitlist_enabled` is NULL for the
+# events made before it, which reads as on, as in MongoDB where their documents lack the field.
+# `waitlist_count` is kept on the event's row, in the transaction that changes the rows it counts,
+# as rsvp_count is. A waiting user's `ticket` orders the line: one more than the highest ticket
+# still waiting, so it only grows while anyone waits; their place is how many tickets are at or
+# below theirs.
+WAITLIST = (
+    "ALTER TABLE events ADD COLUMN waitlist_enabled INTEGER",
+    "ALTER TABLE events ADD COLUMN waitlist_count INTEGER NOT NULL DEFAULT 0",
+    """CREATE TABLE waitlist (
+        event_id TEXT NOT NULL,
+        ticket INTEGER NOT NULL,
+        user_id TEXT NOT NULL,
+        joined_at INTEGER NOT NULL,
+        PRIMARY KEY (event_id, ticket)
+    ) WITHOUT ROWID""",
+    "CREATE UNIQUE INDEX waitlist_by_user ON waitlist (event_id, user_id)",
+)
+
 # Each a tuple of statements (SQL text, or a function given the connection); the file's
 # user_version is how many have run.
-MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS]
+MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS, WAITLIST]
 
 
 class SchemaTooNew(Exception):
