@@ -884,7 +884,7 @@ async def test_a_venue_polygon_of_5000_wrong_positions_gets_its_first_error_only
                            headers={"Content-Type": "application/json"})
     assert (reply.status, reply.json["code"]) == (400, "validation_failed"), reply
     assert reply.json["errors"] == [{"path": "/geofence/coordinates/0/0/1",
-                                     "message": "100 is greater than the maximum of 90"}]
+                                     "message": "must be a number from -90 to 90"}]
 
 
 async def test_a_huge_value_where_a_string_belongs_is_not_quoted_back(api, world):

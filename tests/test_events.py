@@ -99,7 +99,7 @@ async def test_server_owned_fields_in_a_body_are_refused(api, field, value):
     ({"geofence_radius": 5001}, "/geofence_radius"),
     ({"capacity": 0}, "/capacity"),
     ({"title": "   "}, "/title"),
-    ({"title": ...}, "/"),
+    ({"title": ...}, "/title"),                                     # missing
 ])
 async def test_invalid_event_fields_are_a_400_naming_the_field(api, fields, path):
     _, token = await api.register(role="organizer")
