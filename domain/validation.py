@@ -283,11 +283,26 @@ class Validator:
             (f"{name}.json", referencing.Resource.from_contents(schema, referencing.jsonschema.DRAFT202012))
             for name, schema in schemas.items())
         self._validators = {}
+        self._read_only = {}
         for name, schema in schemas.items():
             _CappedValidator.check_schema(schema)
             _check_patterns_worded(name, schema)
             self._validators[name] = _CappedValidator(
                 schema, registry=registry, format_checker=_CappedValidator.FORMAT_CHECKER)
+            self._read_only[name] = frozenset(
+                field for field, rule in schema.get("properties", {}).items() if rule.get("readOnly"))
+
+    def validate_request(self, name, document):
+        """validate() for a document a client sent: without its read-only fields.
+
+        A top-level field the schema marks `readOnly` (the server's own: an event's id, organizer,
+        counts) is dropped unchecked, as if it had not been sent, so that an object can be sent back
+        as it was fetched; dropped, it cannot change anything, whatever its value. Any other field
+        the schema does not know is still refused."""
+        ignored = self._read_only[name]
+        if ignored and isinstance(document, dict):
+            document = {field: value for field, value in document.items() if field not in ignored}
+        return self.validate(name, document)
 
     def validate(self, name, document):
         """Returns the document when it fits schemas/<name>.json, else raises InvalidInput listing why."""

@@ -208,7 +208,7 @@ class BaseHandler(tornado.web.RequestHandler):
             # RecursionError: nested deeper than the parser goes (a body of 100,000 "[").
             except (ValueError, UnicodeDecodeError, RecursionError):
                 raise InvalidInput("The body is not valid JSON.", code="malformed_json") from None
-        return self.services.validator.validate(schema, document)
+        return self.services.validator.validate_request(schema, document)
 
     async def large_json_body(self, schema):
         """json_body for bodies that can be large (an event with a venue polygon): above

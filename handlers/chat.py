@@ -320,7 +320,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             raise _frame_error("unknown_type", f"Unknown frame type; known ones: {', '.join(FRAME_SCHEMAS)}.")
         try:
             if not _plainly_valid_send(frame):
-                self.services.validator.validate(schema, frame)
+                self.services.validator.validate_request(schema, frame)
         except InvalidInput as e:
             raise InvalidInput("The frame does not have the expected shape.",
                                errors=e.extra.get("errors"), code="invalid_frame") from None
