@@ -40,8 +40,8 @@ def refuse_unknown_query(arguments, declared):
                        "message": f"unknown query parameter; did you mean {meant}?" if meant
                        else "unknown query parameter",
                        **({"suggestion": meant} if meant else {})})
-    named = ", ".join(error["path"] + (f" (did you mean {error['suggestion']}?)" if "suggestion" in error else "")
-                      for error in errors)
+    named = ", ".join((error["path"] or "(empty name)") + (
+        f" (did you mean {error['suggestion']}?)" if "suggestion" in error else "") for error in errors)
     takes = f"This operation takes {', '.join(accepted)}." if accepted else "This operation takes none."
     raise InvalidInput(f"Unknown query parameter{'s' if len(errors) > 1 else ''} {named}. {takes}",
                        errors=errors, code="unknown_query_parameter", accepted=accepted)

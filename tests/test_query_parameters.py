@@ -95,6 +95,14 @@ async def test_the_values_of_unknown_parameters_are_never_quoted(api):
     assert token not in str(error)
 
 
+async def test_a_parameter_without_a_name_or_a_value_is_unknown_too(api):
+    _, token = await api.register()
+    for query in ("=1", "verbose", "lat=1&=2"):
+        reply = await api.call("GET", f"/api/v1/events?{query}", token=token)
+        assert (reply.status, reply.json["code"]) == (400, "unknown_query_parameter"), (query, reply)
+    assert "(empty name)" in reply.json["message"]
+
+
 async def test_a_very_long_parameter_name_is_not_echoed_whole(api):
     _, token = await api.register()
     reply = await api.call("GET", "/api/v1/events?" + "x" * 5000 + "=1", token=token)
