@@ -14,8 +14,8 @@ import math
 import re
 
 from domain.errors import InvalidInput
-from domain.paging import DEFAULT_PAGE_SIZE, ID_PATTERN, Page, parse_page_size
-from domain.times import UTC, epoch_ms, from_epoch_ms, parse_iso
+from domain.paging import CURSOR_RULE, DEFAULT_PAGE_SIZE, ID_PATTERN, Page, parse_page_size
+from domain.times import ISO_TIME_RULE, UTC, epoch_ms, from_epoch_ms, parse_iso
 
 DEFAULT_RADIUS_KM, MAX_RADIUS_KM = 10.0, 500.0
 MAX_TEXT_LENGTH, MAX_CATEGORY_LENGTH = 100, 50
@@ -45,7 +45,7 @@ class Cursor:
     @classmethod
     def decode(cls, text):
         if not re.fullmatch(CURSOR_PATTERN, text):
-            raise _invalid("cursor", f"must be a next_cursor of this list ({CURSOR_PATTERN})")
+            raise _invalid("cursor", CURSOR_RULE)
         position, last_id = text.rsplit("-", 1)
         return cls(float(position), last_id)
 
@@ -139,13 +139,13 @@ def _time(text):
     # An unencoded "+01:00" offset reaches us as " 01:00"; take it as the client meant it.
     moment = parse_iso(_UNENCODED_PLUS.sub(r"+\1", text))
     if moment is None:
-        raise ValueError("must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
+        raise ValueError(f"must be {ISO_TIME_RULE}")
     return moment
 
 
 def _id(text):
     if not re.fullmatch(ID_PATTERN, text):
-        raise ValueError("must be a 24-hex id")
+        raise ValueError("must be a user id: 24 characters, 0-9 and a-f")
     return text
 
 

@@ -22,8 +22,8 @@ class InvalidInput(DomainError):
     code = "invalid_input"
     message = "The request is not valid."
 
-    def __init__(self, message=None, errors=None, code=None):
-        super().__init__(message, code, **({"errors": errors} if errors else {}))
+    def __init__(self, message=None, errors=None, code=None, **extra):
+        super().__init__(message, code, **({"errors": errors} if errors else {}), **extra)
 
 
 class NotAuthenticated(DomainError):

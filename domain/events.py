@@ -26,7 +26,7 @@ from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
 from domain import repositories
 from domain.repositories import EventWindow
-from domain.times import UTC, as_utc, parse_iso, to_iso, utcnow
+from domain.times import ISO_TIME_RULE, UTC, as_utc, parse_iso, to_iso, utcnow
 
 log = logging.getLogger("events")
 
@@ -98,7 +98,7 @@ def _bad(path, message, text="The event is not valid."):
 def _parse_time(text, path):
     moment = parse_iso(text)
     if moment is None:
-        raise _bad(path, "must be an ISO 8601 time with an offset, e.g. 2026-12-01T18:30:00Z")
+        raise _bad(path, f"must be {ISO_TIME_RULE}")
     return moment
 
 

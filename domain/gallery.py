@@ -27,7 +27,7 @@ import re
 
 from domain.activities import PHOTO_UPLOADED, record_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Unavailable
-from domain.paging import Page
+from domain.paging import CURSOR_RULE, Page
 from domain.photos import event_key_prefix, new_object_key
 from domain.times import to_iso, utcnow
 
@@ -179,5 +179,5 @@ def photo_position(cursor):
     """The gallery position a cursor points before."""
     if not re.fullmatch(PHOTO_CURSOR_PATTERN, cursor):
         raise InvalidInput("The cursor is not valid; start again without one.", code="invalid_cursor", errors=[
-            {"path": "cursor", "message": f"must be a next_cursor of this list ({PHOTO_CURSOR_PATTERN})"}])
+            {"path": "cursor", "message": CURSOR_RULE}])
     return int(cursor)

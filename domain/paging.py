@@ -12,6 +12,9 @@ DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE = 20, 100
 # Every record id has this shape (domain/repositories.py); a list in id order pages by the last
 # id shown, so its cursors have it too.
 ID_PATTERN = r"^[0-9a-f]{24}$"
+# What a bad cursor is told: the pattern of a list's cursors is in the OpenAPI document, and a
+# regular expression is no help to the person reading the error.
+CURSOR_RULE = "must be the next_cursor of a page of this list, as it was given"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import re
 
 from domain.activities import FOLLOW, SUMMARIES, record_activity, withdraw_activity
 from domain.errors import InvalidInput, NotFound
-from domain.paging import ID_PATTERN, Page
+from domain.paging import CURSOR_RULE, ID_PATTERN, Page
 from domain.times import EPOCH, as_utc, epoch_ms, from_epoch_ms, to_iso
 from domain.users import public_user
 
@@ -32,7 +32,7 @@ FEED_KINDS = list(SUMMARIES)
 def user_position(cursor):
     """The user id a user-list cursor points after."""
     if not re.fullmatch(USER_CURSOR_PATTERN, cursor):
-        raise _bad_cursor(USER_CURSOR_PATTERN)
+        raise _bad_cursor()
     return cursor
 
 
@@ -43,14 +43,14 @@ def feed_cursor(activity):
 def feed_position(cursor):
     """The (timestamp, activity id) a feed cursor points after."""
     if not re.fullmatch(FEED_CURSOR_PATTERN, cursor):
-        raise _bad_cursor(FEED_CURSOR_PATTERN)
+        raise _bad_cursor()
     milliseconds, activity_id = cursor.split("-")
     return from_epoch_ms(int(milliseconds)), activity_id
 
 
-def _bad_cursor(pattern):
+def _bad_cursor():
     return InvalidInput("The cursor is not valid; start again without one.", code="invalid_cursor",
-                        errors=[{"path": "cursor", "message": f"must be a next_cursor of this list ({pattern})"}])
+                        errors=[{"path": "cursor", "message": CURSOR_RULE}])
 
 
 # --- users ---------------------------------------------------------------------------------

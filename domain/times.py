@@ -4,6 +4,8 @@ import datetime
 UTC = datetime.timezone.utc
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=UTC)
 _MILLISECOND = datetime.timedelta(milliseconds=1)
+# How every refusal of an input time words the rule, in a body or a query string alike.
+ISO_TIME_RULE = "an ISO 8601 time with Z or an offset, e.g. 2026-12-03T07:33:43Z"
 
 
 def utcnow():

@@ -3,12 +3,12 @@
 Schema files name themselves by `$id` (their file name) and refer to each other by it, so the
 same files serve validation here and the OpenAPI document's components.
 """
+import difflib
 import functools
 import itertools
 import json
 import math
 import pathlib
-import reprlib
 
 import jsonschema
 import jsonschema._utils  # equal(): JSON equality as the enum keyword has it (1 != true)
@@ -16,11 +16,15 @@ import referencing
 from jsonschema.exceptions import ValidationError
 
 from domain.errors import InvalidInput
+from domain.times import ISO_TIME_RULE
 
 SCHEMA_DIR = pathlib.Path(__file__).resolve().parent.parent / "schemas"
 # Enough to fix a request; a body with thousands of mistakes gets the first ones, not an echo.
 MAX_REPORTED_ERRORS = 20
 MAX_MESSAGE_LENGTH = 200
+# A field name longer than this is shortened in an error's path: the path names the field, it
+# does not echo a megabyte-long key back.
+MAX_PATH_PART = 64
 
 
 def load_schemas(directory=SCHEMA_DIR):
@@ -133,44 +137,143 @@ def _any_of(validator, any_of, instance, schema):
     yield ValidationError("is not valid under any of the allowed forms", context=first_errors)
 
 
-def _too_long(is_over, unit):
-    """maxItems and maxLength without quoting the value: jsonschema's message is the repr of the
-    whole array or string, ~20 ms of the loop for a 100,000-position array."""
+def _too_long(keyword, is_over):
+    """maxItems and maxLength without building jsonschema's message, which is the repr of the whole
+    array or string: ~20 ms of the loop for a 100,000-position array."""
     def check(validator, limit, instance, schema):
         if is_over(validator, instance, limit):
-            yield ValidationError(f"is too long (at most {limit} {unit})")
+            yield ValidationError(_wording(keyword, limit, schema))
     return check
 
 
-# A value quoted in an error message is quoted short: jsonschema quotes it whole, and the repr of
-# a 100,000-position array where a null or a string belongs takes longer than the 20 ms budget.
-_quoting = reprlib.Repr()
-_quoting.maxlevel, _quoting.maxlist, _quoting.maxdict, _quoting.maxstring, _quoting.maxother = 2, 4, 4, 60, 60
-_short = _quoting.repr
+def _listed(types):
+    return types if isinstance(types, list) else [types]
 
 
 def _type(validator, types, instance, schema):
-    types = types if isinstance(types, list) else [types]
+    types = _listed(types)
     if not any(validator.is_type(instance, kind) for kind in types):
-        yield ValidationError(f"{_short(instance)} is not of type {', '.join(map(repr, types))}")
+        yield ValidationError(_wording("type", types, schema))
 
 
 def _enum(validator, choices, instance, schema):
     if not any(jsonschema._utils.equal(choice, instance) for choice in choices):
-        yield ValidationError(f"{_short(instance)} is not one of {_short(choices)}")
+        yield ValidationError(_wording("enum", choices, schema))
+
+
+def _required(validator, required, instance, schema):
+    # The error's path is the missing field's own, as it is for a field that is there but wrong.
+    if validator.is_type(instance, "object"):
+        for name in required:
+            if name not in instance:
+                yield ValidationError("is required", path=[name])
+
+
+def _additional_properties(validator, allowed, instance, schema):
+    """One error per unknown field, at its own path, with the known field it most likely meant."""
+    if allowed is not False or not validator.is_type(instance, "object"):
+        yield from jsonschema.Draft202012Validator.VALIDATORS["additionalProperties"](
+            validator, allowed, instance, schema)
+        return
+    known = schema.get("properties", {})
+    writable = [name for name, field in known.items() if not field.get("readOnly")]
+    for name in instance:
+        if name not in known:
+            meant = closest_name(name, writable)
+            yield ValidationError(f"unknown field; did you mean {meant}?" if meant else "unknown field", path=[name])
+
+
+def _worded(keyword, check=None):
+    """`keyword`'s check (or `check`), its error worded for people: the rule, never the value."""
+    check = check or jsonschema.Draft202012Validator.VALIDATORS[keyword]
+
+    def worded(validator, value, instance, schema):
+        if next(check(validator, value, instance, schema), None) is not None:
+            yield ValidationError(_wording(keyword, value, schema))
+    return worded
+
+
+# The messages say what the field must be, from the schema alone, and never quote the value
+# sent: the client has it; a quoted password, reset token or email lands in client logs, crash
+# reports and screenshots; and quoting a 100,000-position array costs the loop more than parsing
+# it. So no secret field needs a list of its own, and no message is longer for a longer value.
+_TYPE_WORDS = {"string": "a string", "number": "a number", "integer": "a whole number", "boolean": "true or false",
+               "object": "an object", "array": "a list", "null": "null"}
+_PLURAL = {"characters": "character", "items": "item", "fields": "field"}
+
+
+def _amount(count, unit):
+    return f"{count} {_PLURAL[unit] if count == 1 else unit}"
+
+
+def _number(value):
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _range(schema):
+    kind = "a whole number" if "integer" in _listed(schema.get("type", [])) else "a number"
+    if "minimum" in schema and "maximum" in schema:
+        return f"must be {kind} from {_number(schema['minimum'])} to {_number(schema['maximum'])}"
+    if "minimum" in schema:
+        return f"must be {kind} of at least {_number(schema['minimum'])}"
+    return f"must be {kind} of at most {_number(schema['maximum'])}"
+
+
+_WORDING = {
+    "type": lambda types, schema: "must be " + " or ".join(_TYPE_WORDS.get(kind, kind) for kind in types),
+    "enum": lambda choices, schema: "must be one of " + ", ".join(json.dumps(choice) for choice in choices),
+    "const": lambda value, schema: f"must be {json.dumps(value)}",
+    "minLength": lambda limit, schema: f"must be at least {_amount(limit, 'characters')}" if limit > 1
+    else "must not be empty",
+    "maxLength": lambda limit, schema: f"must be at most {_amount(limit, 'characters')}",
+    "minItems": lambda limit, schema: f"must have at least {_amount(limit, 'items')}",
+    "maxItems": lambda limit, schema: f"must have at most {_amount(limit, 'items')}",
+    "minProperties": lambda limit, schema: f"must have at least {_amount(limit, 'fields')}" + (
+        " besides the read-only ones" if any(rule.get("readOnly") for rule in schema.get("properties", {}).values())
+        else ""),
+    "minimum": lambda limit, schema: _range(schema),
+    "maximum": lambda limit, schema: _range(schema),
+    "format": lambda name, schema: f"must be {ISO_TIME_RULE}" if name == "date-time" else f"must be a valid {name}",
+    # Never the pattern itself: a regular expression teaches few people what to send.
+    "pattern": lambda pattern, schema: schema[PATTERN_WORDING],
+}
+# Every `pattern` in schemas/ says in words what it asks for, under this key (an OpenAPI
+# specification extension: tools that do not know it ignore it, as JSON Schema does).
+PATTERN_WORDING = "x-pattern-message"
+
+
+def _wording(keyword, value, schema):
+    return _WORDING[keyword](value, schema)
 
 
 _CappedValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, {
     "type": _type,
     "enum": _enum,
+    "required": _required,
+    "additionalProperties": _additional_properties,
     "items": _items,
     "anyOf": _any_of,
-    "maxItems": _too_long(_array_over, "items"),
-    "maxLength": _too_long(_string_over, "characters"),
+    "maxItems": _too_long("maxItems", _array_over),
+    "maxLength": _too_long("maxLength", _string_over),
     "prefixItems": _within_length("prefixItems", "maxItems", _array_over),
-    "pattern": _within_length("pattern", "maxLength", _string_over),
-    "format": _within_length("format", "maxLength", _string_over),
+    "pattern": _worded("pattern", _within_length("pattern", "maxLength", _string_over)),
+    "format": _worded("format", _within_length("format", "maxLength", _string_over)),
+    **{keyword: _worded(keyword) for keyword in ("const", "minLength", "minItems", "minProperties", "minimum",
+                                                 "maximum")},
 })
+
+
+def closest_name(name, known, aliases=None):
+    """The name in `known` that `name` most likely meant: its alias (`radius` -> `radius_km`),
+    else the closest spelling, ignoring case; None when nothing is close."""
+    meant = (aliases or {}).get(name.lower())
+    if meant in known:
+        return meant
+    if len(name) > MAX_PATH_PART:
+        return None
+    by_lower = {candidate.lower(): candidate for candidate in known}
+    found = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[found[0]] if found else None
 
 
 class Validator:
@@ -180,10 +283,26 @@ class Validator:
             (f"{name}.json", referencing.Resource.from_contents(schema, referencing.jsonschema.DRAFT202012))
             for name, schema in schemas.items())
         self._validators = {}
+        self._read_only = {}
         for name, schema in schemas.items():
             _CappedValidator.check_schema(schema)
+            _check_patterns_worded(name, schema)
             self._validators[name] = _CappedValidator(
                 schema, registry=registry, format_checker=_CappedValidator.FORMAT_CHECKER)
+            self._read_only[name] = frozenset(
+                field for field, rule in schema.get("properties", {}).items() if rule.get("readOnly"))
+
+    def validate_request(self, name, document):
+        """validate() for a document a client sent: without its read-only fields.
+
+        A top-level field the schema marks `readOnly` (the server's own: an event's id, organizer,
+        counts) is dropped unchecked, as if it had not been sent, so that an object can be sent back
+        as it was fetched; dropped, it cannot change anything, whatever its value. Any other field
+        the schema does not know is still refused."""
+        ignored = self._read_only[name]
+        if ignored and isinstance(document, dict):
+            document = {field: value for field, value in document.items() if field not in ignored}
+        return self.validate(name, document)
 
     def validate(self, name, document):
         """Returns the document when it fits schemas/<name>.json, else raises InvalidInput listing why."""
@@ -196,17 +315,30 @@ class Validator:
         return document
 
 
+def _check_patterns_worded(name, node):
+    """Refuses a schema with a `pattern` that does not say in words what it asks for."""
+    if isinstance(node, dict):
+        if isinstance(node.get("pattern"), str) and not isinstance(node.get(PATTERN_WORDING), str):
+            raise ValueError(f"schemas/{name}.json: a pattern without its {PATTERN_WORDING}")
+        node = list(node.values())
+    for child in node if isinstance(node, list) else ():
+        _check_patterns_worded(name, child)
+
+
 def _describe(error):
     if error.validator == "anyOf" and error.context:
-        # The alternative the value went furthest into is the one meant (a polygon, not null).
-        error = max(error.context, key=lambda alternative: len(alternative.absolute_path))
-    path = "".join(f"/{part}" for part in error.absolute_path)
-    if error.validator == "additionalProperties":
-        allowed = set(error.schema.get("properties", {}))
-        unexpected = sorted(k for k in error.instance if k not in allowed)
-        return {"path": f"{path}/{unexpected[0]}" if unexpected else path or "/",
-                "message": f"unknown field: {', '.join(unexpected)}"[:MAX_MESSAGE_LENGTH]}
-    message = error.message
-    if len(message) > MAX_MESSAGE_LENGTH:  # jsonschema quotes the whole offending value; keep the answer short
-        message = f"{error.validator} {error.validator_value!r} failed"[:MAX_MESSAGE_LENGTH]
-    return {"path": path or "/", "message": message}
+        if all(alternative.validator == "type" for alternative in error.context):
+            # Of none of the types: "must be an object or null", not the first type alone.
+            types = [kind for alternative in error.context for kind in _listed(alternative.validator_value)]
+            error.message = _wording("type", types, error.schema)
+        else:
+            # The alternative the value went furthest into is the one meant (a polygon, not null).
+            error = max(error.context, key=lambda alternative: len(alternative.absolute_path))
+    path = "".join(f"/{shortened_name(part)}" for part in error.absolute_path)
+    return {"path": path or "/", "message": error.message[:MAX_MESSAGE_LENGTH]}
+
+
+def shortened_name(part):
+    """A field or parameter name as an error shows it: whole, unless it is longer than any real one."""
+    part = str(part)
+    return part if len(part) <= MAX_PATH_PART else part[:MAX_PATH_PART] + "…"

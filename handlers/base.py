@@ -11,6 +11,7 @@ import tornado.web
 from domain.errors import Forbidden, InvalidInput, NotAuthenticated, TooLarge, UnsupportedMediaType
 from handlers.errors import error_response, write_error_response
 from handlers.logs import request_id_var
+from handlers.query import refuse_unknown_query
 
 log = logging.getLogger("handlers")
 
@@ -173,6 +174,9 @@ class BaseHandler(tornado.web.RequestHandler):
             return
         if self.authentication == "required":
             await self.authenticate()
+        documented = getattr(self, "docs", {}).get(self.request.method.lower())
+        if documented is not None:  # else the method is not served: Tornado's 405 follows
+            refuse_unknown_query(self.request.query_arguments, documented.query)
 
     def data_received(self, chunk):
         if len(self._body) + len(chunk) > self.body_limit():
@@ -208,7 +212,7 @@ class BaseHandler(tornado.web.RequestHandler):
             # RecursionError: nested deeper than the parser goes (a body of 100,000 "[").
             except (ValueError, UnicodeDecodeError, RecursionError):
                 raise InvalidInput("The body is not valid JSON.", code="malformed_json") from None
-        return self.services.validator.validate(schema, document)
+        return self.services.validator.validate_request(schema, document)
 
     async def large_json_body(self, schema):
         """json_body for bodies that can be large (an event with a venue polygon): above

@@ -22,6 +22,7 @@ from domain.ratelimit import TokenBucketLimiter
 from handlers.base import bearer_token, client_address
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.errors import error_response, write_error_response
+from handlers.query import refuse_unknown_query
 
 log = logging.getLogger("chat")
 
@@ -29,6 +30,9 @@ MAX_FRAME_BYTES = 64 * 1024
 CLOSE_GOING_AWAY, CLOSE_TOO_SLOW = 1001, 1013
 CLOSE_TOKEN_REVOKED, CLOSE_NOT_A_MEMBER, CLOSE_EVENT_DELETED = 4401, 4403, 4404
 FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend"}
+# The handshake's query, as the REST operations declare theirs in `docs`: anything else is a 400
+# (e.g. `since`, which belongs in the join_chat frame, would otherwise be dropped unnoticed).
+HANDSHAKE_QUERY = (("token", {"type": "string"}, "The bearer token, for clients that cannot send headers."),)
 SEND_FIELDS = frozenset(("type", "text", "client_msg_id"))
 MAX_CLIENT_MSG_ID = 64  # as in schemas/ChatSend.json
 IDLE, JOINING, JOINED = "idle", "joining", "joined"
@@ -206,6 +210,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         if self.request.headers.get("Upgrade", "").lower() != "websocket":
             raise InvalidInput("This is a WebSocket endpoint: send an Upgrade: websocket request.",
                                code="websocket_required")
+        refuse_unknown_query(self.request.query_arguments, HANDSHAKE_QUERY)
         origin = self.request.headers.get("Origin")
         # Native apps send no Origin; browsers always do, and only listed sites may connect.
         if origin is not None and origin not in self.services.settings.allowed_origins:
@@ -320,7 +325,7 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
             raise _frame_error("unknown_type", f"Unknown frame type; known ones: {', '.join(FRAME_SCHEMAS)}.")
         try:
             if not _plainly_valid_send(frame):
-                self.services.validator.validate(schema, frame)
+                self.services.validator.validate_request(schema, frame)
         except InvalidInput as e:
             raise InvalidInput("The frame does not have the expected shape.",
                                errors=e.extra.get("errors"), code="invalid_frame") from None
@@ -443,6 +448,8 @@ def _unsent_bytes(connection):
 
 CHAT_PROTOCOL = {
     "path": "/ws/chat/{event_id}",
+    "parameters": [{"name": name, "in": "query", "required": False, "schema": schema, "description": text}
+                   for name, schema, text in HANDSHAKE_QUERY],
     "client_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in FRAME_SCHEMAS.items()},
     "server_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in (
         ("recent_messages", "ChatRecentMessages"), ("user_joined", "ChatUserJoined"),
@@ -455,9 +462,10 @@ any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer
 `not_a_member`; or a browser `Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
 event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
 (`shutting_down`, or the database is unavailable), 400 (`websocket_required`: not an upgrade
-request). Requests without `Origin` (native apps) are
-allowed. No compression. The server pings every `chat_ping_interval_seconds` (default 30 s) and
-closes a connection whose pong does not come back within that time.
+request; `unknown_query_parameter`: a query parameter other than `token`). Requests without
+`Origin` (native apps) are allowed. No compression. The server pings every
+`chat_ping_interval_seconds` (default 30 s) and closes a connection whose pong does not come back
+within that time.
 
 **Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`
 from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNewMessage`,

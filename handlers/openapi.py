@@ -12,7 +12,8 @@ from handlers.docs import operation
 
 ENVELOPE_MESSAGE = {"type": "string", "description": "Human-readable outcome."}
 DESCRIPTIONS = {
-    200: "OK", 201: "Created", 204: "No content", 400: "Malformed JSON, a schema violation or a bad parameter",
+    200: "OK", 201: "Created", 204: "No content",
+    400: "Malformed JSON, a schema violation, or a bad or unknown query parameter",
     401: "Missing, bad, expired or revoked token, or wrong credentials",
     403: "Authenticated but not allowed (role or ownership)", 404: "Unknown resource (including a malformed id)",
     409: "State conflict", 413: "Body too large",
@@ -53,9 +54,8 @@ def _components(schemas):
 
 
 def error_statuses(op, has_path_params):
-    statuses = set(op.errors) | {503}
-    if op.request or op.multipart or op.query:
-        statuses.add(400)
+    # 400 for every operation: a query parameter it does not declare is one (unknown_query_parameter).
+    statuses = set(op.errors) | {400, 503}
     if op.request or op.multipart:
         statuses.add(413)
     if op.request:
@@ -122,7 +122,11 @@ def build_openapi(routes, schemas, websocket=None):
             "description": (
                 "REST API and live chat of the events app. Success answers are "
                 "`{message, data}`; errors are `{message, code}` (plus `errors: [{path, message}]` "
-                "for validation). Times are ISO 8601 UTC with `Z`; ids are 24 lowercase hex characters "
+                "for validation, each message naming the rule broken, never quoting the value sent). A "
+                "query parameter an operation does not declare is a 400 `unknown_query_parameter` with "
+                "`accepted` and, per parameter, the `suggestion` likely meant. Fields marked `readOnly` (an "
+                "event's id, organizer, counts) are ignored in PUT and PATCH bodies, so a fetched object can "
+                "be sent back. Times are ISO 8601 UTC with `Z`; ids are 24 lowercase hex characters "
                 "(the old backend's ObjectIds); lists take `limit` (1..100) and an opaque `cursor`. "
                 "JSON bodies are read only as `Content-Type: application/json` (415 `json_required`) and "
                 f"hold at most {MAX_BODY_VALUES:,} values and {MAX_BODY_MEMBERS:,} object members (400 "

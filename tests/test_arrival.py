@@ -143,7 +143,7 @@ async def test_check_in_closes_when_the_event_ends(api):
 
 
 @pytest.mark.parametrize("body, path", [
-    ({}, "/"),
+    ({}, "/location"),
     ({"location": {"type": "Point", "coordinates": [200, 0]}}, "/location/coordinates/0"),
     ({"location": {"type": "Point", "coordinates": PARIS}, "accuracy_m": -1}, "/accuracy_m"),
     ({"location": {"type": "Point", "coordinates": PARIS}, "arrived": True}, "/arrived"),

@@ -66,7 +66,7 @@ async def test_unknown_field_is_a_400_naming_it(api):
     reply = await api.call("POST", "/api/v1/auth/register", {
         "username": "mallory", "email": "m@example.com", "password": PASSWORD, "is_admin": True})
     assert reply.status == 400
-    assert {"path": "/is_admin", "message": "unknown field: is_admin"} in reply.json["errors"]
+    assert {"path": "/is_admin", "message": "unknown field"} in reply.json["errors"]
 
 
 async def test_schema_violations_list_each_path(api):

@@ -70,13 +70,14 @@ async def test_publishing_needs_a_token(api):
     assert reply.status == 401
 
 
+# The stored record's names (organizer_id, rsvps, ...) are no field of the API: a 400 anywhere. The
+# ones an event is shown with (rsvp_count, created_at) are a 400 on create, and ignored on PUT and
+# PATCH: test_an_event_sent_back_as_fetched_changes_nothing_read_only.
 @pytest.mark.parametrize("field, value", [
     ("organizer_id", "5f0c2d1e9b1e8a3d4c5b6a79"),
     ("rsvps", ["5f0c2d1e9b1e8a3d4c5b6a79"]),
-    ("rsvp_count", 0),
     ("arrivals", []),
     ("photo_gallery", ["https://evil.example.com/x.jpg"]),
-    ("created_at", "2020-01-01T00:00:00Z"),
     ("_id", "5f0c2d1e9b1e8a3d4c5b6a79"),
 ])
 async def test_server_owned_fields_in_a_body_are_refused(api, field, value):
@@ -99,7 +100,7 @@ async def test_server_owned_fields_in_a_body_are_refused(api, field, value):
     ({"geofence_radius": 5001}, "/geofence_radius"),
     ({"capacity": 0}, "/capacity"),
     ({"title": "   "}, "/title"),
-    ({"title": ...}, "/"),
+    ({"title": ...}, "/title"),                                     # missing
 ])
 async def test_invalid_event_fields_are_a_400_naming_the_field(api, fields, path):
     _, token = await api.register(role="organizer")
@@ -150,6 +151,53 @@ async def test_the_organizer_changes_any_subset_of_fields_with_put_or_patch(api)
     assert patched.data["updated_at"] >= created["updated_at"]
     put = await api.call("PUT", f"/api/v1/events/{created['id']}", {"capacity": None, "end_date": None}, token=token)
     assert put.status == 200 and put.data["capacity"] is None and put.data["end_date"] is None
+
+
+async def test_an_event_sent_back_as_fetched_changes_nothing_read_only(api):
+    _, token = await api.register(role="organizer")
+    created = await publish(api, token, capacity=10, geofence=SQUARE)
+    _, attendee = await api.register()
+    assert (await api.call("POST", f"/api/v1/events/{created['id']}/rsvp", token=attendee)).status == 200
+    path = f"/api/v1/events/{created['id']}"
+    fetched = (await api.call("GET", path, token=token)).data
+    put = await api.call("PUT", path, {**fetched, "title": "Rooftop jazz, moved"}, token=token)
+    assert put.status == 200, put
+    assert put.data == {**fetched, "title": "Rooftop jazz, moved", "updated_at": put.data["updated_at"]}
+    # As the other lists show it too: nearest first with distance_m, the organizer's own with stats.
+    nearby = (await api.call("GET", f"/api/v1/events?lat={PARIS[1]}&lng={PARIS[0]}", token=token)).data["items"][0]
+    own = (await api.call("GET", "/api/v1/organizer/events", token=token)).data["items"][0]
+    for sent in (nearby, own):
+        reply = await api.call("PATCH", path, sent, token=token)
+        assert reply.status == 200 and reply.data["rsvp_count"] == 1, reply
+
+
+async def test_read_only_fields_are_ignored_whatever_their_values(api):
+    organizer, token = await api.register(role="organizer")
+    created = await publish(api, token, capacity=10)
+    path = f"/api/v1/events/{created['id']}"
+    other, _ = await api.register(role="organizer")
+    forged = {"id": "0" * 24, "organizer": {"id": other["id"], "username": other["username"]}, "rsvp_count": 10,
+              "arrival_count": "many", "photo_count": -1, "is_rsvped": True, "has_arrived": None,
+              "created_at": "1999-01-01T00:00:00Z", "updated_at": [], "distance_m": {"$gt": 0}, "stats": 7}
+    reply = await api.call("PUT", path, {**forged, "capacity": 5}, token=token)
+    assert reply.status == 200, reply
+    shown = (await api.call("GET", path, token=token)).data
+    assert shown == {**created, "capacity": 5, "updated_at": shown["updated_at"]}
+    assert shown["organizer"]["id"] == organizer["id"]
+    # Read-only fields alone change nothing, and are told so.
+    reply = await api.call("PATCH", path, forged, token=token)
+    assert reply.status == 400 and reply.json["errors"] == [
+        {"path": "/", "message": "must have at least 1 field besides the read-only ones"}]
+
+
+async def test_a_field_the_api_does_not_know_is_still_a_400_next_to_read_only_ones(api):
+    _, token = await api.register(role="organizer")
+    created = await publish(api, token)
+    path = f"/api/v1/events/{created['id']}"
+    for method in ("PUT", "PATCH"):
+        reply = await api.call(method, path, {**created, "organizer_id": "0" * 24}, token=token)
+        assert reply.status == 400 and reply.json["errors"] == [{"path": "/organizer_id", "message": "unknown field"}]
+    assert (await api.call("GET", path, token=token)).data == created
 
 
 async def test_a_change_is_checked_against_the_stored_fields(api):
