@@ -738,7 +738,8 @@ async def test_fields_the_server_computes_cannot_be_written_on_an_event(api, wor
     before = (await api.call("GET", path, token=world.owner.token)).data
     rivals_before = (await api.call("GET", rivals, token=world.rival.token)).data
     smuggled = {"id": world.rival_event["id"], "organizer": {"id": world.rival.id, "username": "rival"},
-                "rsvp_count": 0, "arrival_count": 99, "photo_count": 99, "is_rsvped": True, "has_arrived": True,
+                "rsvp_count": 0, "arrival_count": 99, "photo_count": 99, "waitlist_count": 99,
+                "waitlist_position": 1, "is_rsvped": True, "has_arrived": True,
                 "created_at": "2000-01-01T00:00:00Z", "updated_at": "2000-01-01T00:00:00Z", "distance_m": 0,
                 "stats": {"rsvp_count": 0}}
     assert computed <= set(smuggled) | {"stats"}
