@@ -214,10 +214,28 @@ class Events(abc.ABC):
         is lost or made twice, and the RSVPs never exceed the capacity."""
 
     @abc.abstractmethod
-    async def record_arrival(self, event_id, user_id, window, opens_before):
-        """Atomic: records the user's arrival only if they have RSVPed, have not arrived yet,
-        the event started at most `opens_before` (a timedelta) after `window.now` and is not
-        over. Returns whether it recorded it."""
+    async def record_arrival(self, event_id, user_id, window, opens_before, checked_in_by=None):
+        """Atomic: records the user's arrival at `window.now` only if they have RSVPed, have not
+        arrived yet (by either way), the event started at most `opens_before` (a timedelta) after
+        `window.now` and is not over. `checked_in_by`: the id of the organizer who checks the user
+        in by hand, kept with the arrival; None when the user checked in themselves (the
+        geofence). Returns whether it recorded it."""
+
+    ATTENDEE_STATUSES = ("going", "waitlisted", "arrived")
+
+    @abc.abstractmethod
+    async def attendees(self, event_id, status, after_id, limit, user_id=None):
+        """None when there is no such event; else up to `limit` of its attendees, in user id order,
+        whose user ids are after `after_id` (None: from the first): everyone RSVPed or waiting, or
+        only those of `status`; only `user_id` when given. Each attendee has exactly one status:
+        "arrived" (RSVPed and checked in), "going" (RSVPed, not checked in) or "waitlisted".
+
+        An attendee record: user_id, username (None when there is no such user), status,
+        position (1-based place in the waitlist; None unless waitlisted), joined_at (when they
+        RSVPed or joined the waitlist; None where the store does not know it, as for RSVPs the
+        old backend or MongoDB stored), and check_in: None unless arrived, else {method:
+        "geofence" or "organizer", by: the organizer's id (None for the geofence), at: when
+        (None where the store does not know it; always known for an organizer's check-in)}."""
 
     @abc.abstractmethod
     async def is_member(self, event_id, user_id):

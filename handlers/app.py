@@ -13,8 +13,8 @@ from domain.repositories import Store
 from domain.storage import make_storage
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, schema_validator
-from handlers import (auth, chat, docs_page, events, feed, messages, metrics, openapi, ops, photos, reset_page,
-                      users)
+from handlers import (attendees, auth, chat, docs_page, events, feed, messages, metrics, openapi, ops, photos,
+                      reset_page, users)
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -84,8 +84,8 @@ def photo_storage(settings):
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
-    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *photos.ROUTES, *messages.ROUTES, *chat.ROUTES,
-            *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES, *docs_page.ROUTES,
+    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *attendees.ROUTES, *photos.ROUTES, *messages.ROUTES,
+            *chat.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES, *docs_page.ROUTES,
             *reset_page.ROUTES]
 
 

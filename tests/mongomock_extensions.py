@@ -22,6 +22,11 @@ Two aggregation expressions the waitlist's promotion uses: `$slice` whose positi
 expressions (mongomock takes integer literals only; MongoDB evaluates them, and refuses a count
 that is not positive), and `$indexOfArray` (absent from mongomock): the first index at which the
 array holds the value, else -1; a null or missing array gives null.
+
+Two set expressions the attendee lists use, absent from mongomock: `$setIntersection` (the values
+in every array) and `$setDifference` (those of the first array not in the second), each without
+duplicates, null when an argument is null or missing. Their order the manual leaves open, so the
+double returns them shuffled.
 """
 import random
 import uuid
@@ -90,5 +95,29 @@ def _handle_array_operator(parser, operator, value):
 
 
 mongomock.aggregate._Parser._handle_array_operator = _handle_array_operator
+
+_set_operator = mongomock.aggregate._Parser._handle_set_operator
+
+
+def _handle_set_operator(parser, operator, values):
+    if operator not in ("$setIntersection", "$setDifference"):
+        return _set_operator(parser, operator, values)
+    arrays = [parser.parse(value) for value in values]
+    if any(array is None for array in arrays):
+        return None
+    first, others = arrays[0], arrays[1:]
+    if operator == "$setIntersection":
+        kept = [value for value in first if all(value in other for other in others)]
+    else:
+        kept = [value for value in first if value not in others[0]]
+    result = []
+    for value in kept:
+        if value not in result:
+            result.append(value)
+    random.shuffle(result)
+    return result
+
+
+mongomock.aggregate._Parser._handle_set_operator = _handle_set_operator
 mongomock.collection.Collection.aggregate = aggregate
 mongomock.collection.Collection.create_indexes = create_indexes

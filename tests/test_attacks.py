@@ -124,12 +124,12 @@ def takes_json(operation):
 
 
 def filled(path, world):
-    """Each concrete path for a template, over the world's ids for its parameters."""
-    names = re.findall(r"{(\w+)}", path)
-    if not names:
-        return [path]
-    assert len(names) == 1, f"{path}: the first path with two parameters; teach `filled` to fill both"
-    return [path.replace(f"{{{names[0]}}}", value) for value in world.ids(names[0])]
+    """Each concrete path for a template, over the world's ids for its parameters: every
+    combination when it has several ({event_id} and {user_id} of a check-in)."""
+    concrete = [path]
+    for name in re.findall(r"{(\w+)}", path):
+        concrete = [done.replace(f"{{{name}}}", value) for done in concrete for value in world.ids(name)]
+    return concrete
 
 
 def first_filled(path, world):

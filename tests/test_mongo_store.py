@@ -303,6 +303,7 @@ EVERY_METHOD = {
     ("events", "join_waitlist"): lambda s: s.events.join_waitlist(EVENT, USER, window()),
     ("events", "leave_waitlist"): lambda s: s.events.leave_waitlist(EVENT, USER),
     ("events", "record_arrival"): lambda s: s.events.record_arrival(EVENT, USER, window(), OPENS_BEFORE),
+    ("events", "attendees"): lambda s: s.events.attendees(EVENT, None, None, 10),
     ("events", "is_member"): lambda s: s.events.is_member(EVENT, USER),
     ("events", "add_photo"): lambda s: s.events.add_photo(EVENT, "https://photos.example.com/1.jpg", USER, NOW, 10),
     ("events", "photos"): lambda s: s.events.photos(EVENT, None, 10),
@@ -584,6 +585,29 @@ async def test_an_arrival_is_recorded_on_an_old_event_without_arrivals(store, sh
 
     assert (await stored_event(store, event))["arrivals"] == [attendee]
     assert (await store.events.get(str(event), str(attendee)))["has_arrived"] is True
+
+
+@OLD_SHAPES
+async def test_an_old_events_attendees_are_listed_and_checked_in_by_hand_beside_the_old_arrivals(store, shape):
+    organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    walker = await insert_old_user(store.db, 3, shape)
+    event = await insert_old_event(store.db, organizer, shape, rsvps=[attendee, walker])
+    await open_store(store)
+
+    assert [(a["user_id"], a["status"], a["joined_at"]) for a in await store.events.attendees(str(event), None, None, 10)] \
+        == [(str(attendee), "going", None), (str(walker), "going", None)]
+    assert await store.events.record_arrival(str(event), str(attendee), window(), OPENS_BEFORE,
+                                             checked_in_by=str(organizer)) is True
+    assert await store.events.record_arrival(str(event), str(walker), window(), OPENS_BEFORE) is True
+
+    stored = await stored_event(store, event)
+    # The old backend still reads every arrival from `arrivals`.
+    assert stored["arrivals"] == [attendee, walker]
+    assert stored["organizer_check_ins"] == [{"user_id": attendee, "by": organizer, "at": NOW}]
+    shown = await store.events.attendees(str(event), "arrived", None, 10)
+    assert [(a["user_id"], a["check_in"]) for a in shown] == [
+        (str(attendee), {"method": "organizer", "by": str(organizer), "at": NOW}),
+        (str(walker), {"method": "geofence", "by": None, "at": None})]
 
 
 @OLD_SHAPES

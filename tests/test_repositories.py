@@ -1337,6 +1337,145 @@ async def test_record_arrival_of_an_unknown_event_is_false(store):
     assert await store.events.record_arrival(some_id(99), ATTENDEE, window(), OPENS_BEFORE) is False
 
 
+# --- events: attendees and the organizer's check-in ----------------------------------------------------------
+
+ATTENDEE_KEYS = ("user_id", "username", "status", "position", "joined_at", "check_in")
+
+
+async def a_full_house(store):
+    """An event with 2 seats and a waitlist: (event id, {name: user id}) for `going` (RSVPed),
+    `door` (checked in by the organizer), `first` and `second` (waiting in that order), and
+    `ghost`, RSVPed under an id that no user has. The geofence check-in is not in it: it takes
+    the third seat, which `ghost` holds."""
+    users = {name: (await add_user(store, name))["id"] for name in ("going", "door", "first", "second")}
+    event_id = await add_event(store, capacity=3)
+    await rsvped(store, event_id, users["going"], users["door"], STRANGER)
+    assert await store.events.record_arrival(event_id, users["door"], window(), OPENS_BEFORE, checked_in_by=ORGANIZER)
+    for name in ("first", "second"):
+        assert await store.events.join_waitlist(event_id, users[name], window()) is not None
+    return event_id, {**users, "ghost": STRANGER}
+
+
+async def test_attendees_lists_everyone_going_arrived_or_waiting_in_user_id_order(store):
+    event_id, users = await a_full_house(store)
+
+    found = await store.events.attendees(event_id, None, None, 10)
+
+    assert [attendee["user_id"] for attendee in found] == sorted(users.values())
+    for attendee in found:
+        assert_has_keys(attendee, ATTENDEE_KEYS)
+    shown = {attendee["user_id"]: attendee for attendee in found}
+    going, door = shown[users["going"]], shown[users["door"]]
+    assert (going["username"], going["status"], going["position"], going["check_in"]) == ("going", "going", None, None)
+    assert going["joined_at"] in (None, NOW)  # MongoDB's RSVPs are ids only
+    assert (door["status"], door["check_in"]) == ("arrived", {"method": "organizer", "by": ORGANIZER, "at": NOW})
+    assert [(shown[users[name]]["status"], shown[users[name]]["position"], shown[users[name]]["joined_at"])
+            for name in ("first", "second")] == [("waitlisted", 1, NOW), ("waitlisted", 2, NOW)]
+    assert (shown[STRANGER]["username"], shown[STRANGER]["status"]) == (None, "going")
+
+
+async def test_attendees_of_one_status(store):
+    event_id, users = await a_full_house(store)
+
+    def ids(found):
+        return [attendee["user_id"] for attendee in found]
+
+    assert ids(await store.events.attendees(event_id, "going", None, 10)) == sorted([users["going"], STRANGER])
+    assert ids(await store.events.attendees(event_id, "arrived", None, 10)) == [users["door"]]
+    waiting = await store.events.attendees(event_id, "waitlisted", None, 10)
+    assert ids(waiting) == sorted([users["first"], users["second"]])
+    assert {a["user_id"]: a["position"] for a in waiting} == {users["first"]: 1, users["second"]: 2}
+
+
+@pytest.mark.parametrize("status", [None, "going", "arrived", "waitlisted"])
+async def test_attendee_pages_neither_repeat_nor_skip_anyone(store, status):
+    event_id = await add_event(store, capacity=12)
+    people = [some_id(100 + n) for n in range(20)]
+    await rsvped(store, event_id, *people[::-1][:12])
+    for user_id in people[::-1][:6]:
+        assert await store.events.record_arrival(event_id, user_id, window(), OPENS_BEFORE)
+    for user_id in people[::-1][12:]:
+        assert await store.events.join_waitlist(event_id, user_id, window()) is not None
+    everyone = await store.events.attendees(event_id, status, None, 100)
+
+    pages, after = [], None
+    while True:
+        page = await store.events.attendees(event_id, status, after, 3)
+        assert len(page) <= 3
+        if not page:
+            break
+        pages += page
+        after = page[-1]["user_id"]
+
+    assert pages == everyone
+    assert len(everyone) == {None: 20, "going": 6, "arrived": 6, "waitlisted": 8}[status]
+    assert [a["user_id"] for a in everyone] == sorted(a["user_id"] for a in everyone)
+
+
+async def test_attendees_of_one_user(store):
+    event_id, users = await a_full_house(store)
+
+    found = await store.events.attendees(event_id, None, None, 10, user_id=users["second"])
+
+    assert [(a["user_id"], a["status"], a["position"]) for a in found] == [(users["second"], "waitlisted", 2)]
+    assert await store.events.attendees(event_id, "going", None, 10, user_id=users["second"]) == []
+    assert await store.events.attendees(event_id, None, None, 10, user_id=some_id(77)) == []
+    assert await store.events.attendees(event_id, None, None, 10, user_id="nope") == []
+
+
+async def test_attendees_of_an_event_without_any_or_of_no_event(store):
+    event_id = await add_event(store)
+
+    assert await store.events.attendees(event_id, None, None, 10) == []
+    assert await store.events.attendees(event_id, "waitlisted", some_id(5), 10) == []
+    assert await store.events.attendees(some_id(99), None, None, 10) is None
+    assert await store.events.attendees("nope", None, None, 10) is None
+
+
+async def test_an_organizers_check_in_and_a_geofence_arrival_count_once_either_way_round(store):
+    event_id = await add_event(store)
+    by_hand, by_fence = some_id(10), some_id(11)
+    await rsvped(store, event_id, by_hand, by_fence)
+
+    assert await store.events.record_arrival(event_id, by_hand, window(), OPENS_BEFORE, checked_in_by=ORGANIZER)
+    assert await store.events.record_arrival(event_id, by_hand, window(), OPENS_BEFORE) is False
+    assert await store.events.record_arrival(event_id, by_fence, window(), OPENS_BEFORE)
+    assert await store.events.record_arrival(event_id, by_fence, window(), OPENS_BEFORE,
+                                             checked_in_by=ORGANIZER) is False
+
+    event = await store.events.get(event_id, by_hand)
+    assert (event["arrival_count"], event["has_arrived"]) == (2, True)
+    methods = {a["user_id"]: a["check_in"]["method"] for a in await store.events.attendees(event_id, None, None, 10)}
+    assert methods == {by_hand: "organizer", by_fence: "geofence"}
+
+
+async def test_an_organizers_check_in_keeps_every_rule_of_an_arrival(store):
+    not_open = await add_event(store, date=NOW + OPENS_BEFORE + MILLISECOND)
+    await rsvped(store, not_open, ATTENDEE)
+    open_one = await add_event(store)
+
+    assert await store.events.record_arrival(not_open, ATTENDEE, window(), OPENS_BEFORE, checked_in_by=ORGANIZER) \
+        is False
+    assert await store.events.record_arrival(open_one, ATTENDEE, window(), OPENS_BEFORE, checked_in_by=ORGANIZER) \
+        is False
+    assert await store.events.attendees(open_one, None, None, 10) == []
+
+
+async def test_a_released_seat_takes_the_organizers_check_in_with_it(store):
+    event_id = await add_event(store)
+    await rsvped(store, event_id, ATTENDEE)
+    assert await store.events.record_arrival(event_id, ATTENDEE, window(), OPENS_BEFORE, checked_in_by=ORGANIZER)
+
+    assert await store.events.release_seat(event_id, ATTENDEE, window()) is not None
+    await rsvped(store, event_id, ATTENDEE)
+    assert await store.events.record_arrival(event_id, ATTENDEE, window(), OPENS_BEFORE)
+
+    (attendee,) = await store.events.attendees(event_id, None, None, 10)
+    assert (attendee["status"], attendee["check_in"]["method"], attendee["check_in"]["by"]) == \
+        ("arrived", "geofence", None)
+    assert (await store.events.get(event_id))["arrival_count"] == 1
+
+
 async def test_is_member_holds_the_organizer_and_rsvped_users(store):
     event_id = await add_event(store)
     await rsvped(store, event_id, ATTENDEE)

@@ -5,7 +5,10 @@ An event document keeps the old backend's shape (`location` GeoJSON, `organizer_
 arrays `rsvps` and `arrivals`, `photo_gallery`: photo URLs in upload order, `geofence_radius`,
 `created_at`) plus `end_date`, `geofence`, `capacity`, `updated_at`, `rsvp_count`, `photos`
 (who uploaded each URL, and when), `waitlist_enabled`, `waitlist` (the users waiting, as
-{user_id, at} in the order they joined) and `last_promoted` (see `_promotion`). Events the old
+{user_id, at} in the order they joined), `last_promoted` (see `_promotion`) and
+`organizer_check_ins` ({user_id, by, at} for each arrival an organizer checked in by hand; the
+ids of everyone arrived, however, stay in `arrivals`, which the old backend reads: an entry here
+only says how an arrival in `arrivals` was made, and is pushed by the same update). Events the old
 backend wrote may lack any of the additions: their `rsvp_count` is the length of `rsvps`, their
 waitlist is empty and enabled, the others read as None. Arrays, theirs and the users', are read
 and changed by the rule of storage/mongo/arrays.py (null or absent is empty).
@@ -39,6 +42,8 @@ _ARRIVALS = array("arrivals")
 _GALLERY = array("photo_gallery")
 _PHOTOS = array("photos")
 _WAITLIST = array("waitlist")
+_CHECK_INS = array("organizer_check_ins")
+_WAITING_IDS = {"$map": {"input": _WAITLIST, "in": "$$this.user_id"}}
 # The stored count, or the array's length for events the old backend wrote.
 _RSVP_COUNT = {"$ifNull": ["$rsvp_count", {"$size": _RSVPS}]}
 # $geoNear's distance and domain.geo.distance_m are one formula computed in two ways, which may
@@ -286,6 +291,56 @@ class Events(Repository, repositories.Events):
             [{"$match": {"_id": event}}, {"$project": {"member": member}}]).to_list(None)
         return found[0]["member"] if found else None
 
+    async def attendees(self, event_id, status, after_id, limit, user_id=None):
+        """Two reads: the page's ids (the arrays are sorted next to the data, never sent), then
+        what the page's users are (arrived, how; waiting, where). Someone who leaves between the two
+        reads is shown as they were. MongoDB knows no time for an RSVP, nor for an arrival by the
+        geofence: the old backend's arrays hold ids only."""
+        event = object_id(event_id)
+        if event is None:
+            return None
+        candidates = {"going": {"$setDifference": [_RSVPS, _ARRIVALS]},
+                      "arrived": {"$setIntersection": [_RSVPS, _ARRIVALS]},
+                      "waitlisted": _WAITING_IDS,
+                      None: {"$setUnion": [_RSVPS, _WAITING_IDS]}}[status]
+        after = object_id(after_id) if after_id else None
+        only = object_id(user_id) if user_id is not None else None
+        conditions = ([{"$gt": ["$$this", after]}] if after is not None else []) + \
+            ([{"$eq": ["$$this", only]}] if user_id is not None else [])
+        if conditions:
+            candidates = {"$filter": {"input": candidates, "cond": _all_of(conditions)}}
+        found = await self._events.aggregate([
+            {"$match": {"_id": event}}, {"$project": {"user": candidates}},
+            # An event without any (or none left after the cursor) still gives one document.
+            {"$unwind": {"path": "$user", "preserveNullAndEmptyArrays": True}},
+            {"$sort": {"user": 1}}, {"$limit": limit},
+        ]).to_list(None)
+        if not found:
+            return None
+        page = [document["user"] for document in found if document.get("user") is not None]
+        if not page:
+            return []
+        found = await self._events.aggregate([
+            {"$match": {"_id": event}},
+            {"$project": {"arrived": {"$setIntersection": [{"$literal": page}, _ARRIVALS]},
+                          "check_ins": {"$filter": {"input": _CHECK_INS,
+                                                    "cond": {"$in": ["$$this.user_id", {"$literal": page}]}}},
+                          "waiting": {"$filter": {"input": _WAITLIST,
+                                                  "cond": {"$in": ["$$this.user_id", {"$literal": page}]}}},
+                          "positions": {"$map": {"input": {"$literal": page},
+                                                 "in": {"$indexOfArray": [_WAITING_IDS, "$$this"]}}}}},
+        ]).to_list(None)
+        if not found:
+            return None  # deleted between the two reads
+        details = found[0]
+        arrived = set(details["arrived"])
+        check_ins = {entry["user_id"]: entry for entry in details["check_ins"]}
+        joined = {entry["user_id"]: entry.get("at") for entry in details["waiting"]}
+        names = {user["_id"]: user.get("username") async for user in
+                 self._users.find({"_id": {"$in": page}}, {"username": 1})}
+        return [_attendee(user, names.get(user), index, user in arrived, check_ins.get(user), joined.get(user))
+                for user, index in zip(page, details["positions"])]
+
     async def photos(self, event_id, before, limit):
         """Two small reads: the arrays' lengths, then only the page's slice of each (a full
         gallery is thousands of URLs).
@@ -442,23 +497,30 @@ class Events(Repository, repositories.Events):
         # first waiting users take the seat it frees.
         promoted = await self._promoting(
             event, {"_id": event, "rsvps": user, **_not_over(window)},
-            [{"$set": {"rsvps": pulled("rsvps", user), "arrivals": pulled("arrivals", user)}}])
+            [{"$set": {"rsvps": pulled("rsvps", user), "arrivals": pulled("arrivals", user),
+                       "organizer_check_ins": {"$filter": {"input": _CHECK_INS,
+                                                           "cond": {"$ne": ["$$this.user_id", user]}}}}}])
         if promoted is None:
             return None
         await self._users.update_one({"_id": user}, [{"$set": {"rsvped_events": pulled("rsvped_events", event)}}])
         record = await self._one(event, user)
         return None if record is None else {**record, "promoted": promoted}
 
-    async def record_arrival(self, event_id, user_id, window, opens_before):
+    async def record_arrival(self, event_id, user_id, window, opens_before, checked_in_by=None):
         event, user = object_id(event_id), object_id(user_id)
         if event is None or user is None:
             return False
+        changes = {"arrivals": pushed("arrivals", user)}
+        if checked_in_by is not None:
+            # How it was made, in the same update as the arrival itself.
+            changes["organizer_check_ins"] = pushed(
+                "organizer_check_ins", {"user_id": user, "by": object_id(checked_in_by), "at": window.now})
         # RSVPed, not arrived yet, open (started at most opens_before from now) and not over: all
         # in the filter of the one update that records the arrival.
         arrived = await self._events.update_one(
             {"_id": event, "rsvps": user, "arrivals": {"$ne": user},
              "date": {"$lte": window.now + opens_before}, **_not_over(window)},
-            [{"$set": {"arrivals": pushed("arrivals", user)}}])
+            [{"$set": changes}])
         return arrived.matched_count == 1
 
     async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
@@ -486,6 +548,17 @@ def _slice(array, start, end):
     """Aggregation: the array's items at positions start to end (excluded). $slice wants a
     positive count, so an empty range is an empty array."""
     return {"$slice": [array, start, end - start]} if end > start else {"$literal": []}
+
+
+def _attendee(user, username, index, arrived, check_in, joined_at):
+    """An attendee record from what `attendees` read of one user."""
+    shown = None
+    if arrived:
+        shown = {"method": "geofence", "by": None, "at": None} if check_in is None else \
+            {"method": "organizer", "by": id_text(check_in.get("by")), "at": aware(check_in.get("at"))}
+    status = "waitlisted" if index >= 0 else "arrived" if arrived else "going"
+    return {"user_id": id_text(user), "username": username, "status": status,
+            "position": index + 1 if index >= 0 else None, "joined_at": aware(joined_at), "check_in": shown}
 
 
 def _photo_record(url, entry):

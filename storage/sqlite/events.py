@@ -120,9 +120,12 @@ class Events(Repository, repositories.Events):
     async def release_seat(self, event_id, user_id, window):
         return await self._database.write(_release_seat, event_id, user_id, window_parameters(window), self.MAX_RSVPS)
 
-    async def record_arrival(self, event_id, user_id, window, opens_before):
+    async def record_arrival(self, event_id, user_id, window, opens_before, checked_in_by=None):
         return await self._database.write(_record_arrival, event_id, user_id, window_parameters(window),
-                                          ms_delta(opens_before))
+                                          ms_delta(opens_before), checked_in_by)
+
+    async def attendees(self, event_id, status, after_id, limit, user_id=None):
+        return await self._database.read(_attendees, event_id, status, after_id, limit, user_id)
 
     async def is_member(self, event_id, user_id):
         return await self._database.read(_is_member, event_id, user_id)
@@ -242,6 +245,48 @@ def _is_member(connection, event_id, user_id):
     return None if row is None else bool(row[0])
 
 
+# An event's RSVPs with their arrivals, as attendees (the status is filled in by `_attendees`).
+RSVPED = """SELECT rsvps.user_id, rsvps.rsvped_at, NULL, arrivals.user_id IS NOT NULL, arrivals.arrived_at,
+        arrivals.checked_in_by
+    FROM rsvps LEFT JOIN arrivals ON arrivals.event_id = rsvps.event_id AND arrivals.user_id = rsvps.user_id
+    WHERE rsvps.event_id = :event"""
+# Its waitlist, each with their place in line: the whole line is numbered (at most MAX_WAITLIST
+# rows, by its primary key), then cut at the cursor.
+WAITING = """SELECT user_id, joined_at, position, 0, NULL, NULL FROM (
+        SELECT user_id, joined_at, row_number() OVER (ORDER BY ticket) AS position
+        FROM waitlist WHERE event_id = :event)
+    WHERE 1"""
+
+
+def _attendees(connection, event_id, status, after_id, limit, user_id):
+    if connection.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
+        return None
+    parameters = {"event": event_id, "after": after_id or "", "only": user_id, "limit": limit}
+    cut = " AND user_id > :after" + (" AND user_id = :only" if user_id is not None else "")
+    parts = []
+    if status in (None, "going", "arrived"):
+        arrived = {None: "", "going": " AND arrivals.user_id IS NULL", "arrived": " AND arrivals.user_id IS NOT NULL"}
+        parts.append(RSVPED + arrived[status] + cut.replace("user_id", "rsvps.user_id"))
+    if status in (None, "waitlisted"):
+        parts.append(WAITING + cut)
+    # Each part reads a page at most, through its (event_id, user_id) key, before they are merged.
+    pages = " UNION ALL ".join(f"SELECT * FROM ({part} ORDER BY 1 LIMIT :limit)" for part in parts)
+    rows = connection.execute(
+        f"""SELECT page.*, users.username FROM ({pages}) AS page LEFT JOIN users ON users.id = page.user_id
+            ORDER BY page.user_id LIMIT :limit""", parameters)
+    return [_attendee(*row) for row in rows]
+
+
+def _attendee(user_id, joined_at, position, arrived, arrived_at, checked_in_by, username):
+    check_in = None
+    if arrived:
+        check_in = {"method": "geofence" if checked_in_by is None else "organizer", "by": checked_in_by,
+                    "at": from_ms(arrived_at)}
+    status = "waitlisted" if position is not None else "arrived" if arrived else "going"
+    return {"user_id": user_id, "username": username, "status": status, "position": position,
+            "joined_at": from_ms(joined_at), "check_in": check_in}
+
+
 def _photos(connection, event_id, before, limit):
     row = connection.execute("SELECT photo_count FROM events WHERE id = ?", (event_id,)).fetchone()
     if row is None:
@@ -289,8 +334,10 @@ def _update(connection, event_id, organizer_id, changes, expected, max_rsvps):
     changed = connection.execute(f"UPDATE events SET {', '.join(assignments)} WHERE {where}", parameters)
     if changed.rowcount != 1:
         return None
-    # Only the capacity decides how many seats there are.
-    return _promote(connection, event_id, max_rsvps) if "capacity" in changes else []
+    # Only the capacity decides how many seats there are. The promoted got them at the update's time.
+    if "capacity" not in changes:
+        return []
+    return _promote(connection, event_id, max_rsvps, to_ms(changes.get("updated_at")))
 
 
 def _delete(connection, event_id, organizer_id):
@@ -310,7 +357,8 @@ def _take_seat(connection, event_id, user_id, window, max_rsvps):
                 AND NOT EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)""", parameters)
     if taken.rowcount != 1:
         return None
-    connection.execute("INSERT INTO rsvps (event_id, user_id) VALUES (?, ?)", (event_id, user_id))
+    connection.execute("INSERT INTO rsvps (event_id, user_id, rsvped_at) VALUES (?, ?, ?)",
+                       (event_id, user_id, window["now"]))
     return _get(connection, event_id, user_id)
 
 
@@ -340,9 +388,9 @@ def _leave_waitlist(connection, event_id, user_id):
     return _get(connection, event_id, user_id)
 
 
-def _promote(connection, event_id, max_rsvps):
-    """Moves the first waiting users into the event's free seats, in the caller's transaction;
-    returns their ids in line order."""
+def _promote(connection, event_id, max_rsvps, now):
+    """Moves the first waiting users into the event's free seats, RSVPed at `now` (milliseconds), in
+    the caller's transaction; returns their ids in line order."""
     promoted = [user_id for (user_id,) in connection.execute(
         f"""SELECT user_id FROM waitlist WHERE event_id = :event ORDER BY ticket
             LIMIT max(0, (SELECT {SEATS} - rsvp_count FROM events WHERE id = :event))""",
@@ -350,8 +398,8 @@ def _promote(connection, event_id, max_rsvps):
     if promoted:
         connection.executemany("DELETE FROM waitlist WHERE event_id = ? AND user_id = ?",
                                [(event_id, user_id) for user_id in promoted])
-        connection.executemany("INSERT INTO rsvps (event_id, user_id) VALUES (?, ?)",
-                               [(event_id, user_id) for user_id in promoted])
+        connection.executemany("INSERT INTO rsvps (event_id, user_id, rsvped_at) VALUES (?, ?, ?)",
+                               [(event_id, user_id, now) for user_id in promoted])
         connection.execute("""UPDATE events SET rsvp_count = rsvp_count + :moved, waitlist_count = waitlist_count - :moved
                               WHERE id = :event""", {"event": event_id, "moved": len(promoted)})
     return promoted
@@ -367,11 +415,11 @@ def _release_seat(connection, event_id, user_id, window, max_rsvps):
     left = connection.execute("DELETE FROM arrivals WHERE event_id = ? AND user_id = ?", (event_id, user_id))
     connection.execute("UPDATE events SET rsvp_count = rsvp_count - 1, arrival_count = arrival_count - ? WHERE id = ?",
                        (left.rowcount, event_id))
-    promoted = _promote(connection, event_id, max_rsvps)
+    promoted = _promote(connection, event_id, max_rsvps, window["now"])
     return {**_get(connection, event_id, user_id), "promoted": promoted}
 
 
-def _record_arrival(connection, event_id, user_id, window, opens_before):
+def _record_arrival(connection, event_id, user_id, window, opens_before, checked_in_by):
     parameters = {"event": event_id, "user": user_id, "opens_until": window["now"] + opens_before, **window}
     arrived = connection.execute(
         f"""UPDATE events SET arrival_count = arrival_count + 1
@@ -380,7 +428,8 @@ def _record_arrival(connection, event_id, user_id, window, opens_before):
                 AND NOT EXISTS (SELECT 1 FROM arrivals WHERE event_id = :event AND user_id = :user)""", parameters)
     if arrived.rowcount != 1:
         return False
-    connection.execute("INSERT INTO arrivals (event_id, user_id) VALUES (?, ?)", (event_id, user_id))
+    connection.execute("INSERT INTO arrivals (event_id, user_id, arrived_at, checked_in_by) VALUES (?, ?, ?, ?)",
+                       (event_id, user_id, window["now"], checked_in_by))
     return True
 
 

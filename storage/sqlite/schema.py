@@ -268,9 +268,19 @@ WAITLIST = (
     "CREATE UNIQUE INDEX waitlist_by_user ON waitlist (event_id, user_id)",
 )
 
+# Attendee lists and the organizer's check-in (domain/repositories.py, Events.attendees): when each
+# RSVP was taken and each arrival recorded, and who checked an arrival in when an organizer did
+# (NULL: the attendee themselves, by the geofence). NULL for the rows from before.
+ATTENDANCE = (
+    "ALTER TABLE rsvps ADD COLUMN rsvped_at INTEGER",
+    "ALTER TABLE arrivals ADD COLUMN arrived_at INTEGER",
+    "ALTER TABLE arrivals ADD COLUMN checked_in_by TEXT",
+)
+
 # Each a tuple of statements (SQL text, or a function given the connection); the file's
 # user_version is how many have run.
-MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS, WAITLIST]
+MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS, WAITLIST,
+              ATTENDANCE]
 
 
 class SchemaTooNew(Exception):
