@@ -130,6 +130,9 @@ class Events(Repository, repositories.Events):
     async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
         return await self._database.write(_add_photo, event_id, url, uploaded_by, to_ms(uploaded_at), max_photos)
 
+    async def member_ids(self, event_id):
+        return await self._database.read(_member_ids, event_id)
+
     async def photos(self, event_id, before, limit):
         return await self._database.read(_photos, event_id, before, limit)
 
@@ -240,6 +243,15 @@ def _is_member(connection, event_id, user_id):
         """SELECT organizer_id = :user OR EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)
            FROM events WHERE id = :event""", {"event": event_id, "user": user_id}).fetchone()
     return None if row is None else bool(row[0])
+
+
+def _member_ids(connection, event_id):
+    if connection.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
+        return None
+    going = [row[0] for row in connection.execute("SELECT user_id FROM rsvps WHERE event_id = ?", (event_id,))]
+    waiting = [row[0] for row in connection.execute(
+        "SELECT user_id FROM waitlist WHERE event_id = ? ORDER BY ticket", (event_id,))]
+    return {"going": going, "waiting": waiting}
 
 
 def _photos(connection, event_id, before, limit):
