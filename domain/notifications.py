@@ -20,6 +20,7 @@ So a burst of leaves costs two passes of at most MAX_WAITLIST writes, not one pe
 pass writes only the places that differ from what the user was last told.
 """
 import asyncio
+import itertools
 import logging
 import re
 
@@ -124,9 +125,11 @@ class Notifier:
             log.exception("notifying failed")
 
     async def _store(self, drafts):
-        """Stores the drafts in batches and pushes each stored one."""
-        for start in range(0, len(drafts), BATCH):
-            for record in await self.store.notifications.add(drafts[start:start + BATCH]):
+        """Stores the drafts (an iterable, consumed a batch at a time, so that no step between two
+        awaits builds more than BATCH of them) and pushes each stored one."""
+        drafts = iter(drafts)
+        while batch := list(itertools.islice(drafts, BATCH)):
+            for record in await self.store.notifications.add(batch):
                 self.push(record["user_id"], notification_json(record))
 
     def _draft(self, kind, user_id, event, data, key=None):
@@ -167,10 +170,9 @@ class Notifier:
             return
         key = position_key(event_id)
         told = await self.store.notifications.told(key)
-        drafts = [self._draft(WAITLIST_POSITION, user_id, event, {"position": place}, key)
-                  for place, user_id in enumerate(members["waiting"][from_place - 1:], start=from_place)
-                  if told.get(user_id, {}).get("position") != place]
-        await self._store(drafts)
+        await self._store(self._draft(WAITLIST_POSITION, user_id, event, {"position": place}, key)
+                          for place, user_id in enumerate(members["waiting"][from_place - 1:], start=from_place)
+                          if told.get(user_id, {}).get("position") != place)
 
     async def _changed(self, event, fields, by_user_id):
         members = await self.store.events.member_ids(event["id"])
@@ -180,7 +182,7 @@ class Notifier:
     async def _to_members(self, kind, event, members, by_user_id, data):
         users = [user_id for user_id in dict.fromkeys([*members["going"], *members["waiting"]])
                  if user_id != by_user_id]
-        await self._store([self._draft(kind, user_id, event, data) for user_id in users])
+        await self._store(self._draft(kind, user_id, event, data) for user_id in users)
 
 
 # --- reading --------------------------------------------------------------------------------------

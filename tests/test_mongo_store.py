@@ -957,7 +957,7 @@ async def test_a_refusal_at_run_time_is_store_unavailable_and_ping_too(store, st
 
     store.db.command = refuse
     repositories_ = (store.users, store.revoked_tokens, store.reset_tokens, store.events, store.messages,
-                     store.follows, store.activities)
+                     store.follows, store.activities, store.notifications)
     collections = [value for repository in repositories_ for value in vars(repository).values()
                    if hasattr(value, "find_one")]
     assert collections
