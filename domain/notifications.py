@@ -33,7 +33,10 @@ log = logging.getLogger("notifications")
 RSVP_PROMOTED, WAITLIST_POSITION = "rsvp_promoted", "waitlist_position"
 EVENT_CHANGED, EVENT_CANCELLED = "event_changed", "event_cancelled"
 KINDS = (RSVP_PROMOTED, WAITLIST_POSITION, EVENT_CHANGED, EVENT_CANCELLED)
-BATCH = 500
+# Notifications per write. SQLite runs one write at a time on its thread, so a request's calls
+# queue behind at most one batch: 100 rows keep that wait to a few milliseconds (bench/notify_bench.py:
+# with 500, cancels at an event with 10,000 waiting took up to 260 ms while a pass ran; with 100, 46 ms).
+BATCH = 100
 
 MESSAGES = {
     RSVP_PROMOTED: "You got a seat at {title} from the waitlist.",
