@@ -271,17 +271,19 @@ class Events:
                 break
         else:
             raise Conflict("The event changed while it was being updated. Try again.", code="edit_conflict")
-        updated = await self._summary(event_id)
-        self.notifier.changed(updated, changed_fields(event, changes), organizer["id"])
+        self.notifier.changed({**event, **changes}, changed_fields(event, changes), organizer["id"])
         if promoted:
-            await self._announce_promotions(updated, promoted)
+            await self._announce_promotions(await self._summary(event_id), promoted)
         return await self.view(event_id, organizer)
 
     async def delete(self, event_id, organizer):
         """Deletes the event with its RSVPs, arrivals, photos (the stored files too) and chat history;
         those going or waiting are told."""
-        # Read before: afterwards nobody is going any more. Someone RSVPing in between is not told.
-        event, members = await self.store.events.get(event_id), await self.store.events.member_ids(event_id)
+        # Read before: afterwards nobody is going any more (someone RSVPing in between is not told).
+        # Only for the organizer's own event: nobody else can make the server read a long list.
+        event = await self.store.events.get(event_id)
+        owned = event is not None and event["organizer_id"] == organizer["id"]
+        members = await self.store.events.member_ids(event_id) if owned else None
         if not await self.store.events.delete(event_id, organizer["id"]):
             await self._owned(event_id, organizer)  # 404 or 403, whichever applies
             raise NotFound("There is no such event.", code="event_not_found")

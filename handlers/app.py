@@ -89,8 +89,7 @@ def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
     return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *photos.ROUTES, *messages.ROUTES, *chat.ROUTES,
-            *notifications.ROUTES,
-            *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES, *docs_page.ROUTES,
+            *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES, *docs_page.ROUTES,
             *reset_page.ROUTES]
 
 
