@@ -5,7 +5,10 @@ privacy; paging."""
 import asyncio
 import base64
 import json
+import time
+import uuid
 
+import jwt
 import pytest
 import tornado.httpclient
 import tornado.websocket
@@ -345,3 +348,14 @@ async def test_the_list_pages_newest_first_and_bad_input_is_a_400(api, http_serv
     for body in ({}, {"up_to": "nope"}, {"up_to": newest_first[0], "ids": []}):
         reply = await api.call("POST", "/api/v1/notifications/read", body, token=goer)
         assert reply.status == 400, body
+
+
+async def test_the_socket_closes_with_4401_when_its_token_expires(api, sockets, settings):
+    user, _ = await api.register()
+    now = int(time.time())
+    short = jwt.encode({"sub": user["id"], "role": "attendee", "iat": now, "exp": now + 1, "jti": uuid.uuid4().hex},
+                       settings.jwt_secret_key, algorithm="HS256")
+    live = await sockets(short)
+
+    assert await live.closed() == 4401
+    assert live.connection.close_reason == "token expired"
