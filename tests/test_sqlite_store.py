@@ -707,11 +707,11 @@ async def test_concurrent_seats_from_two_stores_on_one_file_never_overbook(path)
 async def test_notifications_past_the_retention_period_are_forgotten_as_others_are_added(path):
     store = await opened(path)
     old = NOW - Notifications.RETENTION - datetime.timedelta(seconds=1)
-    draft = {"user_id": "a" * 24, "type": "rsvp_promoted", "event_id": None, "data": {}, "key": None}
-    await store.notifications.add([{**draft, "created_at": old}])
-    kept = await store.notifications.add([{**draft, "created_at": NOW - Notifications.RETENTION}])
+    unkeyed = {"user_id": "a" * 24, "type": "rsvp_promoted", "event_id": None, "data": {}, "key": None}
+    await store.notifications.add([{**unkeyed, "created_at": old}])
+    kept = await store.notifications.add([{**unkeyed, "created_at": NOW - Notifications.RETENTION}])
 
-    await store.notifications.add([{**draft, "created_at": NOW}])
+    await store.notifications.add([{**unkeyed, "created_at": NOW}])
 
     page = await store.notifications.page("a" * 24, None, 10)
     assert len(page) == 2 and page[1]["id"] == kept[0]["id"]
