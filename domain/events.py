@@ -13,6 +13,9 @@ The waitlist: an RSVP to a full event that has a capacity and its waitlist on pu
 line; the store promotes the first in line in the same atomic step that frees a seat (a
 cancellation, a raised capacity), and hands back whom it promoted, who then get what an RSVP
 gets (its activity, as RSVP_PROMOTED).
+
+Who is told what (promotions, places in line, edits, deletions) is domain/notifications.py's:
+this module reports each change to its `Notifier`, which does the work in the background.
 """
 import asyncio
 import collections
@@ -25,6 +28,7 @@ from domain import discovery
 from domain.activities import EVENT_CREATED, GOING, RSVP, RSVP_PROMOTED, record_activity, withdraw_activity
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
+from domain.notifications import changed_fields
 from domain.paging import CURSOR_RULE, ID_PATTERN, Page
 from domain import repositories
 from domain.repositories import EventWindow
@@ -195,9 +199,10 @@ class GeofenceCache:
 
 
 class Events:
-    def __init__(self, store, settings, clock=utcnow):
+    def __init__(self, store, settings, notifier, clock=utcnow):
         self.store = store
         self.settings = settings
+        self.notifier = notifier  # domain.notifications.Notifier
         self.clock = clock
         self.geofences = GeofenceCache()
         # Called as listener(event_id) after an event is deleted, e.g. to close its chat room.
@@ -276,16 +281,24 @@ class Events:
                 break
         else:
             raise Conflict("The event changed while it was being updated. Try again.", code="edit_conflict")
+        self.notifier.changed({**event, **changes}, changed_fields(event, changes), organizer["id"])
         if promoted:
             await self._announce_promotions(await self._summary(event_id), promoted)
         return await self.view(event_id, organizer)
 
     async def delete(self, event_id, organizer):
-        """Deletes the event with its RSVPs, arrivals, photos (the stored files too) and chat history."""
+        """Deletes the event with its RSVPs, arrivals, photos (the stored files too) and chat history;
+        those going or waiting are told."""
+        # Read before: afterwards nobody is going any more (someone RSVPing in between is not told).
+        # Only for the organizer's own event: nobody else can make the server read a long list.
+        event = await self.store.events.get(event_id)
+        owned = event is not None and event["organizer_id"] == organizer["id"]
+        members = await self.store.events.member_ids(event_id) if owned else None
         if not await self.store.events.delete(event_id, organizer["id"]):
             await self._owned(event_id, organizer)  # 404 or 403, whichever applies
             raise NotFound("There is no such event.", code="event_not_found")
         self._notify(self.deleted_listeners, event_id)
+        self.notifier.cancelled(event, members, organizer["id"])
         for cleanup in self.deleted_cleanups:
             try:
                 await cleanup(event_id)
@@ -341,7 +354,9 @@ class Events:
             await withdraw_activity(self.store, kind, user["id"], event_id=event["id"])
 
     async def _announce_promotions(self, event, promoted):
-        """What an RSVP gets, for each user the store promoted from the waitlist into a seat."""
+        """What an RSVP gets, for each user the store promoted from the waitlist into a seat, and
+        their notifications (and those of the users behind them in line)."""
+        self.notifier.promoted(event, promoted)
         for user_id in promoted:
             user = await self.store.users.get(user_id)
             if user is not None:
@@ -355,8 +370,12 @@ class Events:
             now = self.clock()
             event = await self.store.events.release_seat(event_id, user_id, self._window(now))
             if event is None:
+                # The place they leave, for the notifications of those behind (who move up).
+                before = await self.store.events.get(event_id, user_id)
                 event = await self.store.events.leave_waitlist(event_id, user_id)
                 if event is not None:
+                    if before is not None and before["waitlist_position"] is not None:
+                        self.notifier.line_moved(event_id, before["waitlist_position"])
                     return rsvp_status(event)
                 event = await self._summary(event_id, user_id)
                 if event["is_rsvped"] and self._is_over(event, now):

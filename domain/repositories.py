@@ -249,6 +249,11 @@ class Events(abc.ABC):
         record after the change, or None."""
 
     @abc.abstractmethod
+    async def member_ids(self, event_id):
+        """None when there is no such event; otherwise {"going": ids of the users RSVPed, in any
+        order, "waiting": ids of the users waiting, in line order} (who is told of its changes)."""
+
+    @abc.abstractmethod
     async def photos(self, event_id, before, limit):
         """A page of the gallery, newest first: (photos, start), or None when there is no such
         event. Photos have positions 0, 1, ... in upload order; the page holds the `limit`
@@ -359,6 +364,48 @@ class Activities(abc.ABC):
         target_user_id (None matches None); idempotent. Returns how many it deleted."""
 
 
+# --- notifications -------------------------------------------------------------------------------------
+
+class Notifications(abc.ABC):
+    """What each user is told (domain/notifications.py). A notification record: id, user_id, type,
+    event_id (or None), data (a dict of JSON values), key (or None), created_at, read (bool).
+    A user's list is newest first by id (ids sort like creation time).
+
+    A notification with a `key` is the user's one current notification of that key (e.g. their
+    place in one event's waitlist): storing another with the same (user_id, key) replaces it, with
+    a new id (it is news again) and unread. So keyed notifications of one key never number more
+    than the users they are about.
+
+    Retention: a notification created more than RETENTION ago may be forgotten (SQLite deletes
+    them as it adds others, MongoDB's TTL monitor once a minute)."""
+
+    RETENTION = datetime.timedelta(days=90)
+
+    @abc.abstractmethod
+    async def add(self, drafts):
+        """Stores the drafts ({user_id, type, event_id, data, key, created_at}; no two with the same
+        (user_id, key) unless key is None), each keyed one replacing the user's earlier one of its
+        key. Returns their records, in the drafts' order, with increasing ids."""
+
+    @abc.abstractmethod
+    async def page(self, user_id, before_id, limit):
+        """The user's notifications with ids before `before_id` (None: from the newest), newest first."""
+
+    @abc.abstractmethod
+    async def unread_count(self, user_id):
+        """How many of the user's notifications are unread."""
+
+    @abc.abstractmethod
+    async def mark_read(self, user_id, up_to_id):
+        """None when `up_to_id` is not the id of one of the user's notifications; otherwise marks
+        every unread notification of the user with an id up to it (included) read, and returns
+        how many it marked. Another user's notifications are never touched."""
+
+    @abc.abstractmethod
+    async def told(self, key):
+        """{user_id: data} of the stored notifications with `key`."""
+
+
 # --- the whole store ----------------------------------------------------------------------------------
 
 class Store(abc.ABC):
@@ -373,6 +420,7 @@ class Store(abc.ABC):
     messages: Messages
     follows: Follows
     activities: Activities
+    notifications: Notifications
 
     @abc.abstractmethod
     async def open(self):

@@ -7,14 +7,15 @@ from domain.accounts import Accounts
 from domain.events import Events
 from domain.gallery import Gallery
 from domain.mailer import make_mailer
+from domain.notifications import Notifier
 from domain.passwords import PasswordHasher
 from domain.photo_workers import PhotoWorkers
 from domain.repositories import Store
 from domain.storage import make_storage
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, schema_validator
-from handlers import (attendees, auth, chat, docs_page, events, feed, messages, metrics, openapi, ops, photos,
-                      reset_page, users)
+from handlers import (attendees, auth, chat, docs_page, events, feed, messages, metrics, notifications, openapi, ops,
+                      photos, reset_page, users)
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -33,6 +34,7 @@ class Services:
     photo_workers: PhotoWorkers
     gallery: Gallery
     chat: chat.ChatService
+    notifications: notifications.NotificationService
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
     metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
@@ -53,20 +55,22 @@ def build_services(settings, store=None, mailer=None):
     storage = photo_storage(settings)
     photo_workers = PhotoWorkers(settings.photo_decode_cpu_seconds, settings.photo_decode_workers)
     gallery = Gallery(store, storage, photo_workers)
-    events_service = Events(store, settings)
+    notification_service = notifications.NotificationService(settings, Notifier(store, mailer))
+    events_service = Events(store, settings, notification_service.notifier)
     server_metrics = ServerMetrics()
     chat_service = chat.ChatService(settings, store, server_metrics)
-    accounts.revocation_listeners.append(chat_service.close_revoked)
+    accounts.revocation_listeners.append(chat_service.sockets.close_revoked)
+    accounts.revocation_listeners.append(notification_service.sockets.close_revoked)
     events_service.deleted_listeners.append(chat_service.close_event)
     events_service.deleted_cleanups.append(gallery.delete_event_photos)
     events_service.left_listeners.append(chat_service.close_member)
     events_service.online_counter = chat_service.online_count
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
-                        chat=chat_service,
-                        metrics=server_metrics, shutdown_hooks=[chat_service.shutdown],
-                        openapi=openapi.build_openapi(route_table(), validator.schemas,
-                                                      websocket=chat.CHAT_PROTOCOL))
+                        chat=chat_service, notifications=notification_service, metrics=server_metrics,
+                        shutdown_hooks=[chat_service.shutdown, notification_service.shutdown],
+                        openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
+                                                      notifications_websocket=notifications.NOTIFICATIONS_PROTOCOL))
     services.metrics.in_flight.set_function(lambda: services.inflight)
     return services
 
@@ -85,8 +89,8 @@ def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
     return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *attendees.ROUTES, *photos.ROUTES, *messages.ROUTES,
-            *chat.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES, *docs_page.ROUTES,
-            *reset_page.ROUTES]
+            *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES,
+            *docs_page.ROUTES, *reset_page.ROUTES]
 
 
 def make_app(services):

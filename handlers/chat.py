@@ -3,36 +3,27 @@
 Chat is three units: this transport (who may connect, what a frame may be, how a connection
 ends), the room hub (handlers/chat_hub.py: presence and fan-out) and the message log
 (domain/chat.py: storage, order, replay). `ChatService` holds the live state of the process
-that ties them together: the open sockets by user and by event.
+that ties them together: the open sockets by user and by event. What the chat's socket shares with
+the other user-level sockets (handshake checks, the per-user registry and cap, token endings, pings,
+bounded writes) is in handlers/sockets.py.
 """
 import asyncio
-import contextlib
 import functools
 import json
 import logging
-import time
-
-import tornado.websocket
 
 from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, MessageLog,
                          check_chat_member)
-from domain.errors import (DomainError, Forbidden, InvalidInput, NotAuthenticated, NotFound, RateLimited,
-                           StoreUnavailable, Unavailable)
+from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
 from domain.ratelimit import TokenBucketLimiter
-from handlers.base import bearer_token, client_address
 from handlers.chat_hub import RoomHub, encode_json
-from handlers.errors import error_response, write_error_response
-from handlers.query import refuse_unknown_query
+from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
+                              UserSocket, UserSockets)
 
 log = logging.getLogger("chat")
 
-MAX_FRAME_BYTES = 64 * 1024
-CLOSE_GOING_AWAY, CLOSE_TOO_SLOW = 1001, 1013
-CLOSE_TOKEN_REVOKED, CLOSE_NOT_A_MEMBER, CLOSE_EVENT_DELETED = 4401, 4403, 4404
+CLOSE_NOT_A_MEMBER, CLOSE_EVENT_DELETED = 4403, 4404
 FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend"}
-# The handshake's query, as the REST operations declare theirs in `docs`: anything else is a 400
-# (e.g. `since`, which belongs in the join_chat frame, would otherwise be dropped unnoticed).
-HANDSHAKE_QUERY = (("token", {"type": "string"}, "The bearer token, for clients that cannot send headers."),)
 SEND_FIELDS = frozenset(("type", "text", "client_msg_id"))
 MAX_CLIENT_MSG_ID = 64  # as in schemas/ChatSend.json
 IDLE, JOINING, JOINED = "idle", "joining", "joined"
@@ -52,12 +43,10 @@ class ChatService:
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
         self.log = MessageLog(store, self._publish)
         self.accepting = True
-        self._by_user = {}
+        # By user, and the handshakes in progress: an ending that lands during one (logout, RSVP
+        # cancelled, event deleted) refuses it when it resumes.
+        self.sockets = UserSockets("chat")
         self._by_event = {}
-        # Sockets between the first await of their handshake and open(): an ending that lands
-        # meanwhile (logout, RSVP cancelled, event deleted) refuses them when they resume, as
-        # they are not in _by_user or _by_event yet.
-        self._handshakes = set()
         self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
     def _publish(self, event_id, messages):
@@ -77,10 +66,7 @@ class ChatService:
 
     def check_admission(self, user_id):
         self.check_accepting()
-        cap = self.settings.chat_max_connections_per_user
-        if len(self._by_user.get(user_id, ())) >= cap:
-            raise RateLimited(5, f"At most {cap} chat connections per user can be open at once.",
-                              code="too_many_connections")
+        self.sockets.check_admission(user_id, self.settings.chat_max_connections_per_user)
 
     def frame_limiter(self, user_id):
         """The frame bucket of a new socket: one that a closed socket of the user left, while it
@@ -105,52 +91,32 @@ class ChatService:
             if not spent:
                 del self._refilling[user_id]
 
-    @contextlib.contextmanager
-    def handshaking(self, socket):
-        """Around the awaits of a handshake: endings that land meanwhile are kept on the
-        socket (`refusal`), which get() raises once they are done."""
-        self._handshakes.add(socket)
-        try:
-            yield
-        finally:
-            self._handshakes.discard(socket)
-
     def opened(self, socket):
-        self._by_user.setdefault(socket.user_id, set()).add(socket)
+        self.sockets.add(socket)
         self._by_event.setdefault(socket.event_id, set()).add(socket)
         self.metrics.open_websockets.inc()
         self.metrics.rooms.set(len(self._by_event))
 
     def closed(self, socket):
-        for registry, key in ((self._by_user, socket.user_id), (self._by_event, socket.event_id)):
-            sockets = registry.get(key)
-            if sockets is not None:
-                sockets.discard(socket)
-                if not sockets:
-                    del registry[key]
+        self.sockets.discard(socket)
+        sockets = self._by_event.get(socket.event_id)
+        if sockets is not None:
+            sockets.discard(socket)
+            if not sockets:
+                del self._by_event[socket.event_id]
         self._keep_refilling(socket.user_id, socket.limiter)
         self.metrics.open_websockets.dec()
         self.metrics.rooms.set(len(self._by_event))
 
     # --- endings ------------------------------------------------------------------------
 
-    def close_revoked(self, user_id, jti=None, issued_before=None):
-        """Accounts' revocation listener: closes the user's sockets opened with those tokens (4401)
-        and refuses their handshakes in progress (401)."""
-        for socket in list(self._by_user.get(user_id, ())):
-            if socket.opened_with(jti, issued_before):
-                socket.close(CLOSE_TOKEN_REVOKED, "token revoked")
-        for socket in self._handshakes:
-            if socket.user_id == user_id and socket.opened_with(jti, issued_before):
-                socket.refuse(NotAuthenticated("The token has been revoked.", code="token_revoked"))
-
     def close_member(self, event_id, user_id):
         """Events' RSVP-cancelled listener: the user's sockets in that event close (4403), their
         handshakes in progress are refused (403)."""
-        for socket in list(self._by_user.get(user_id, ())):
+        for socket in self.sockets.of_user(user_id):
             if socket.event_id == event_id:
                 socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
-        for socket in self._handshakes:
+        for socket in self.sockets.handshakes:
             if socket.user_id == user_id and socket.event_id == event_id:
                 socket.refuse(Forbidden(NOT_A_MEMBER, code="not_a_member"))
 
@@ -159,7 +125,7 @@ class ChatService:
         handshakes in progress are refused (404)."""
         self.log.discard(event_id)
         self._close_sockets_of(event_id, CLOSE_EVENT_DELETED, "event deleted")
-        for socket in self._handshakes:
+        for socket in self.sockets.handshakes:
             if socket.event_id == event_id:
                 socket.refuse(NotFound("There is no such event.", code="event_not_found"))
 
@@ -177,7 +143,7 @@ class ChatService:
             log.warning("chat messages still queued at shutdown after %.0f s", timeout)
         for event_id in list(self._by_event):
             self._close_sockets_of(event_id, CLOSE_GOING_AWAY, "server shutting down")
-        while self._by_user and loop.time() < deadline:
+        while self.sockets.by_user and loop.time() < deadline:
             await asyncio.sleep(0.05)
 
     def _close_sockets_of(self, event_id, code, reason):
@@ -187,92 +153,35 @@ class ChatService:
             socket.close(code, reason)  # those that never joined; a no-op for the others
 
 
-class ChatSocket(tornado.websocket.WebSocketHandler):
+class ChatSocket(UserSocket):
     """One client's connection to one event's chat."""
 
-    def initialize(self, services, route=None):
-        self.services = services
-        self.chat = services.chat
-        self.route_name = route
-        self.state = IDLE
-        self.refusal = None  # an ending that landed during the handshake (ChatService.handshaking)
-        self._expiry = None
+    what = "chat"
 
-    def set_default_headers(self):
-        self.clear_header("Server")
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Cache-Control", "no-store")
+    def initialize(self, services, route=None):
+        super().initialize(services, route)
+        self.chat = services.chat
+        self.state = IDLE
 
     # --- the handshake: every refusal is an HTTP answer before the upgrade ---------------
 
     async def get(self, event_id):
-        if self.request.headers.get("Upgrade", "").lower() != "websocket":
-            raise InvalidInput("This is a WebSocket endpoint: send an Upgrade: websocket request.",
-                               code="websocket_required")
-        refuse_unknown_query(self.request.query_arguments, HANDSHAKE_QUERY)
-        origin = self.request.headers.get("Origin")
-        # Native apps send no Origin; browsers always do, and only listed sites may connect.
-        if origin is not None and origin not in self.services.settings.allowed_origins:
-            raise Forbidden("This origin may not open the chat.", code="origin_not_allowed")
-        self.chat.check_accepting()
-        token = self._token()
-        # Who and which token, before the first await: a logout, password reset, RSVP cancel or
-        # deletion that lands during the awaits below finds the handshake by them.
-        claims = self.services.accounts.tokens.decode(token)
+        # The event id first: an RSVP cancel or deletion during the awaits finds the handshake by it.
         self.event_id = event_id
-        self.user_id, self.token_id, self.token_issued_at = claims["sub"], claims["jti"], claims["iat"]
-        with self.chat.handshaking(self):
-            user, claims = await self.services.accounts.authenticate(token)
+        self._check_request()
+        self.chat.check_accepting()
+        token = self._claim_token()
+        with self.chat.sockets.handshaking(self):
+            user = await self._authenticated(token)
             await check_chat_member(self.services.store, event_id, user["id"])
         if self.refusal is not None:
             raise self.refusal
         self.username = user["username"] or ""
         self.current_user = {"id": self.user_id, "username": self.username}  # not the whole record
-        self.token_expires_at = claims["exp"]
         # From the end of the awaits to open(), which registers the socket, nothing awaits: the
         # cap holds and no ending can slip between the handshake's registry and the open sockets'.
         self.chat.check_admission(self.user_id)
         await super().get(event_id)
-
-    def refuse(self, error):
-        """The handshake ends with `error` (a DomainError) once its awaits are done."""
-        if self.refusal is None:
-            self.refusal = error
-
-    def _token(self):
-        token = bearer_token(self.request) or self.get_query_argument("token", "")
-        if not token:
-            raise NotAuthenticated("Authentication is required: ?token=<jwt> or Authorization: Bearer <jwt>.")
-        return token
-
-    def check_origin(self, origin):
-        # get() has already refused origins off the allow-list, with a JSON body; Tornado's own
-        # same-host rule must not then refuse an allowed site on another host.
-        return True
-
-    @property
-    def ping_interval(self):
-        return self.services.settings.chat_ping_interval_seconds
-
-    @property
-    def max_message_size(self):
-        return MAX_FRAME_BYTES
-
-    def get_compression_options(self):
-        # Off: the hub writes one prebuilt frame to every member; compression is per connection.
-        return None
-
-    def client_address(self):
-        return client_address(self.request, self.services.settings.trusted_proxies)
-
-    def write_error(self, status_code, **kwargs):
-        write_error_response(self, status_code, kwargs.get("exc_info"))
-
-    def log_exception(self, typ, value, tb):
-        status = error_response(value)[0]
-        if status >= 500 and status != 503:
-            log.error("unhandled error in the chat", exc_info=(typ, value, tb))
 
     # --- the connection ------------------------------------------------------------------
 
@@ -281,20 +190,12 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         # A bucket of its own: one shared limiter would scan all its keys past 10,000 of them.
         self.limiter = self.chat.frame_limiter(self.user_id)
         self.chat.opened(self)
-        # The socket lives no longer than its token: REST answers token_expired from then on.
-        self._expiry = asyncio.get_running_loop().call_later(
-            max(0.0, self.token_expires_at - time.time()), self.close, CLOSE_TOKEN_REVOKED, "token expired")
+        self._expire_with_token()
 
     def on_close(self):
-        if self._expiry is not None:
-            self._expiry.cancel()
+        self._stop_expiry()
         self._leave_room()
         self.chat.closed(self)
-
-    def opened_with(self, jti, issued_before):
-        """True when the socket was opened with the token `jti` or one issued before `issued_before`."""
-        return (jti is not None and jti == self.token_id) or (
-            issued_before is not None and self.token_issued_at < issued_before)
 
     def close(self, code=None, reason=None):
         if code == CLOSE_TOO_SLOW and self.ws_connection is not None:
@@ -407,15 +308,8 @@ class ChatSocket(tornado.websocket.WebSocketHandler):
         self._send(frame)
 
     def _send(self, payload):
-        """Writes to this connection alone, bounded like the hub's writes: a client that does not
-        read its answers is closed (1013) before they pile up."""
-        connection = self.ws_connection
-        if connection is None or connection.is_closing():
-            return
-        if _unsent_bytes(connection) > self.chat.hub.max_buffer_bytes:
-            self.close(CLOSE_TOO_SLOW, "too slow")
-            return
-        self.write_message(encode_json(payload))
+        """Writes to this connection alone, bounded like the hub's writes."""
+        self._send_bounded(encode_json(payload), self.chat.hub.max_buffer_bytes)
 
 
 def _json_object(message):
@@ -438,12 +332,6 @@ def _plainly_valid_send(frame):
         return True
     client_msg_id = frame["client_msg_id"]
     return isinstance(client_msg_id, str) and 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID
-
-
-def _unsent_bytes(connection):
-    # IOStream has no public accessor for its backlog; _write_buffer is None once closed.
-    stream = connection.stream
-    return 0 if stream.closed() else len(stream._write_buffer)
 
 
 CHAT_PROTOCOL = {

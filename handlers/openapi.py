@@ -105,7 +105,9 @@ def _operation(handler, method, op, path_params):
     return doc
 
 
-def build_openapi(routes, schemas, websocket=None):
+def build_openapi(routes, schemas, websocket=None, notifications_websocket=None):
+    """`websocket`: the chat's protocol (under `x-websocket`); `notifications_websocket`: the
+    notification socket's (under `x-websocket-notifications`). Their descriptions end the info's."""
     paths = {}
     for pattern, handler in routes:
         if not issubclass(handler, BaseHandler):
@@ -134,7 +136,8 @@ def build_openapi(routes, schemas, websocket=None):
                 "connections open gets 429 `too_many_connections` on the next one, before any request is "
                 "read; headers and bodies must arrive within `header_timeout_seconds` (20) and "
                 "`body_timeout_seconds` (120).\n\n"
-                + (websocket or {}).get("description", "")),
+                + (websocket or {}).get("description", "")
+                + "\n" + (notifications_websocket or {}).get("description", "")),
         },
         # Relative: the server that served the document, whatever host, port or proxy it is reached
         # through; the /docs page sends its "try it" requests there.
@@ -147,6 +150,8 @@ def build_openapi(routes, schemas, websocket=None):
     }
     if websocket:
         document["x-websocket"] = websocket
+    if notifications_websocket:
+        document["x-websocket-notifications"] = notifications_websocket
     return document
 
 

@@ -4,6 +4,8 @@ import pathlib
 import re
 import subprocess
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # `GET /api/v1/events/{event_id}`: an operation as docs/API.md names it, with the document's path.
 OPERATION = re.compile(r"`(GET|POST|PUT|PATCH|DELETE) (/[^`\s]*)`")
@@ -16,13 +18,16 @@ def test_api_md_names_every_operation_of_the_openapi_document_and_no_other(servi
     assert sorted(named - documented) == [], "in docs/API.md, not an operation of the OpenAPI document"
 
 
-def test_api_md_describes_every_chat_frame_and_close_code(services):
+@pytest.mark.parametrize("extension", ["x-websocket", "x-websocket-notifications"])
+def test_api_md_describes_every_frame_and_close_code_of_each_websocket(services, extension):
     text = (ROOT / "docs/API.md").read_text()
-    protocol = services.openapi["x-websocket"]
+    protocol = services.openapi[extension]
+    assert f"## WebSocket {'chat' if extension == 'x-websocket' else 'notifications'}: `{protocol['path']}" in text
+    section = text[text.index(f"`{protocol['path']}"):]
     for frame in [*protocol["client_frames"], *protocol["server_frames"]]:
-        assert f'"type": "{frame}"' in text, frame
+        assert f'"type": "{frame}"' in section, frame
     for code in re.findall(r"\b(1001|1009|1013|44\d\d)\b", protocol["description"]):
-        assert code in text, code
+        assert code in section, code
 
 
 def test_nothing_in_the_repository_refers_to_files_outside_it():

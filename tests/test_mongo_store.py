@@ -322,6 +322,14 @@ EVERY_METHOD = {
     ("activities", "feed"): lambda s: s.activities.feed(USER, ["RSVP"], None, 10),
     ("activities", "add_once"): lambda s: s.activities.add_once(activity(USER, NOW, type="RSVP", event_id=EVENT)),
     ("activities", "withdraw"): lambda s: s.activities.withdraw("RSVP", USER, event_id=EVENT),
+    ("events", "member_ids"): lambda s: s.events.member_ids(EVENT),
+    ("notifications", "add"): lambda s: s.notifications.add([{"user_id": USER, "type": "rsvp_promoted",
+                                                             "event_id": EVENT, "data": {}, "key": None,
+                                                             "created_at": NOW}]),
+    ("notifications", "page"): lambda s: s.notifications.page(USER, None, 10),
+    ("notifications", "unread_count"): lambda s: s.notifications.unread_count(USER),
+    ("notifications", "mark_read"): lambda s: s.notifications.mark_read(USER, MESSAGE),
+    ("notifications", "told"): lambda s: s.notifications.told("waitlist_position:" + EVENT),
 }
 
 
@@ -973,7 +981,7 @@ async def test_a_refusal_at_run_time_is_store_unavailable_and_ping_too(store, st
 
     store.db.command = refuse
     repositories_ = (store.users, store.revoked_tokens, store.reset_tokens, store.events, store.messages,
-                     store.follows, store.activities)
+                     store.follows, store.activities, store.notifications)
     collections = [value for repository in repositories_ for value in vars(repository).values()
                    if hasattr(value, "find_one")]
     assert collections

@@ -2159,3 +2159,77 @@ async def test_photos_added_through_two_stores_never_pass_max_photos(store, twin
 
     assert sum(result is not None for result in results) == 2
     assert (await store.events.get(event_id))["photo_count"] == 5
+
+
+# --- members and notifications ------------------------------------------------------------------------
+
+async def test_member_ids_lists_those_going_and_those_waiting_in_line_order(store):
+    event_id = await full_event(store, capacity=2)
+    await waiting(store, event_id, STRANGER, ATTENDEE)
+
+    members = await store.events.member_ids(event_id)
+
+    assert sorted(members["going"]) == [some_id(200), some_id(201)]
+    assert members["waiting"] == [STRANGER, ATTENDEE]
+    assert await store.events.member_ids(some_id(999)) is None
+    assert await store.events.member_ids("not-an-id") is None
+
+
+def notification(user_id, kind="rsvp_promoted", key=None, created_at=NOW, **data):
+    return {"user_id": user_id, "type": kind, "event_id": some_id(50), "data": data, "key": key,
+            "created_at": created_at}
+
+
+async def test_notifications_add_returns_records_with_increasing_ids_and_page_lists_them_newest_first(store):
+    added = await store.notifications.add([notification(ATTENDEE, title="A"), notification(ATTENDEE, title="B"),
+                                           notification(STRANGER, title="C")])
+
+    assert [record["data"] for record in added] == [{"title": "A"}, {"title": "B"}, {"title": "C"}]
+    assert ids_of(added) == sorted(ids_of(added))
+    first = added[0]
+    assert_id(first["id"])
+    assert (first["user_id"], first["type"], first["event_id"], first["key"], first["read"]) == (
+        ATTENDEE, "rsvp_promoted", some_id(50), None, False)
+    assert first["created_at"] == NOW
+    page = await store.notifications.page(ATTENDEE, None, 10)
+    assert ids_of(page) == [added[1]["id"], added[0]["id"]]
+    assert page[1] == first
+    assert ids_of(await store.notifications.page(ATTENDEE, added[1]["id"], 10)) == [added[0]["id"]]
+    assert ids_of(await store.notifications.page(ATTENDEE, None, 1)) == [added[1]["id"]]
+    assert await store.notifications.page(ATTENDEE, added[0]["id"], 10) == []
+    assert await store.notifications.add([]) == []
+
+
+async def test_a_keyed_notification_replaces_the_users_earlier_one_with_a_newer_id_unread(store):
+    key = "waitlist_position:" + some_id(50)
+    first = await store.notifications.add([notification(ATTENDEE, "waitlist_position", key, position=3),
+                                           notification(STRANGER, "waitlist_position", key, position=4)])
+    other = await store.notifications.add([notification(ATTENDEE)])
+    assert await store.notifications.mark_read(ATTENDEE, other[0]["id"]) == 2
+
+    again = await store.notifications.add([notification(ATTENDEE, "waitlist_position", key, position=2)])
+
+    page = await store.notifications.page(ATTENDEE, None, 10)
+    assert ids_of(page) == [again[0]["id"], other[0]["id"]]
+    assert again[0]["id"] > other[0]["id"] > first[0]["id"]
+    assert (page[0]["data"], page[0]["read"]) == ({"position": 2}, False)
+    assert await store.notifications.told(key) == {ATTENDEE: {"position": 2}, STRANGER: {"position": 4}}
+    assert await store.notifications.told("waitlist_position:" + some_id(51)) == {}
+
+
+async def test_mark_read_marks_the_users_notifications_up_to_the_id_and_nobody_elses(store):
+    mine = await store.notifications.add([notification(ATTENDEE) for _ in range(3)])
+    theirs = await store.notifications.add([notification(STRANGER)])
+    assert await store.notifications.unread_count(ATTENDEE) == 3
+
+    assert await store.notifications.mark_read(ATTENDEE, mine[1]["id"]) == 2
+    assert await store.notifications.mark_read(ATTENDEE, mine[1]["id"]) == 0
+
+    assert await store.notifications.unread_count(ATTENDEE) == 1
+    assert [record["read"] for record in await store.notifications.page(ATTENDEE, None, 10)] == [False, True, True]
+    # Another user's id, an unknown one, a malformed one: not one of the caller's.
+    for up_to in (theirs[0]["id"], some_id(999), "nope"):
+        assert await store.notifications.mark_read(ATTENDEE, up_to) is None
+    assert await store.notifications.unread_count(STRANGER) == 1
+    assert await store.notifications.page("nope", None, 10) == []
+    assert await store.notifications.unread_count("nope") == 0

@@ -14,7 +14,7 @@ import pytest
 from domain import geo
 from domain.discovery import BY_DATE, Cursor, DiscoveryQuery
 from domain.errors import NotFound, StoreBroken, StoreUnavailable
-from domain.repositories import AlreadyTaken, Events
+from domain.repositories import AlreadyTaken, Events, Notifications
 from storage.sqlite import SqliteStore, database, ids, search
 from storage.sqlite.schema import MIGRATIONS
 from tests.repository_fixtures import NOW, PARIS, destination, draft, event_fields, point, some_id, window
@@ -702,3 +702,17 @@ async def test_concurrent_seats_from_two_stores_on_one_file_never_overbook(path)
     assert (await second.events.get(event_id))["rsvp_count"] == 10
     await first.close()
     await second.close()
+
+
+async def test_notifications_past_the_retention_period_are_forgotten_as_others_are_added(path):
+    store = await opened(path)
+    old = NOW - Notifications.RETENTION - datetime.timedelta(seconds=1)
+    unkeyed = {"user_id": "a" * 24, "type": "rsvp_promoted", "event_id": None, "data": {}, "key": None}
+    await store.notifications.add([{**unkeyed, "created_at": old}])
+    kept = await store.notifications.add([{**unkeyed, "created_at": NOW - Notifications.RETENTION}])
+
+    await store.notifications.add([{**unkeyed, "created_at": NOW}])
+
+    page = await store.notifications.page("a" * 24, None, 10)
+    assert len(page) == 2 and page[1]["id"] == kept[0]["id"]
+    await store.close()

@@ -14,6 +14,7 @@ from storage.mongo.accounts import ResetTokens, RevokedTokens, Users
 from storage.mongo.events import Events
 from storage.mongo.indexes import Indexes
 from storage.mongo.messages import Messages
+from storage.mongo.notifications import Notifications
 from storage.mongo.repository import translating_unavailable
 from storage.mongo.social import Activities, Follows
 
@@ -38,6 +39,7 @@ class MongoStore(repositories.Store):
         self.messages = Messages(self.db)
         self.follows = Follows(self.db)
         self.activities = Activities(self.db)
+        self.notifications = Notifications(self.db)
 
     @classmethod
     def connect(cls, uri, dbname, timeout_ms=5000):

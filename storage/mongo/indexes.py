@@ -14,6 +14,7 @@ import pymongo
 from pymongo import ASCENDING, DESCENDING
 from pymongo import errors as driver_errors
 
+from domain import repositories
 from domain.identity import identity_key
 from storage.mongo.repository import is_unavailable, refusal
 
@@ -88,6 +89,15 @@ PLAN = (
     Index("revoked_tokens", (("expires_at", ASCENDING),), {"expireAfterSeconds": 0}),
     Index("reset_tokens", (("expires_at", ASCENDING),), {"expireAfterSeconds": 0}),
     Index("reset_tokens", (("user_id", ASCENDING),)),
+    # A user's notifications newest first, their unread count, and one per key (Notifications.add);
+    # the key is absent on unkeyed ones, which stay out of the unique index. Forgotten after the
+    # retention period (repositories.Notifications.RETENTION) by the TTL monitor.
+    Index("notifications", (("user_id", ASCENDING), ("_id", DESCENDING))),
+    Index("notifications", (("user_id", ASCENDING), ("read", ASCENDING))),
+    Index("notifications", (("key", ASCENDING), ("user_id", ASCENDING)),
+          {"unique": True, "partialFilterExpression": {"key": {"$exists": True}}}, required=True),
+    Index("notifications", (("created_at", ASCENDING),),
+          {"expireAfterSeconds": int(repositories.Notifications.RETENTION.total_seconds())}),
 )
 
 

@@ -10,6 +10,7 @@ from storage.sqlite.accounts import ResetTokens, RevokedTokens, Users
 from storage.sqlite.database import Database
 from storage.sqlite.events import Events
 from storage.sqlite.messages import Messages
+from storage.sqlite.notifications import Notifications
 from storage.sqlite.social import Activities, Follows
 
 __all__ = ["SqliteStore"]
@@ -31,6 +32,7 @@ class SqliteStore(repositories.Store):
         self.messages = Messages(self._database)
         self.follows = Follows(self._database)
         self.activities = Activities(self._database)
+        self.notifications = Notifications(self._database)
 
     async def open(self):
         """Opens the file and brings its schema up to date. StoreBroken (naming the file) when it

@@ -277,10 +277,31 @@ ATTENDANCE = (
     "ALTER TABLE arrivals ADD COLUMN checked_in_by TEXT",
 )
 
+# What each user is told (domain/repositories.py, Notifications). A keyed notification is unique
+# per (key, user_id): replacing it is a delete and an insert in one transaction. `created_at` is
+# indexed for the retention cleanup that runs with each insert; `read` = 0 rows per user for the
+# unread count.
+NOTIFICATIONS = (
+    """CREATE TABLE notifications (
+        id TEXT PRIMARY KEY,
+        user_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        event_id TEXT,
+        data TEXT NOT NULL,
+        key TEXT,
+        created_at INTEGER NOT NULL,
+        read INTEGER NOT NULL DEFAULT 0
+    ) WITHOUT ROWID""",
+    "CREATE INDEX notifications_by_user ON notifications (user_id, id)",
+    "CREATE UNIQUE INDEX notifications_by_key ON notifications (key, user_id) WHERE key IS NOT NULL",
+    "CREATE INDEX notifications_by_age ON notifications (created_at)",
+    "CREATE INDEX notifications_unread ON notifications (user_id) WHERE read = 0",
+)
+
 # Each a tuple of statements (SQL text, or a function given the connection); the file's
 # user_version is how many have run.
 MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS, WAITLIST,
-              ATTENDANCE]
+              ATTENDANCE, NOTIFICATIONS]
 
 
 class SchemaTooNew(Exception):
