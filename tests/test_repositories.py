@@ -29,7 +29,7 @@ pytestmark = pytest.mark.gen_test(timeout=30)
 ID = re.compile(r"[0-9a-f]{24}")
 USER_KEYS = ("id", "username", "email", "role", "password_hash", "created_at", "tokens_valid_after",
              "followers_count", "following_count")
-EVENT_KEYS = ("id", *Events.FIELDS, "rsvp_count", "arrival_count", "photo_count", "waitlist_count", "is_rsvped",
+EVENT_KEYS = ("id", *Events.FIELDS, "sequence", "rsvp_count", "arrival_count", "photo_count", "waitlist_count", "is_rsvped",
               "has_arrived", "waitlist_position")
 MESSAGE_KEYS = ("id", "event_id", "user_id", "username", "text", "timestamp", "client_msg_id")
 ACTIVITY_KEYS = ("id", "type", "actor_id", "actor_name", "event_id", "target_user_id", "summary", "timestamp")
@@ -416,7 +416,7 @@ async def test_events_add_returns_an_id_and_get_returns_every_field(store):
     event = await store.events.get(event_id)
     assert_has_keys(event, EVENT_KEYS)
     assert {key: event[key] for key in EVENT_KEYS} == {
-        "id": event_id, **fields, "rsvp_count": 0, "arrival_count": 0, "photo_count": 0,
+        "id": event_id, **fields, "sequence": 0, "rsvp_count": 0, "arrival_count": 0, "photo_count": 0,
         "waitlist_count": 0, "is_rsvped": False, "has_arrived": False, "waitlist_position": None}
     for key in ("date", "created_at", "updated_at"):
         assert_time(event[key])
@@ -785,7 +785,7 @@ async def test_update_sets_the_changed_fields_and_no_other(store):
 
     assert await store.events.update(event_id, ORGANIZER, changes, {}) == []
 
-    assert await store.events.get(event_id) == {**before, **changes}
+    assert await store.events.get(event_id) == {**before, **changes, "sequence": before["sequence"] + 1}
 
 
 async def test_update_can_clear_optional_fields(store):
@@ -827,7 +827,7 @@ async def test_update_refuses_when_an_expected_value_has_changed(store):
     assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"date": NOW + MILLISECOND}) is None
     assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"end_date": NOW}) is None
 
-    assert await store.events.get(event_id) == {**before, "title": "second"}
+    assert await store.events.get(event_id) == {**before, "title": "second", "sequence": before["sequence"] + 1}
 
 
 async def test_update_accepts_expected_values_as_get_returned_them(store):
