@@ -188,11 +188,12 @@ class Events(abc.ABC):
     @abc.abstractmethod
     async def update(self, event_id, organizer_id, changes, expected):
         """Atomic: sets the fields in `changes` (names from FIELDS) and adds 1 to `sequence`,
-        only if the event exists, is not cancelled, is organized by `organizer_id`, still has every value in `expected` ({field: value read
-        earlier}), and, when `changes` sets a capacity that is not None, has at most that many
-        RSVPs; setting `cancelled_at` cancels it. A capacity change then promotes waiting users into the seats it frees, in the same
-        step. Returns None when it did not change the event, else the ids of the users it promoted,
-        in line order (an empty list when none)."""
+        only if the event exists, is not cancelled, is organized by `organizer_id`, still has
+        every value in `expected` ({field: value read earlier}), and, when `changes` sets a
+        capacity that is not None, has at most that many RSVPs; setting `cancelled_at` cancels
+        it. A capacity change then promotes waiting users into the seats it frees, in the same
+        step. Returns None when it did not change the event, else the ids of the users it
+        promoted, in line order (an empty list when none)."""
 
     @abc.abstractmethod
     async def delete(self, event_id, organizer_id):
@@ -224,7 +225,8 @@ class Events(abc.ABC):
     async def release_seat(self, event_id, user_id, window):
         """Atomic: takes back the user's RSVP, and their arrival with it, only if they have
         RSVPed and the event is not over at `window.now`, and in the same step promotes the first
-        waiting user(s) into the seat(s) now free (none when it is cancelled). Returns the event record after the change with
+        waiting user(s) into the seat(s) now free (none when it is cancelled). Returns the event
+        record after the change with
         `promoted`: the ids of the users it promoted, in line order; or None when a condition
         failed. However many releases, joins and capacity changes run concurrently, no promotion
         is lost or made twice, and the RSVPs never exceed the capacity."""

@@ -4,6 +4,7 @@ import dataclasses
 import tornado.web
 
 from domain.accounts import Accounts
+from domain.calendar import Calendars
 from domain.events import Events
 from domain.gallery import Gallery
 from domain.mailer import make_mailer
@@ -13,8 +14,8 @@ from domain.repositories import Store
 from domain.storage import make_storage
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, schema_validator
-from handlers import (auth, chat, docs_page, events, feed, messages, metrics, openapi, ops, photos, reset_page,
-                      users)
+from handlers import (auth, calendar, chat, docs_page, events, feed, messages, metrics, openapi, ops, photos,
+                      reset_page, users)
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -33,6 +34,7 @@ class Services:
     photo_workers: PhotoWorkers
     gallery: Gallery
     chat: chat.ChatService
+    calendars: Calendars
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
     metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
@@ -63,7 +65,7 @@ def build_services(settings, store=None, mailer=None):
     events_service.online_counter = chat_service.online_count
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
-                        chat=chat_service,
+                        chat=chat_service, calendars=Calendars(store, settings),
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas,
                                                       websocket=chat.CHAT_PROTOCOL))
@@ -84,8 +86,8 @@ def photo_storage(settings):
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
-    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *photos.ROUTES, *messages.ROUTES, *chat.ROUTES,
-            *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES, *docs_page.ROUTES,
+    return [*auth.ROUTES, *calendar.ROUTES, *users.ROUTES, *events.ROUTES, *photos.ROUTES, *messages.ROUTES,
+            *chat.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES, *docs_page.ROUTES,
             *reset_page.ROUTES]
 
 

@@ -360,7 +360,8 @@ def _promote(connection, event_id, max_rsvps):
     returns their ids in line order."""
     promoted = [user_id for (user_id,) in connection.execute(
         f"""SELECT user_id FROM waitlist WHERE event_id = :event ORDER BY ticket
-            LIMIT max(0, coalesce((SELECT {SEATS} - rsvp_count FROM events WHERE id = :event AND {LIVE}), 0))""",
+            LIMIT max(0, coalesce(
+                (SELECT {SEATS} - rsvp_count FROM events WHERE id = :event AND {LIVE}), 0))""",
         {"event": event_id, "max_rsvps": max_rsvps})]
     if promoted:
         connection.executemany("DELETE FROM waitlist WHERE event_id = ? AND user_id = ?",
