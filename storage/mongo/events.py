@@ -363,12 +363,14 @@ class Events(Repository, repositories.Events):
             condition["$expr"] = {"$lte": [_RSVP_COUNT, changes["capacity"]]}
         if not changes:
             return [] if await self._events.find_one(condition, {"_id": 1}) is not None else None
+        # A pipeline rather than $inc, which refuses the null `sequence` an old document may hold.
+        values = {field: {"$literal": value} for field, value in stored_fields(changes).items()}
+        stages = [{"$set": values}, _NEXT_SEQUENCE]
         if "capacity" not in changes:
-            result = await self._events.update_one(condition, {"$set": stored_fields(changes), "$inc": {"sequence": 1}})
+            result = await self._events.update_one(condition, stages)
             return [] if result.matched_count == 1 else None
         # A capacity change promotes into the seats it frees, in the same update.
-        values = {field: {"$literal": value} for field, value in stored_fields(changes).items()}
-        return await self._promoting(event, condition, [{"$set": values}, _NEXT_SEQUENCE])
+        return await self._promoting(event, condition, stages)
 
     async def _promoting(self, event, condition, stages):
         """Runs an update that may free seats, with the promotion into them; None when the
