@@ -37,6 +37,8 @@ FEED_LIMIT = 200
 # X-PUBLISHED-TTL that Outlook and Apple Calendar read).
 REFRESH_INTERVAL = datetime.timedelta(hours=1)
 KEY_BYTES = 32
+# Keys are 43 characters; anything much longer is not one, and is told so rather than hashed.
+KEY_MAX_LENGTH = 200
 FEED_PATH = "/api/v1/users/me/calendar.ics"
 FEED_NAME = "Events I'm going to"
 
@@ -132,6 +134,9 @@ class Calendars:
         if not key:
             raise InvalidInput("The calendar address lacks its key.", code="calendar_key_required",
                                errors=[{"path": "key", "message": "is required"}])
+        if len(key) > KEY_MAX_LENGTH:
+            raise InvalidInput("The calendar key is too long to be one.",
+                               errors=[{"path": "key", "message": f"must be at most {KEY_MAX_LENGTH} characters"}])
         user = await self.store.users.find_by_calendar_key(key_digest(key))
         if user is None:
             raise _invalid_key()

@@ -1,4 +1,5 @@
 """Calendar endpoints: an event's .ics file, the caller's feed address, and the feed itself."""
+from domain.calendar import KEY_MAX_LENGTH
 from handlers.base import BaseHandler
 from handlers.docs import operation
 
@@ -46,7 +47,7 @@ class CalendarFeedHandler(CalendarFileHandler):
     docs = {"get": operation(
         "The calendar feed of the events a user is going to (calendar apps subscribe to it)",
         response="ICalendar", envelope=False, content_type="text/calendar", public=True, errors=[404],
-        query=(("key", {"type": "string", "minLength": 1, "maxLength": 200},
+        query=(("key", {"type": "string", "minLength": 1, "maxLength": KEY_MAX_LENGTH},
                 "The feed's secret key, from POST /api/v1/users/me/calendar."),),
         description=(
             "No Authorization header: the key in the address identifies the user. The events the user has "

@@ -279,3 +279,8 @@ async def test_the_feed_key_never_reaches_a_log_line(api, caplog):
     lines = [JsonFormatter().format(record) for record in caplog.records]
     assert any("calendar.ics?key=[redacted]" in line for line in lines)
     assert not any(key in line for line in lines)
+
+
+async def test_a_key_longer_than_any_key_is_a_400(api):
+    reply = await api.call("GET", "/api/v1/users/me/calendar.ics?key=" + "k" * 201)
+    assert (reply.status, reply.json["errors"]) == (400, [{"path": "key", "message": "must be at most 200 characters"}])
