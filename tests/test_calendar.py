@@ -284,3 +284,21 @@ async def test_the_feed_key_never_reaches_a_log_line(api, caplog):
 async def test_a_key_longer_than_any_key_is_a_400(api):
     reply = await api.call("GET", "/api/v1/users/me/calendar.ics?key=" + "k" * 201)
     assert (reply.status, reply.json["errors"]) == (400, [{"path": "key", "message": "must be at most 200 characters"}])
+
+
+async def test_the_chat_of_a_cancelled_event_stays_readable_and_refuses_new_messages(room):
+    await room.create(attendees=1)
+    _, token = room.members[1]
+    client = await room.joined(token)
+    await client.say("see you there", client_msg_id="before")
+    assert [m["text"] for m in await client.messages(1)] == ["see you there"]
+    reply = await room.api.call("PATCH", f"/api/v1/events/{room.event_id}", {"cancelled": True},
+                                token=room.organizer_token)
+    assert reply.status == 200, reply
+
+    await client.say("is it off?", client_msg_id="after")
+
+    refused = await client.receive_type("error")
+    assert (refused["code"], refused["client_msg_id"]) == ("event_cancelled", "after")
+    history = await room.api.call("GET", f"/api/v1/events/{room.event_id}/messages", token=token)
+    assert [m["text"] for m in history.data["items"]] == ["see you there"]
