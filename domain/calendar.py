@@ -98,7 +98,7 @@ def _calendar(events, default_duration, name=None):
         calendar.add("name", name)  # RFC 7986
         calendar.add("x-wr-calname", name)
         calendar.add("refresh-interval", REFRESH_INTERVAL, parameters={"VALUE": "DURATION"})
-        calendar.add("x-published-ttl", REFRESH_INTERVAL)
+        calendar.add("x-published-ttl", icalendar.vDuration(REFRESH_INTERVAL))  # unknown to icalendar: typed here
     for event in events:
         calendar.add_component(_vevent(event, default_duration))
     return calendar.to_ical()

@@ -201,12 +201,16 @@ async def test_a_calendar_app_subscribes_to_the_feed_with_its_key_and_no_bearer_
 
     assert subscription["url"].startswith(f"{settings.public_base_url}/api/v1/users/me/calendar.ics?key=")
     assert subscription["webcal_url"] == "webcal://" + subscription["url"].split("://", 1)[1]
-    calendar, entries = parsed(await api.call("GET", feed))  # no Authorization header
+    polled = await api.call("GET", feed)  # no Authorization header
+    calendar, entries = parsed(polled)
     assert list(entries) == [uid(soon), uid(later)]  # by date; not the one waited for
     assert uid(elsewhere) not in entries
     assert entries[uid(soon)].decoded("DTSTART") == datetime.datetime(2030, 3, 1, 18, 0, tzinfo=UTC)
     assert entries[uid(later)].decoded("DTSTART") == datetime.datetime(2030, 4, 1, 17, 0, tzinfo=UTC)
     assert str(calendar["X-WR-CALNAME"]) == "Events I'm going to"
+    # How often to poll, as RFC 7986 and as Outlook and Apple Calendar read it.
+    assert "\r\nREFRESH-INTERVAL;VALUE=DURATION:PT1H\r\n" in polled.text
+    assert "\r\nX-PUBLISHED-TTL:PT1H\r\n" in polled.text
     before = entries[uid(later)].decoded("SEQUENCE")
 
     # The organizer cancels one: the next poll shows it cancelled, with a higher SEQUENCE.
