@@ -132,8 +132,9 @@ class Calendars:
     async def feed(self, key):
         """The .ics bytes of the feed of the user whose key this is."""
         if not key:
-            raise InvalidInput("The calendar address lacks its key.", code="calendar_key_required",
-                               errors=[{"path": "key", "message": "is required"}])
+            # A 404 like a wrong key: the OpenAPI document declares no query parameter required.
+            raise NotFound("The calendar address lacks its key: get it from the app (POST "
+                           "/api/v1/users/me/calendar).", code="invalid_calendar_key")
         if len(key) > KEY_MAX_LENGTH:
             raise InvalidInput("The calendar key is too long to be one.",
                                errors=[{"path": "key", "message": f"must be at most {KEY_MAX_LENGTH} characters"}])

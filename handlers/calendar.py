@@ -52,9 +52,8 @@ class CalendarFeedHandler(CalendarFileHandler):
         description=(
             "No Authorization header: the key in the address identifies the user. The events the user has "
             "RSVPed to (not those they wait for), from 30 days ago on, by date, at most 200; cancelled ones "
-            "stay, with STATUS:CANCELLED and a higher SEQUENCE, so calendars drop or mark them. 400 "
-            "calendar_key_required without a key; 404 invalid_calendar_key for a key that was replaced "
-            "or never issued."))}
+            "stay, with STATUS:CANCELLED and a higher SEQUENCE, so calendars drop or mark them. 404 "
+            "invalid_calendar_key without a key or for a key that was replaced or never issued."))}
 
     async def get(self):
         self.send_calendar(await self.services.calendars.feed(self.get_query_argument("key", "")), "calendar.ics")

@@ -245,9 +245,9 @@ async def test_a_replaced_key_is_refused_with_a_json_reason_and_the_new_one_work
     assert (await api.call("GET", old_feed, token=token)).status == 404
 
 
-async def test_a_missing_unknown_or_misspelt_key_is_a_clear_4xx(api):
+async def test_a_missing_unknown_or_misspelt_key_is_a_clear_4xx_with_a_json_reason(api):
     missing = await api.call("GET", "/api/v1/users/me/calendar.ics")
-    assert (missing.status, missing.json["code"]) == (400, "calendar_key_required")
+    assert (missing.status, missing.json["code"]) == (404, "invalid_calendar_key")
     unknown = await api.call("GET", "/api/v1/users/me/calendar.ics?key=not-a-key-anyone-has")
     assert (unknown.status, unknown.json["code"]) == (404, "invalid_calendar_key")
     misspelt = await api.call("GET", "/api/v1/users/me/calendar.ics?token=abc")
