@@ -202,17 +202,18 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def take_seat(self, event_id, user_id, window):
-        """Atomic: RSVPs the user only if the event exists and is not cancelled, the user has not RSVPed, nobody waits
-        (the user included), the event is not over at `window.now`, and it has room (fewer RSVPs
-        than its capacity, and than MAX_RSVPS whatever the capacity, None included). Returns
+        """Atomic: RSVPs the user only if the event exists and is not cancelled, the user has not
+        RSVPed, nobody waits (the user included), the event is not over at `window.now`, and it
+        has room (fewer RSVPs than its capacity, and than MAX_RSVPS whatever the capacity, None
+        included). Returns
         the event record after the change (as the user sees it), or None when any condition
         failed. Of 50 concurrent callers for 10 seats, exactly 10 get a record."""
 
     @abc.abstractmethod
     async def join_waitlist(self, event_id, user_id, window):
         """Atomic: puts the user at the end of the waitlist, joined at `window.now`, only if the
-        event exists and is not cancelled, has a capacity and `waitlist_enabled`, has no room (as `take_seat` counts
-        it), is not over at `window.now`, holds fewer than MAX_WAITLIST waiting, and the user has
+        event exists and is not cancelled, has a capacity and `waitlist_enabled`, has no room (as
+        `take_seat` counts it), is not over at `window.now`, holds fewer than MAX_WAITLIST waiting, and the user has
         neither RSVPed nor is waiting. Returns the event record after the change (as the user
         sees it), or None when any condition failed."""
 
@@ -226,17 +227,15 @@ class Events(abc.ABC):
         """Atomic: takes back the user's RSVP, and their arrival with it, only if they have
         RSVPed and the event is not over at `window.now`, and in the same step promotes the first
         waiting user(s) into the seat(s) now free (none when it is cancelled). Returns the event
-        record after the change with
-        `promoted`: the ids of the users it promoted, in line order; or None when a condition
-        failed. However many releases, joins and capacity changes run concurrently, no promotion
-        is lost or made twice, and the RSVPs never exceed the capacity."""
+        record after the change with `promoted`: the ids of the users it promoted, in line order;
+        or None when a condition failed. However many releases, joins and capacity changes run
+        concurrently, no promotion is lost or made twice, and the RSVPs never exceed the capacity."""
 
     @abc.abstractmethod
     async def record_arrival(self, event_id, user_id, window, opens_before):
         """Atomic: records the user's arrival only if the event is not cancelled, they have
-        RSVPed, have not arrived yet,
-        the event started at most `opens_before` (a timedelta) after `window.now` and is not
-        over. Returns whether it recorded it."""
+        RSVPed, have not arrived yet, the event started at most `opens_before` (a timedelta)
+        after `window.now` and is not over. Returns whether it recorded it."""
 
     @abc.abstractmethod
     async def is_member(self, event_id, user_id):
@@ -245,8 +244,8 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
-        """Atomic: appends a photo to the gallery only if the event exists and is not cancelled, `uploaded_by`
-        organizes it or has RSVPed, and it has fewer than `max_photos` photos. Returns the event
+        """Atomic: appends a photo to the gallery only if the event exists and is not cancelled,
+        `uploaded_by` organizes it or has RSVPed, and it has fewer than `max_photos` photos. Returns the event
         record after the change, or None."""
 
     @abc.abstractmethod
