@@ -31,10 +31,10 @@ class EventFileHandler(CalendarFileHandler):
 class CalendarSubscriptionHandler(BaseHandler):
     docs = {"post": operation(
         "A new address for the caller's calendar feed (no body); any earlier one stops working",
-        response="CalendarSubscription", description=(
+        response="CalendarSubscription", errors=[404], description=(
             "The address holds a new secret key, shown only in this answer (the server keeps a digest of it): "
             "give `url` or `webcal_url` to a calendar app. Calling again replaces the key, so an address that "
-            "leaked stops working (404 invalid_calendar_key)."))}
+            "leaked stops working (404 invalid_calendar_key). 404 user_not_found when the caller's account is gone."))}
 
     async def post(self):
         subscription = await self.services.calendars.subscribe(self.current_user)
