@@ -69,6 +69,9 @@ class DiscoveryQuery:
     radius_m: float = DEFAULT_RADIUS_KM * 1000
     limit: int = DEFAULT_PAGE_SIZE
     cursor: Cursor = None
+    # Cancelled events are left out of discovery: nobody can go any more. Their organizer's list
+    # keeps them.
+    include_cancelled: bool = False
 
     @property
     def order(self):

@@ -14,6 +14,13 @@ line; the store promotes the first in line in the same atomic step that frees a 
 cancellation, a raised capacity), and hands back whom it promoted, who then get what an RSVP
 gets (its activity, as RSVP_PROMOTED).
 
+Cancellation (`cancelled: true` in PUT/PATCH) is final: the event stays readable, shown
+cancelled, for those who were going and their calendars (RFC 5545's STATUS:CANCELLED, which
+calendar apps treat as the end of the event), and takes no more RSVPs, places in line, arrivals,
+photos or edits (409 `event_cancelled`, each a condition of the store's atomic call). Reviving
+it would tell people who made other plans that it is on again, with seats given back to nobody;
+an organizer publishes a new event instead.
+
 Who is told what (promotions, places in line, edits, deletions) is domain/notifications.py's:
 this module reports each change to its `Notifier`, which does the work in the background.
 """
@@ -77,6 +84,9 @@ def event_json(summary, usernames):
         "photo_count": summary["photo_count"],
         "is_rsvped": summary["is_rsvped"],
         "has_arrived": summary["has_arrived"],
+        "cancelled": summary["cancelled_at"] is not None,
+        "cancelled_at": to_iso(summary["cancelled_at"]),
+        "sequence": summary["sequence"],
         "created_at": to_iso(summary["created_at"]),
         # Never edited: last changed when it was created.
         "updated_at": to_iso(summary["updated_at"] or summary["created_at"]),
@@ -146,6 +156,10 @@ def _stored_fields(body):
     if "waitlist" in body:
         fields["waitlist_enabled"] = body["waitlist"]
     return fields
+
+
+def _cancelled():
+    return Conflict("The event is cancelled.", code="event_cancelled")
 
 
 def _check_waitlist(changes, event):
@@ -263,25 +277,38 @@ class Events:
         return event
 
     async def update(self, event_id, organizer, body):
-        """Applies any subset of the create fields; PUT and PATCH alike. A raised capacity promotes
-        as many waiting users as it adds seats."""
+        """Applies any subset of the create fields, and `cancelled: true`; PUT and PATCH alike. A
+        raised capacity promotes as many waiting users as it adds seats. A cancelled event changes
+        no more: asking to cancel it again is answered with it, anything else is a 409."""
         changes = _stored_fields(body)
+        cancelling = body.get("cancelled") is True
         for _ in range(ATTEMPTS):
             event = await self._owned(event_id, organizer)
+            if event["cancelled_at"] is not None:
+                if cancelling and not changes:
+                    return await self.view(event_id, organizer)
+                raise _cancelled()
             _check_waitlist(changes, {**event, **changes})
             await _check_consistent_off_loop({**event, **changes})
             capacity = changes.get("capacity")
             if capacity is not None and capacity < event["rsvp_count"]:
                 raise _capacity_below_rsvps()
-            # The write also refuses a capacity below the RSVPs taken since this read.
-            promoted = await self.store.events.update(event_id, organizer["id"],
-                                                      {**changes, "updated_at": self.clock()},
-                                                      expected=_read_for(changes, event))
+            now = self.clock()
+            # The write also refuses a capacity below the RSVPs taken since this read, and any
+            # change to an event cancelled since.
+            promoted = await self.store.events.update(
+                event_id, organizer["id"],
+                {**changes, "updated_at": now, **({"cancelled_at": now} if cancelling else {})},
+                expected=_read_for(changes, event))
             if promoted is not None:
                 break
         else:
             raise Conflict("The event changed while it was being updated. Try again.", code="edit_conflict")
-        self.notifier.changed({**event, **changes}, changed_fields(event, changes), organizer["id"])
+        if cancelling:
+            # Those going or waiting learn of the cancellation, not of the edits that came with it.
+            self.notifier.cancelled({**event, **changes}, organizer["id"])
+        else:
+            self.notifier.changed({**event, **changes}, changed_fields(event, changes), organizer["id"])
         if promoted:
             await self._announce_promotions(await self._summary(event_id), promoted)
         return await self.view(event_id, organizer)
@@ -298,7 +325,7 @@ class Events:
             await self._owned(event_id, organizer)  # 404 or 403, whichever applies
             raise NotFound("There is no such event.", code="event_not_found")
         self._notify(self.deleted_listeners, event_id)
-        self.notifier.cancelled(event, members, organizer["id"])
+        self.notifier.deleted(event, members, organizer["id"])
         for cleanup in self.deleted_cleanups:
             try:
                 await cleanup(event_id)
@@ -331,6 +358,8 @@ class Events:
             if event is not None:
                 return rsvp_status(event)
             summary = await self._summary(event_id, user_id)
+            if summary["cancelled_at"] is not None:
+                raise _cancelled()
             if summary["is_rsvped"] or summary["waitlist_position"] is not None:
                 return rsvp_status(summary)
             if self._is_over(summary, now):
@@ -428,6 +457,8 @@ class Events:
 
     def _judge_arrival(self, event, point, accuracy_m, now):
         """The point's distance to the fence, rounded; raises unless the arrival counts (or already did)."""
+        if event["cancelled_at"] is not None:
+            raise _cancelled()
         fence = self.geofences.fence_for(event)
         inside, outside_m = fence.admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
         distance_m = round(outside_m, 1)
@@ -527,7 +558,8 @@ class Events:
 
     async def organizer_events(self, organizer, limit, cursor):
         """The organizer's events by date, each with its stats: {items, next_cursor}."""
-        query = discovery.DiscoveryQuery(organizer_id=organizer["id"], limit=limit).resumed_from(cursor)
+        query = discovery.DiscoveryQuery(organizer_id=organizer["id"], limit=limit,
+                                         include_cancelled=True).resumed_from(cursor)
         page = await discovery.find_events(self.store, query, organizer["id"])
         counts = await self.store.messages.counts([summary["id"] for summary in page.items])
         shown = await self._present(page.items)

@@ -60,9 +60,9 @@ class Gallery:
         """Raises NotFound, Forbidden or Conflict unless `user` may add a photo to the event now;
         cheap, so a refused upload can be answered before its body is read."""
         event = await self.store.events.get(event_id, user["id"])
-        member = None if event is None else event["organizer_id"] == user["id"] or event["is_rsvped"]
-        if not member or event["photo_count"] >= MAX_PHOTOS_PER_EVENT:
-            raise _refusal(member)
+        if event is None or event["cancelled_at"] is not None or not _is_member(event, user) \
+                or event["photo_count"] >= MAX_PHOTOS_PER_EVENT:
+            raise _refusal(event, user)
 
     async def upload(self, event_id, user, data):
         """Adds the photo in `data` to the event's gallery; returns {"url": ...}.
@@ -79,7 +79,7 @@ class Gallery:
                 event = await self.store.events.add_photo(event_id, url, user["id"], self.clock(),
                                                           MAX_PHOTOS_PER_EVENT)
                 if event is None:
-                    raise _refusal(await self.store.events.is_member(event_id, user["id"]))
+                    raise _refusal(await self.store.events.get(event_id, user["id"]), user)
             except BaseException:
                 # Unlisted, the object would still be public at its URL.
                 await self._delete_quietly(key)
@@ -151,12 +151,18 @@ class Gallery:
         return Page(items, str(start) if start else None)
 
 
-def _refusal(member):
-    """The error that says why a photo may not be added, from `Events.is_member`'s answer: no
-    such event (None), not the organizer nor RSVPed (False), or else a full gallery."""
-    if member is None:
+def _is_member(event, user):
+    return event["organizer_id"] == user["id"] or event["is_rsvped"]
+
+
+def _refusal(event, user):
+    """The error that says why `user` may not add a photo to `event` (a record as they see it):
+    no such event (None), a cancelled event, not the organizer nor RSVPed, or else a full gallery."""
+    if event is None:
         return _event_not_found()
-    if not member:
+    if event["cancelled_at"] is not None:
+        return Conflict("The event is cancelled.", code="event_cancelled")
+    if not _is_member(event, user):
         return Forbidden("Only the organizer and people who RSVPed can add photos.", code="rsvp_required")
     return Conflict(f"This event already has {MAX_PHOTOS_PER_EVENT} photos.", code="gallery_full")
 

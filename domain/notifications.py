@@ -4,7 +4,7 @@ Four kinds, each about one event:
 - `rsvp_promoted`: you got a seat from the waitlist (also sent by email);
 - `waitlist_position`: your place in the line changed (someone ahead left or was promoted);
 - `event_changed`: an event you are going to or waiting for was edited (which fields);
-- `event_cancelled`: such an event was deleted by its organizer.
+- `event_cancelled`: such an event was cancelled, or deleted, by its organizer.
 
 Each is stored first (the list at GET /api/v1/notifications is the record: nothing is lost while
 a user is offline), then handed to `push(user_id, notification_json)`, which the live side
@@ -100,9 +100,13 @@ class Notifier:
     def changed(self, event, fields, by_user_id):
         """The organizer (`by_user_id`) changed `fields` (API names) of the event."""
         if fields:
-            self._spawn(self._changed(event, fields, by_user_id))
+            self._spawn(self._to_current_members(EVENT_CHANGED, event, by_user_id, {"fields": fields}))
 
-    def cancelled(self, event, members, by_user_id):
+    def cancelled(self, event, by_user_id):
+        """The organizer cancelled the event (it stays, cancelled: its members are read here)."""
+        self._spawn(self._to_current_members(EVENT_CANCELLED, event, by_user_id, {}))
+
+    def deleted(self, event, members, by_user_id):
         """The organizer deleted the event; `members` as Events.member_ids gave them before."""
         if event is not None and members is not None:
             self._spawn(self._to_members(EVENT_CANCELLED, event, members, by_user_id, {}))
@@ -177,10 +181,10 @@ class Notifier:
                           for place, user_id in enumerate(members["waiting"][from_place - 1:], start=from_place)
                           if told.get(user_id, {}).get("position") != place)
 
-    async def _changed(self, event, fields, by_user_id):
+    async def _to_current_members(self, kind, event, by_user_id, data):
         members = await self.store.events.member_ids(event["id"])
         if members is not None:
-            await self._to_members(EVENT_CHANGED, event, members, by_user_id, {"fields": fields})
+            await self._to_members(kind, event, members, by_user_id, data)
 
     async def _to_members(self, kind, event, members, by_user_id, data):
         users = [user_id for user_id in dict.fromkeys([*members["going"], *members["waiting"]])

@@ -75,6 +75,15 @@ class Users(abc.ABC):
     async def usernames(self, user_ids):
         """{id: username} for those of `user_ids` that exist."""
 
+    @abc.abstractmethod
+    async def set_calendar_key(self, user_id, digest):
+        """Atomic: makes `digest` the user's one calendar key digest, replacing any earlier one
+        (which then finds nobody). Returns whether the user exists."""
+
+    @abc.abstractmethod
+    async def find_by_calendar_key(self, digest):
+        """The user record whose calendar key digest is `digest`, or None."""
+
 
 class RevokedTokens(abc.ABC):
     """Token ids (JWT `jti`) that stopped working before they expire (logout)."""
@@ -120,6 +129,8 @@ class Events(abc.ABC):
       location ({"type": "Point", "coordinates": [lng, lat]}), geofence_radius (meters),
       geofence (GeoJSON Polygon dict or None), capacity (int or None), organizer_id,
       created_at, updated_at, waitlist_enabled (bool; None when stored reads as True),
+      cancelled_at (when the organizer cancelled it, or None),
+      sequence (int, 0 at creation: how many times `update` changed it, RFC 5545's SEQUENCE),
       rsvp_count, arrival_count, photo_count, waitlist_count,
       is_rsvped, has_arrived (whether `viewer_id` has; False without a viewer),
       waitlist_position (1-based place of `viewer_id` in the waitlist, None when not waiting),
@@ -131,11 +142,15 @@ class Events(abc.ABC):
     waiting users into them ("promotes" them), as many as there are free seats; so while anyone
     waits the event has no free seat, and `take_seat` refuses everyone (nobody jumps the line).
     Turning `waitlist_enabled` off stops new joins only: those waiting keep their places.
+
+    Cancellation: an event whose `cancelled_at` is set stays readable, and takes no new seat, place
+    in line, arrival or photo, promotes nobody, and changes no more (`update` refuses it): it is
+    final, as the calendars that were told STATUS:CANCELLED treat it.
     """
 
     FIELDS = ("title", "description", "date", "end_date", "category", "location_address", "location",
               "geofence_radius", "geofence", "capacity", "organizer_id", "created_at", "updated_at",
-              "waitlist_enabled")
+              "waitlist_enabled", "cancelled_at")
     # The most RSVPs an event takes, whatever its capacity (None included). MongoDB keeps an
     # event's RSVPs and arrivals as id arrays in its one document, which may not exceed 16 MB:
     # each id takes about 20 bytes there, so both arrays full stay near 4 MB.
@@ -157,6 +172,7 @@ class Events(abc.ABC):
     async def find(self, query, viewer_id=None):
         """Up to `query.limit + 1` event records matching a `domain.discovery.DiscoveryQuery`:
 
+        - cancelled events only when `query.include_cancelled`;
         - filters: `category` (equal), `date_from` <= date <= `date_to`, `organizer_id`, and
           `text`: found literally (never as a pattern), ignoring case, in title or description;
         - without `near`: ordered by (date, id); with a `cursor`, only events strictly after
@@ -171,12 +187,13 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def update(self, event_id, organizer_id, changes, expected):
-        """Atomic: sets the fields in `changes` (names from FIELDS) only if the event exists, is
-        organized by `organizer_id`, still has every value in `expected` ({field: value read
-        earlier}), and, when `changes` sets a capacity that is not None, has at most that many
-        RSVPs; a capacity change then promotes waiting users into the seats it frees, in the same
-        step. Returns None when it did not change the event, else the ids of the users it promoted,
-        in line order (an empty list when none)."""
+        """Atomic: sets the fields in `changes` (names from FIELDS) and adds 1 to `sequence`,
+        only if the event exists, is not cancelled, is organized by `organizer_id`, still has
+        every value in `expected` ({field: value read earlier}), and, when `changes` sets a
+        capacity that is not None, has at most that many RSVPs; setting `cancelled_at` cancels
+        it. A capacity change then promotes waiting users into the seats it frees, in the same
+        step. Returns None when it did not change the event, else the ids of the users it
+        promoted, in line order (an empty list when none)."""
 
     @abc.abstractmethod
     async def delete(self, event_id, organizer_id):
@@ -185,17 +202,18 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def take_seat(self, event_id, user_id, window):
-        """Atomic: RSVPs the user only if the event exists, the user has not RSVPed, nobody waits
-        (the user included), the event is not over at `window.now`, and it has room (fewer RSVPs
-        than its capacity, and than MAX_RSVPS whatever the capacity, None included). Returns
+        """Atomic: RSVPs the user only if the event exists and is not cancelled, the user has not
+        RSVPed, nobody waits (the user included), the event is not over at `window.now`, and it
+        has room (fewer RSVPs than its capacity, and than MAX_RSVPS whatever the capacity, None
+        included). Returns
         the event record after the change (as the user sees it), or None when any condition
         failed. Of 50 concurrent callers for 10 seats, exactly 10 get a record."""
 
     @abc.abstractmethod
     async def join_waitlist(self, event_id, user_id, window):
         """Atomic: puts the user at the end of the waitlist, joined at `window.now`, only if the
-        event exists, has a capacity and `waitlist_enabled`, has no room (as `take_seat` counts
-        it), is not over at `window.now`, holds fewer than MAX_WAITLIST waiting, and the user has
+        event exists and is not cancelled, has a capacity and `waitlist_enabled`, has no room (as
+        `take_seat` counts it), is not over at `window.now`, holds fewer than MAX_WAITLIST waiting, and the user has
         neither RSVPed nor is waiting. Returns the event record after the change (as the user
         sees it), or None when any condition failed."""
 
@@ -208,18 +226,18 @@ class Events(abc.ABC):
     async def release_seat(self, event_id, user_id, window):
         """Atomic: takes back the user's RSVP, and their arrival with it, only if they have
         RSVPed and the event is not over at `window.now`, and in the same step promotes the first
-        waiting user(s) into the seat(s) now free. Returns the event record after the change with
-        `promoted`: the ids of the users it promoted, in line order; or None when a condition
-        failed. However many releases, joins and capacity changes run concurrently, no promotion
-        is lost or made twice, and the RSVPs never exceed the capacity."""
+        waiting user(s) into the seat(s) now free (none when it is cancelled). Returns the event
+        record after the change with `promoted`: the ids of the users it promoted, in line order;
+        or None when a condition failed. However many releases, joins and capacity changes run
+        concurrently, no promotion is lost or made twice, and the RSVPs never exceed the capacity."""
 
     @abc.abstractmethod
     async def record_arrival(self, event_id, user_id, window, opens_before, checked_in_by=None):
-        """Atomic: records the user's arrival at `window.now` only if they have RSVPed, have not
-        arrived yet (by either way), the event started at most `opens_before` (a timedelta) after
-        `window.now` and is not over. `checked_in_by`: the id of the organizer who checks the user
-        in by hand, kept with the arrival; None when the user checked in themselves (the
-        geofence). Returns whether it recorded it."""
+        """Atomic: records the user's arrival at `window.now` only if the event is not cancelled,
+        they have RSVPed, have not arrived yet (by either way), the event started at most
+        `opens_before` (a timedelta) after `window.now` and is not over. `checked_in_by`: the id of
+        the organizer who checks the user in by hand, kept with the arrival; None when the user
+        checked in themselves (the geofence). Returns whether it recorded it."""
 
     ATTENDEE_STATUSES = ("going", "waitlisted", "arrived")
 
@@ -244,14 +262,20 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
-        """Atomic: appends a photo to the gallery only if the event exists, `uploaded_by`
-        organizes it or has RSVPed, and it has fewer than `max_photos` photos. Returns the event
+        """Atomic: appends a photo to the gallery only if the event exists and is not cancelled,
+        `uploaded_by` organizes it or has RSVPed, and it has fewer than `max_photos` photos. Returns the event
         record after the change, or None."""
 
     @abc.abstractmethod
     async def member_ids(self, event_id):
         """None when there is no such event; otherwise {"going": ids of the users RSVPed, in any
         order, "waiting": ids of the users waiting, in line order} (who is told of its changes)."""
+
+    @abc.abstractmethod
+    async def attending(self, user_id, since, limit):
+        """Up to `limit` event records (as `user_id` sees them) of the events the user has RSVPed
+        to, cancelled ones included, dated at or after `since`, ordered by (date, id): the
+        events of their calendar feed."""
 
     @abc.abstractmethod
     async def photos(self, event_id, before, limit):

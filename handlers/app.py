@@ -4,6 +4,7 @@ import dataclasses
 import tornado.web
 
 from domain.accounts import Accounts
+from domain.calendar import Calendars
 from domain.events import Events
 from domain.gallery import Gallery
 from domain.mailer import make_mailer
@@ -14,8 +15,8 @@ from domain.repositories import Store
 from domain.storage import make_storage
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, schema_validator
-from handlers import (attendees, auth, chat, docs_page, events, feed, messages, metrics, notifications, openapi, ops,
-                      photos, reset_page, users)
+from handlers import (attendees, auth, calendar, chat, docs_page, events, feed, messages, metrics, notifications,
+                      openapi, ops, photos, reset_page, users)
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -35,6 +36,7 @@ class Services:
     gallery: Gallery
     chat: chat.ChatService
     notifications: notifications.NotificationService
+    calendars: Calendars
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
     metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
@@ -67,8 +69,8 @@ def build_services(settings, store=None, mailer=None):
     events_service.online_counter = chat_service.online_count
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
-                        chat=chat_service, notifications=notification_service, metrics=server_metrics,
-                        shutdown_hooks=[chat_service.shutdown, notification_service.shutdown],
+                        chat=chat_service, notifications=notification_service, calendars=Calendars(store, settings),
+                        metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
                                                       notifications_websocket=notifications.NOTIFICATIONS_PROTOCOL))
     services.metrics.in_flight.set_function(lambda: services.inflight)
@@ -88,9 +90,9 @@ def photo_storage(settings):
 def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
-    return [*auth.ROUTES, *users.ROUTES, *events.ROUTES, *attendees.ROUTES, *photos.ROUTES, *messages.ROUTES,
-            *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES, *metrics.ROUTES,
-            *docs_page.ROUTES, *reset_page.ROUTES]
+    return [*auth.ROUTES, *calendar.ROUTES, *users.ROUTES, *events.ROUTES, *attendees.ROUTES, *photos.ROUTES,
+            *messages.ROUTES, *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
+            *metrics.ROUTES, *docs_page.ROUTES, *reset_page.ROUTES]
 
 
 def make_app(services):

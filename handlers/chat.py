@@ -385,7 +385,8 @@ connection stays open: `invalid_frame` (not a JSON object, or not the frame's sh
 sustained rate and burst from settings; every frame counts; a new connection takes over the
 bucket a closed one of the same user left, until it has refilled), `invalid_text`, `unknown_since`,
 `too_far_behind`, `unavailable` (not stored: send it again with the same `client_msg_id`),
-`shutting_down`, `event_not_found`.
+`shutting_down`, `event_not_found`, `event_cancelled` (a send to the chat of a cancelled event,
+which stays readable).
 
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
 acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client

@@ -10,8 +10,9 @@ from domain.mailer import EMAIL_TEXT
 
 request_id_var = contextvars.ContextVar("request_id", default=None)
 
-# Tokens may arrive in a query string (the WebSocket handshake); they never reach a log line.
-_SECRET_QUERY = re.compile(r"(?i)\b(token|access_token|password)=[^&\s]*")
+# Tokens may arrive in a query string (the WebSocket handshake, a calendar feed's key); they never
+# reach a log line.
+_SECRET_QUERY = re.compile(r"(?i)\b(token|access_token|password|key)=[^&\s]*")
 # A bearer token or a JWT quoted in some exception text is caught here as a last line of defence.
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[\w.~+/=-]+")
 _JWT = re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]*")

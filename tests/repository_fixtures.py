@@ -57,6 +57,7 @@ def event_fields(organizer_id, **changes):
         "created_at": CREATED,
         "updated_at": CREATED,
         "waitlist_enabled": True,
+        "cancelled_at": None,
     }
     fields.update(changes)
     return fields

@@ -732,7 +732,8 @@ async def test_a_role_beyond_attendee_and_organizer_cannot_be_registered(api):
 async def test_fields_the_server_computes_cannot_be_written_on_an_event(api, world, services):
     # A 400 on create; on PUT and PATCH ignored (a fetched event may be sent back), never applied.
     schemas = services.openapi["components"]["schemas"]
-    computed = set(schemas["Event"]["properties"]) - set(schemas["EventCreateRequest"]["properties"])
+    # `cancelled` is written by PUT/PATCH only (tests/test_calendar.py), not computed.
+    computed = set(schemas["Event"]["properties"]) - set(schemas["EventCreateRequest"]["properties"]) - {"cancelled"}
     assert {"rsvp_count", "arrival_count", "photo_count", "organizer", "is_rsvped"} <= computed
     path, rivals = f"/api/v1/events/{world.event['id']}", f"/api/v1/events/{world.rival_event['id']}"
     before = (await api.call("GET", path, token=world.owner.token)).data
@@ -741,7 +742,7 @@ async def test_fields_the_server_computes_cannot_be_written_on_an_event(api, wor
                 "rsvp_count": 0, "arrival_count": 99, "photo_count": 99, "waitlist_count": 99,
                 "waitlist_position": 1, "is_rsvped": True, "has_arrived": True,
                 "created_at": "2000-01-01T00:00:00Z", "updated_at": "2000-01-01T00:00:00Z", "distance_m": 0,
-                "stats": {"rsvp_count": 0}}
+                "stats": {"rsvp_count": 0}, "cancelled_at": "2000-01-01T00:00:00Z", "sequence": 0}
     assert computed <= set(smuggled) | {"stats"}
     for field in sorted(computed):
         reply = await api.call("POST", "/api/v1/events", event_body(**{field: 0}), token=world.owner.token)
@@ -750,8 +751,10 @@ async def test_fields_the_server_computes_cannot_be_written_on_an_event(api, wor
         reply = await api.call(method, path, {**smuggled, "title": before["title"]}, token=world.owner.token)
         assert reply.status == 200, (method, reply)
         after = (await api.call("GET", path, token=world.owner.token)).data
-        assert {field: after[field] for field in after if field != "updated_at"} == \
-            {field: before[field] for field in before if field != "updated_at"}
+        # The update is counted (sequence), whatever the smuggled value says.
+        assert {field: after[field] for field in after if field not in ("updated_at", "sequence")} == \
+            {field: before[field] for field in before if field not in ("updated_at", "sequence")}
+        assert after["sequence"] == before["sequence"] + (1 if method == "PUT" else 2)
         assert after["updated_at"] != smuggled["updated_at"]
     assert (await api.call("GET", rivals, token=world.rival.token)).data == rivals_before
 

@@ -162,7 +162,8 @@ async def test_an_event_sent_back_as_fetched_changes_nothing_read_only(api):
     fetched = (await api.call("GET", path, token=token)).data
     put = await api.call("PUT", path, {**fetched, "title": "Rooftop jazz, moved"}, token=token)
     assert put.status == 200, put
-    assert put.data == {**fetched, "title": "Rooftop jazz, moved", "updated_at": put.data["updated_at"]}
+    assert put.data == {**fetched, "title": "Rooftop jazz, moved", "updated_at": put.data["updated_at"],
+                        "sequence": fetched["sequence"] + 1}
     # As the other lists show it too: nearest first with distance_m, the organizer's own with stats.
     nearby = (await api.call("GET", f"/api/v1/events?lat={PARIS[1]}&lng={PARIS[0]}", token=token)).data["items"][0]
     own = (await api.call("GET", "/api/v1/organizer/events", token=token)).data["items"][0]
@@ -178,11 +179,12 @@ async def test_read_only_fields_are_ignored_whatever_their_values(api):
     other, _ = await api.register(role="organizer")
     forged = {"id": "0" * 24, "organizer": {"id": other["id"], "username": other["username"]}, "rsvp_count": 10,
               "arrival_count": "many", "photo_count": -1, "is_rsvped": True, "has_arrived": None,
-              "created_at": "1999-01-01T00:00:00Z", "updated_at": [], "distance_m": {"$gt": 0}, "stats": 7}
+              "created_at": "1999-01-01T00:00:00Z", "updated_at": [], "distance_m": {"$gt": 0}, "stats": 7,
+              "cancelled_at": "1999-01-01T00:00:00Z", "sequence": -5}
     reply = await api.call("PUT", path, {**forged, "capacity": 5}, token=token)
     assert reply.status == 200, reply
     shown = (await api.call("GET", path, token=token)).data
-    assert shown == {**created, "capacity": 5, "updated_at": shown["updated_at"]}
+    assert shown == {**created, "capacity": 5, "updated_at": shown["updated_at"], "sequence": 1}
     assert shown["organizer"]["id"] == organizer["id"]
     # Read-only fields alone change nothing, and are told so.
     reply = await api.call("PATCH", path, forged, token=token)

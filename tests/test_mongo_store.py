@@ -24,7 +24,7 @@ from handlers.app import build_services
 from storage.mongo import MongoStore
 from storage.mongo.indexes import NOT_BUILT_YET, PLAN
 from storage.mongo.repository import is_unavailable
-from tests.repository_fixtures import (CREATED, MINUTE, NOW, PARIS, PASSWORD_HASH, activity, draft, event_fields,
+from tests.repository_fixtures import (CREATED, HOUR, MINUTE, NOW, PARIS, PASSWORD_HASH, activity, draft, event_fields,
                                        point, some_id, window)
 from tests.conftest import make_settings
 from tests.mongo_fixtures import store, store_name  # noqa: F401 (fixtures)
@@ -307,6 +307,9 @@ EVERY_METHOD = {
     ("events", "is_member"): lambda s: s.events.is_member(EVENT, USER),
     ("events", "add_photo"): lambda s: s.events.add_photo(EVENT, "https://photos.example.com/1.jpg", USER, NOW, 10),
     ("events", "photos"): lambda s: s.events.photos(EVENT, None, 10),
+    ("events", "attending"): lambda s: s.events.attending(USER, NOW, 10),
+    ("users", "set_calendar_key"): lambda s: s.users.set_calendar_key(USER, "digest"),
+    ("users", "find_by_calendar_key"): lambda s: s.users.find_by_calendar_key("digest"),
     ("messages", "append"): lambda s: s.messages.append(EVENT, [draft(USER, "hello", "c1")]),
     ("messages", "exists"): lambda s: s.messages.exists(EVENT, MESSAGE),
     ("messages", "latest"): lambda s: s.messages.latest(EVENT, 10),
@@ -1093,3 +1096,21 @@ class TestTakingOverCaseVariantDuplicatesOverHttp:
         registered = await api.call("POST", "/api/v1/auth/register", {
             "username": "newcomer", "email": "ANA@example.com", "password": "a-long-password", "role": "attendee"})
         assert registered.status == 409 and registered.json["code"] == "email_taken"
+
+
+@OLD_SHAPES
+async def test_an_old_event_reads_as_live_at_sequence_0_and_is_cancelled_and_listed_as_ours(store, shape):
+    organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
+    event = await insert_old_event(store.db, organizer, shape, rsvps=[attendee],
+                                   **({"cancelled_at": None, "sequence": None} if shape == "null" else {}))
+    await open_store(store)
+
+    record = await store.events.get(str(event), str(attendee))
+    assert (record["cancelled_at"], record["sequence"]) == (None, 0)
+    assert [e["id"] for e in await store.events.find(DiscoveryQuery())] == [str(event)]
+    assert [e["id"] for e in await store.events.attending(str(attendee), NOW - HOUR, 10)] == [str(event)]
+    assert await store.events.update(str(event), str(organizer), {"cancelled_at": NOW}, {}) == []
+    record = await store.events.get(str(event), str(attendee))
+    assert (record["cancelled_at"], record["sequence"]) == (NOW, 1)
+    assert await store.events.find(DiscoveryQuery()) == []
+    assert [e["id"] for e in await store.events.attending(str(attendee), NOW - HOUR, 10)] == [str(event)]

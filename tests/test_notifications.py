@@ -244,6 +244,21 @@ async def test_deleting_an_event_tells_those_going_and_waiting_it_is_cancelled(a
     assert (await listed(api, organizer))["items"] == []
 
 
+async def test_cancelling_an_event_tells_those_going_and_waiting_once_and_not_of_the_edits_with_it(api, sockets):
+    event, organizer, [(_, goer)], [(_, waiter)] = await scene(api)
+    goer_live = await sockets(goer)
+
+    reply = await api.call("PATCH", f"/api/v1/events/{event['id']}", {"cancelled": True, "title": "Jazz Night (off)"},
+                           token=organizer)
+    assert reply.status == 200 and reply.json["data"]["cancelled"] is True, reply
+
+    pushed = await goer_live.notification()
+    assert (pushed["type"], pushed["event_id"]) == ("event_cancelled", event["id"])
+    assert [item["type"] for item in (await notified(api, waiter, 1))["items"]] == ["event_cancelled"]
+    assert [item["type"] for item in (await notified(api, goer, 1))["items"]] == ["event_cancelled"]
+    assert (await listed(api, organizer))["items"] == []
+
+
 # --- the socket's refusals --------------------------------------------------------------------------
 
 async def test_a_revoked_token_closes_the_socket_with_4401_and_is_refused_with_401_json(api, sockets):

@@ -29,7 +29,8 @@ pytestmark = pytest.mark.gen_test(timeout=30)
 ID = re.compile(r"[0-9a-f]{24}")
 USER_KEYS = ("id", "username", "email", "role", "password_hash", "created_at", "tokens_valid_after",
              "followers_count", "following_count")
-EVENT_KEYS = ("id", *Events.FIELDS, "rsvp_count", "arrival_count", "photo_count", "waitlist_count", "is_rsvped",
+EVENT_KEYS = ("id", *Events.FIELDS, "sequence", "rsvp_count", "arrival_count", "photo_count", "waitlist_count",
+              "is_rsvped",
               "has_arrived", "waitlist_position")
 MESSAGE_KEYS = ("id", "event_id", "user_id", "username", "text", "timestamp", "client_msg_id")
 ACTIVITY_KEYS = ("id", "type", "actor_id", "actor_name", "event_id", "target_user_id", "summary", "timestamp")
@@ -416,7 +417,7 @@ async def test_events_add_returns_an_id_and_get_returns_every_field(store):
     event = await store.events.get(event_id)
     assert_has_keys(event, EVENT_KEYS)
     assert {key: event[key] for key in EVENT_KEYS} == {
-        "id": event_id, **fields, "rsvp_count": 0, "arrival_count": 0, "photo_count": 0,
+        "id": event_id, **fields, "sequence": 0, "rsvp_count": 0, "arrival_count": 0, "photo_count": 0,
         "waitlist_count": 0, "is_rsvped": False, "has_arrived": False, "waitlist_position": None}
     for key in ("date", "created_at", "updated_at"):
         assert_time(event[key])
@@ -785,7 +786,7 @@ async def test_update_sets_the_changed_fields_and_no_other(store):
 
     assert await store.events.update(event_id, ORGANIZER, changes, {}) == []
 
-    assert await store.events.get(event_id) == {**before, **changes}
+    assert await store.events.get(event_id) == {**before, **changes, "sequence": 1}
 
 
 async def test_update_can_clear_optional_fields(store):
@@ -827,7 +828,7 @@ async def test_update_refuses_when_an_expected_value_has_changed(store):
     assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"date": NOW + MILLISECOND}) is None
     assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {"end_date": NOW}) is None
 
-    assert await store.events.get(event_id) == {**before, "title": "second"}
+    assert await store.events.get(event_id) == {**before, "title": "second", "sequence": before["sequence"] + 1}
 
 
 async def test_update_accepts_expected_values_as_get_returned_them(store):
@@ -2233,3 +2234,119 @@ async def test_mark_read_marks_the_users_notifications_up_to_the_id_and_nobody_e
     assert await store.notifications.unread_count(STRANGER) == 1
     assert await store.notifications.page("nope", None, 10) == []
     assert await store.notifications.unread_count("nope") == 0
+
+
+# --- cancelled events, revisions and calendars -----------------------------------------------------
+
+async def cancelled_event(store, **fields):
+    event_id = await add_event(store, **fields)
+    assert await store.events.update(event_id, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+    return event_id
+
+
+async def test_update_adds_one_to_the_sequence_each_time_it_changes_the_event(store):
+    event_id = await add_event(store)
+    assert (await store.events.get(event_id))["sequence"] == 0
+    assert await store.events.update(event_id, ORGANIZER, {"title": "second"}, {}) == []
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 10}, {}) == []
+    assert await store.events.update(event_id, OTHER_ORGANIZER, {"title": "not theirs"}, {}) is None
+    assert await store.events.update(event_id, ORGANIZER, {"title": "stale"}, {"date": NOW + HOUR}) is None
+    assert (await store.events.get(event_id))["sequence"] == 2
+    assert await store.events.update(event_id, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+    event = await store.events.get(event_id)
+    assert (event["sequence"], event["cancelled_at"]) == (3, NOW)
+
+
+async def test_a_cancelled_event_changes_no_more(store):
+    event_id = await cancelled_event(store)
+    before = await store.events.get(event_id)
+    assert await store.events.update(event_id, ORGANIZER, {"title": "revived"}, {}) is None
+    assert await store.events.update(event_id, ORGANIZER, {"cancelled_at": None}, {}) is None
+    assert await store.events.update(event_id, ORGANIZER, {"capacity": 5}, {}) is None
+    assert await store.events.get(event_id) == before
+
+
+async def test_a_cancelled_event_takes_no_seat_place_in_line_arrival_or_photo(store):
+    event_id = await add_event(store, capacity=1)
+    assert await store.events.take_seat(event_id, ATTENDEE, window())
+    full_id = await add_event(store, capacity=1)
+    assert await store.events.take_seat(full_id, ATTENDEE, window())
+    for cancelled in (event_id, full_id):
+        assert await store.events.update(cancelled, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+    free_id = await cancelled_event(store)
+
+    assert await store.events.take_seat(free_id, STRANGER, window()) is None
+    assert await store.events.join_waitlist(full_id, STRANGER, window()) is None
+    assert await store.events.record_arrival(event_id, ATTENDEE, window(), OPENS_BEFORE) is False
+    assert await store.events.add_photo(event_id, "https://photos.example.com/1.jpg", ORGANIZER, NOW, 10) is None
+    assert await store.events.add_photo(event_id, "https://photos.example.com/2.jpg", ATTENDEE, NOW, 10) is None
+    event = await store.events.get(event_id, ATTENDEE)
+    assert (event["rsvp_count"], event["arrival_count"], event["photo_count"], event["is_rsvped"]) == (1, 0, 0, True)
+    assert (await store.events.get(free_id))["rsvp_count"] == 0
+
+
+async def test_a_seat_freed_in_a_cancelled_event_promotes_nobody(store):
+    event_id = await add_event(store, capacity=1)
+    assert await store.events.take_seat(event_id, ATTENDEE, window())
+    assert await store.events.join_waitlist(event_id, STRANGER, window())
+    assert await store.events.update(event_id, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+
+    released = await store.events.release_seat(event_id, ATTENDEE, window())
+
+    assert released["promoted"] == [] and released["rsvp_count"] == 0
+    waiting = await store.events.get(event_id, STRANGER)
+    assert (waiting["is_rsvped"], waiting["waitlist_position"], waiting["waitlist_count"]) == (False, 1, 1)
+
+
+async def test_find_leaves_cancelled_events_out_unless_asked_for_them(store):
+    live = await add_event(store, title="live", date=NOW)
+    cancelled = await cancelled_event(store, title="cancelled", date=NOW + MINUTE)
+    assert ids_of(await store.events.find(DiscoveryQuery())) == [live]
+    assert ids_of(await store.events.find(DiscoveryQuery(include_cancelled=True))) == [live, cancelled]
+    assert ids_of(await store.events.find(DiscoveryQuery(text="cancelled"))) == []
+    assert ids_of(await store.events.find(DiscoveryQuery(near=PARIS, radius_m=1000))) == [live]
+    assert ids_of(await store.events.find(DiscoveryQuery(organizer_id=ORGANIZER, include_cancelled=True))) == \
+        [live, cancelled]
+
+
+async def test_attending_lists_the_users_rsvped_events_from_since_by_date_cancelled_ones_included(store):
+    past = await add_event(store, title="past", date=NOW - 2 * HOUR, end_date=NOW + HOUR)
+    later = await add_event(store, title="later", date=NOW + 2 * HOUR)
+    sooner = await add_event(store, title="sooner", date=NOW + HOUR)
+    cancelled = await add_event(store, title="cancelled", date=NOW + 3 * HOUR)
+    waited_for = await add_event(store, title="waited for", date=NOW + HOUR, capacity=1)
+    not_mine = await add_event(store, title="not mine", date=NOW + HOUR)
+    for event_id in (past, later, sooner, cancelled):
+        assert await store.events.take_seat(event_id, ATTENDEE, window())
+    assert await store.events.take_seat(waited_for, STRANGER, window())
+    assert await store.events.join_waitlist(waited_for, ATTENDEE, window())
+    assert await store.events.take_seat(not_mine, STRANGER, window())
+    assert await store.events.update(cancelled, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+
+    found = await store.events.attending(ATTENDEE, NOW - HOUR, 10)
+
+    assert titles_of(found) == ["sooner", "later", "cancelled"]
+    assert all(event["is_rsvped"] for event in found)
+    assert found[2]["cancelled_at"] == NOW and found[2]["sequence"] == 1
+    assert_has_keys(found[0], EVENT_KEYS)
+    assert titles_of(await store.events.attending(ATTENDEE, NOW - 3 * HOUR, 2)) == ["past", "sooner"]
+    assert await store.events.attending(STRANGER, NOW + 4 * HOUR, 10) == []
+    assert await store.events.attending("not-an-id", NOW - HOUR, 10) == []
+
+
+async def test_a_calendar_key_finds_its_user_until_it_is_replaced(store):
+    user = await add_user(store, "cal")
+    other = await add_user(store, "dar")
+    assert await store.users.find_by_calendar_key("digest-1") is None
+
+    assert await store.users.set_calendar_key(user["id"], "digest-1") is True
+    assert await store.users.set_calendar_key(other["id"], "digest-2") is True
+    assert await store.users.find_by_calendar_key("digest-1") == user
+    assert await store.users.find_by_calendar_key("digest-2") == other
+
+    assert await store.users.set_calendar_key(user["id"], "digest-3") is True
+    assert await store.users.find_by_calendar_key("digest-1") is None
+    assert await store.users.find_by_calendar_key("digest-3") == user
+    assert await store.users.set_calendar_key(some_id(99), "digest-4") is False
+    assert await store.users.set_calendar_key("not-an-id", "digest-5") is False
+    assert await store.users.find_by_calendar_key("digest-4") is None

@@ -17,7 +17,8 @@ from domain.errors import NotFound, StoreBroken, StoreUnavailable
 from domain.repositories import AlreadyTaken, Events, Notifications
 from storage.sqlite import SqliteStore, database, ids, search
 from storage.sqlite.schema import MIGRATIONS
-from tests.repository_fixtures import NOW, PARIS, destination, draft, event_fields, point, some_id, window
+from tests.repository_fixtures import (CREATED, HOUR, NOW, PARIS, PASSWORD_HASH, destination, draft, event_fields,
+                                       point, some_id, window)
 
 pytestmark = pytest.mark.gen_test
 
@@ -259,7 +260,8 @@ async def test_a_version_1_file_gets_its_events_indexed(path, monkeypatch):
     with monkeypatch.context() as old_server:
         old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:1])
         old_server.setattr(search, "refresh_index", lambda connection: None)
-        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS if field != "waitlist_enabled"))
+        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS
+                                                   if field not in ("waitlist_enabled", "cancelled_at")))
         store = await opened(path)
         await store.events.add(event_fields(ORGANIZER, title="Zydeco night", description="Accordion."))
         await store.events.add(event_fields(ORGANIZER, title="Quiet", description="A ZYDECO band"))
@@ -278,7 +280,8 @@ async def test_a_version_1_file_gets_its_events_indexed(path, monkeypatch):
 async def test_events_of_a_file_from_before_waitlists_take_one(path, monkeypatch):
     with monkeypatch.context() as old_server:
         old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:5])
-        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS if field != "waitlist_enabled"))
+        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS
+                                                   if field not in ("waitlist_enabled", "cancelled_at")))
         store = await opened(path)
         event_id = await store.events.add(event_fields(ORGANIZER, capacity=1))
         await store.close()
@@ -288,6 +291,27 @@ async def test_events_of_a_file_from_before_waitlists_take_one(path, monkeypatch
     joined = await store.events.join_waitlist(event_id, some_id(11), window())
     assert (joined["waitlist_enabled"], joined["waitlist_position"], joined["waitlist_count"]) == (True, 1, 1)
     assert (await store.events.release_seat(event_id, some_id(10), window()))["promoted"] == [some_id(11)]
+    await store.close()
+
+
+async def test_events_and_users_of_a_file_from_before_calendars_read_as_live_and_take_a_key(path, monkeypatch):
+    with monkeypatch.context() as old_server:
+        old_server.setattr("storage.sqlite.schema.MIGRATIONS", MIGRATIONS[:6])
+        old_server.setattr(Events, "FIELDS", tuple(field for field in Events.FIELDS if field != "cancelled_at"))
+        store = await opened(path)
+        event_id = await store.events.add(event_fields(ORGANIZER))
+        user = await store.users.add("old", "old@example.com", "attendee", PASSWORD_HASH, CREATED)
+        await store.close()
+
+    store = await opened(path)
+    event = await store.events.get(event_id)
+    assert (event["cancelled_at"], event["sequence"]) == (None, 0)
+    assert await store.events.take_seat(event_id, user["id"], window())
+    assert [e["id"] for e in await store.events.attending(user["id"], NOW - HOUR, 10)] == [event_id]
+    assert await store.users.set_calendar_key(user["id"], "digest") is True
+    assert (await store.users.find_by_calendar_key("digest"))["id"] == user["id"]
+    assert await store.events.update(event_id, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+    assert (await store.events.get(event_id))["sequence"] == 1
     await store.close()
 
 

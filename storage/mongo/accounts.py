@@ -2,7 +2,8 @@
 `revoked_tokens` and `reset_tokens` collections.
 
 A user document keeps the old backend's fields and arrays (`following`, `followers`,
-`created_events`, `rsvped_events`), which the other repositories maintain, plus the key copies
+`created_events`, `rsvped_events`), which the other repositories maintain, `calendar_key` (the
+digest of the user's calendar feed key, absent until they ask for one), plus the key copies
 `email_lower` and `username_lower` (domain.identity.identity_key of the email and username; the
 names are the first release's) that the unique indexes hold, and `keys_version`, how they were
 computed (storage/mongo/indexes.py makes them on documents the old backend or an earlier release
@@ -121,6 +122,17 @@ class Users(Repository, repositories.Users):
         wanted = [value for value in map(object_id, user_ids) if value is not None]
         found = await self._users.find({"_id": {"$in": wanted}}, {"username": 1}).to_list(None)
         return {str(user["_id"]): user.get("username") for user in found}
+
+    async def set_calendar_key(self, user_id, digest):
+        user = object_id(user_id)
+        if user is None:
+            return False
+        result = await self._users.update_one({"_id": user}, {"$set": {"calendar_key": digest}})
+        return result.matched_count == 1
+
+    async def find_by_calendar_key(self, digest):
+        # A string match only: a digest is a string, so no client value becomes an operator.
+        return await self._one({"calendar_key": {"$eq": str(digest)}})
 
 
 def _named(field, value):

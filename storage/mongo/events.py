@@ -5,10 +5,11 @@ An event document keeps the old backend's shape (`location` GeoJSON, `organizer_
 arrays `rsvps` and `arrivals`, `photo_gallery`: photo URLs in upload order, `geofence_radius`,
 `created_at`) plus `end_date`, `geofence`, `capacity`, `updated_at`, `rsvp_count`, `photos`
 (who uploaded each URL, and when), `waitlist_enabled`, `waitlist` (the users waiting, as
-{user_id, at} in the order they joined), `last_promoted` (see `_promotion`) and
+{user_id, at} in the order they joined), `last_promoted` (see `_promotion`),
 `organizer_check_ins` ({user_id, by, at} for each arrival an organizer checked in by hand; the
 ids of everyone arrived, however, stay in `arrivals`, which the old backend reads: an entry here
-only says how an arrival in `arrivals` was made, and is pushed by the same update). Events the old
+only says how an arrival in `arrivals` was made, and is pushed by the same update), `cancelled_at`
+(null or absent: not cancelled) and `sequence` (absent: 0). Events the old
 backend wrote may lack any of the additions: their `rsvp_count` is the length of `rsvps`, their
 waitlist is empty and enabled, the others read as None. Arrays, theirs and the users', are read
 and changed by the rule of storage/mongo/arrays.py (null or absent is empty).
@@ -36,7 +37,7 @@ from storage.mongo.arrays import added, array, pulled, pushed
 from storage.mongo.repository import Repository
 from storage.mongo.values import aware, id_text, object_id, stored_id
 
-TIME_FIELDS = ("date", "end_date", "created_at", "updated_at")
+TIME_FIELDS = ("date", "end_date", "created_at", "updated_at", "cancelled_at")
 _RSVPS = array("rsvps")
 _ARRIVALS = array("arrivals")
 _GALLERY = array("photo_gallery")
@@ -64,7 +65,7 @@ def summary_projection(viewer):
     or None) is in the arrays, computed next to the data so that the arrays never travel.
     `distance_m` is there on nearby searches only."""
     projection = {field: 1 for field in repositories.Events.FIELDS}
-    projection.update(rsvp_count=_RSVP_COUNT, arrival_count={"$size": _ARRIVALS},
+    projection.update(sequence=1, rsvp_count=_RSVP_COUNT, arrival_count={"$size": _ARRIVALS},
                       photo_count={"$size": _GALLERY}, waitlist_count={"$size": _WAITLIST}, distance_m=1)
     if viewer is not None:
         projection.update(is_rsvped={"$in": [viewer, _RSVPS]}, has_arrived={"$in": [viewer, _ARRIVALS]},
@@ -79,6 +80,7 @@ def event_record(document):
     record.update({field: aware(document.get(field)) for field in TIME_FIELDS})
     record["organizer_id"] = id_text(document.get("organizer_id"))
     record["waitlist_enabled"] = document.get("waitlist_enabled") is not False
+    record["sequence"] = document.get("sequence") or 0
     index = document.get("waitlist_index", -1)
     record.update(rsvp_count=document["rsvp_count"], arrival_count=document["arrival_count"],
                   photo_count=document["photo_count"], waitlist_count=document["waitlist_count"],
@@ -116,6 +118,13 @@ def _has_room(max_rsvps):
     return {"$expr": {"$lt": [_RSVP_COUNT, _seats(max_rsvps)]}}
 
 
+# Filter: not cancelled (null matches an absent field too: the old backend's events).
+_LIVE = {"cancelled_at": None}
+# Aggregation: whether the event is not cancelled.
+_IS_LIVE = {"$eq": [{"$ifNull": ["$cancelled_at", None]}, None]}
+# Update pipeline stage: one more change (RFC 5545's SEQUENCE).
+_NEXT_SEQUENCE = {"$set": {"sequence": {"$add": [{"$ifNull": ["$sequence", 0]}, 1]}}}
+
 # Filter: nobody waits (the array is absent, null or empty).
 _NOBODY_WAITING = {"waitlist.0": {"$exists": False}}
 
@@ -127,7 +136,7 @@ def _promotion(max_rsvps):
     `last_promoted`, and reads it from its own result (find_one_and_update returns the document
     as that one write left it), so it learns exactly whom it promoted, whatever other writes do.
     The free seats are counted on the document as the earlier stages left it."""
-    free = {"$max": [0, {"$subtract": [_seats(max_rsvps), {"$size": _RSVPS}]}]}
+    free = {"$cond": [_IS_LIVE, {"$max": [0, {"$subtract": [_seats(max_rsvps), {"$size": _RSVPS}]}]}, 0]}
     promoted = {"$min": [free, {"$size": _WAITLIST}]}
     # $slice with a position takes a positive count only (its manual page): none to promote
     # takes none, by $cond, rather than a count of 0.
@@ -147,7 +156,7 @@ def _promotion(max_rsvps):
 def _filters(query):
     """The filter of a DiscoveryQuery but its centre, radius and cursor; None when it can match
     nothing (an organizer_id that is not an id)."""
-    parts = [SERVED]
+    parts = [SERVED] if query.include_cancelled else [SERVED, _LIVE]
     if query.category:
         parts.append({"category": query.category})
     if query.date_from or query.date_to:
@@ -282,6 +291,13 @@ class Events(Repository, repositories.Events):
         stages += [{"$match": {"distance_m": distance}}, {"$sort": {"_id": 1}}, {"$limit": query.limit + 1}]
         return await self._records(stages, viewer)
 
+    async def attending(self, user_id, since, limit):
+        user = object_id(user_id)
+        if user is None:
+            return []
+        return await self._records([{"$match": {"$and": [SERVED, {"rsvps": user, "date": {"$gte": since}}]}},
+                                    {"$sort": {"date": 1, "_id": 1}}, {"$limit": limit}], user)
+
     async def is_member(self, event_id, user_id):
         event, user = object_id(event_id), object_id(user_id)
         if event is None:
@@ -393,7 +409,7 @@ class Events(Repository, repositories.Events):
 
     async def add(self, fields):
         document = stored_fields({field: fields.get(field) for field in self.FIELDS})
-        document.update(rsvps=[], arrivals=[], photo_gallery=[], photos=[], rsvp_count=0)
+        document.update(rsvps=[], arrivals=[], photo_gallery=[], photos=[], rsvp_count=0, sequence=0)
         await self._events.insert_one(document)
         if document["organizer_id"] is not None:
             await self._users.update_one({"_id": document["organizer_id"]},
@@ -406,18 +422,20 @@ class Events(Repository, repositories.Events):
             return False
         # "Unchanged since read": the values the caller's validation relied on are part of the
         # filter, so a stale read can refuse a change, never let a wrong one through.
-        condition = {**stored_fields(expected), "_id": event, "organizer_id": organizer}
+        condition = {**stored_fields(expected), "_id": event, "organizer_id": organizer, **_LIVE}
         if changes.get("capacity") is not None:
             # The RSVPs are counted in the same step as the write: none can slip in between.
             condition["$expr"] = {"$lte": [_RSVP_COUNT, changes["capacity"]]}
         if not changes:
             return [] if await self._events.find_one(condition, {"_id": 1}) is not None else None
+        # A pipeline rather than $inc, which refuses the null `sequence` an old document may hold.
+        values = {field: {"$literal": value} for field, value in stored_fields(changes).items()}
+        stages = [{"$set": values}, _NEXT_SEQUENCE]
         if "capacity" not in changes:
-            result = await self._events.update_one(condition, {"$set": stored_fields(changes)})
+            result = await self._events.update_one(condition, stages)
             return [] if result.matched_count == 1 else None
         # A capacity change promotes into the seats it frees, in the same update.
-        values = {field: {"$literal": value} for field, value in stored_fields(changes).items()}
-        return await self._promoting(event, condition, [{"$set": values}])
+        return await self._promoting(event, condition, stages)
 
     async def _promoting(self, event, condition, stages):
         """Runs an update that may free seats, with the promotion into them; None when the
@@ -460,7 +478,7 @@ class Events(Repository, repositories.Events):
         # The whole rule in one conditional update: not RSVPed yet, not over, room left; and the
         # count rewritten from the array in the same step.
         taken = await self._events.update_one(
-            {"_id": event, "rsvps": {"$ne": user}, **_NOBODY_WAITING,
+            {"_id": event, "rsvps": {"$ne": user}, **_NOBODY_WAITING, **_LIVE,
              "$and": [_not_over(window), _has_room(self.MAX_RSVPS)]},
             [{"$set": {"rsvps": pushed("rsvps", user)}},
              {"$set": {"rsvp_count": {"$size": "$rsvps"}}}])
@@ -479,7 +497,7 @@ class Events(Repository, repositories.Events):
         # One conditional update: a capacity and the waitlist on, no room, not over, the line not
         # full (it has no entry at position MAX_WAITLIST - 1), the user neither RSVPed nor waiting.
         joined = await self._events.update_one(
-            {"_id": event, "rsvps": {"$ne": user}, "waitlist.user_id": {"$ne": user},
+            {"_id": event, "rsvps": {"$ne": user}, "waitlist.user_id": {"$ne": user}, **_LIVE,
              "capacity": {"$ne": None}, "waitlist_enabled": {"$ne": False},
              f"waitlist.{self.MAX_WAITLIST - 1}": {"$exists": False},
              "$and": [_not_over(window), {"$expr": {"$gte": [_RSVP_COUNT, _seats(self.MAX_RSVPS)]}}]},
@@ -528,7 +546,7 @@ class Events(Repository, repositories.Events):
         # RSVPed, not arrived yet, open (started at most opens_before from now) and not over: all
         # in the filter of the one update that records the arrival.
         arrived = await self._events.update_one(
-            {"_id": event, "rsvps": user, "arrivals": {"$ne": user},
+            {"_id": event, "rsvps": user, "arrivals": {"$ne": user}, **_LIVE,
              "date": {"$lte": window.now + opens_before}, **_not_over(window)},
             [{"$set": changes}])
         return arrived.matched_count == 1
@@ -541,7 +559,7 @@ class Events(Repository, repositories.Events):
         # has room (it has no entry at position max_photos - 1); both arrays get the photo in it,
         # so they cannot disagree.
         stored = await self._events.update_one(
-            {"_id": event, "$or": [{"organizer_id": user}, {"rsvps": user}],
+            {"_id": event, "$or": [{"organizer_id": user}, {"rsvps": user}], **_LIVE,
              f"photo_gallery.{max_photos - 1}": {"$exists": False}},
             [{"$set": {"photo_gallery": pushed("photo_gallery", url),
                        "photos": pushed("photos", {"url": url, "uploaded_by": user, "uploaded_at": uploaded_at})}}])

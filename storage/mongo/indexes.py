@@ -62,10 +62,14 @@ PLAN = (
     Index("users", (("username", ASCENDING),), {"unique": True}),
     # Followers lists: users whose `following` holds someone, in _id order.
     Index("users", (("following", ASCENDING), ("_id", ASCENDING))),
+    # A calendar feed's user from its key's digest (sparse: users without a key stay out).
+    Index("users", (("calendar_key", ASCENDING),), {"unique": True, "sparse": True}),
     # Nearby search: $geoNear fails without it.
     Index("events", (("location", "2dsphere"),), required=True),
     Index("events", (("organizer_id", ASCENDING),)),
     Index("events", (("date", ASCENDING), ("_id", ASCENDING))),
+    # A calendar feed: the events whose `rsvps` hold its user, from a date on (multikey).
+    Index("events", (("rsvps", ASCENDING), ("date", ASCENDING))),
     # An organizer's events in date order.
     Index("events", (("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING))),
     Index("messages", (("event_id", ASCENDING), ("timestamp", ASCENDING))),

@@ -50,6 +50,17 @@ class Users(Repository, repositories.Users):
     async def usernames(self, user_ids):
         return await self._database.read(_usernames, list(user_ids))
 
+    async def set_calendar_key(self, user_id, digest):
+        return await self._database.write(_set_calendar_key, user_id, digest)
+
+    async def find_by_calendar_key(self, digest):
+        return await self._database.read(_one_user, "u.calendar_key = ?", digest)
+
+
+def _set_calendar_key(connection, user_id, digest):
+    changed = connection.execute("UPDATE users SET calendar_key = ? WHERE id = ?", (digest, user_id))
+    return changed.rowcount == 1
+
 
 def _taken(connection, email, username):
     for field, key in (("email", identity_key(email)), ("username", identity_key(username))):

@@ -13,12 +13,12 @@ from storage.sqlite.columns import from_json, from_ms, ms_delta, to_json, to_ms
 from storage.sqlite.database import Repository
 from storage.sqlite.ids import new_id
 
-TIME_FIELDS = frozenset({"date", "end_date", "created_at", "updated_at"})
+TIME_FIELDS = frozenset({"date", "end_date", "created_at", "updated_at", "cancelled_at"})
 GEOJSON_FIELDS = frozenset({"location", "geofence"})
 
 SUMMARY = """SELECT id, title, description, date, end_date, category, location_address, location,
         geofence_radius, geofence, capacity, organizer_id, created_at, updated_at, waitlist_enabled,
-        rsvp_count, arrival_count, photo_count, waitlist_count,
+        cancelled_at, sequence, rsvp_count, arrival_count, photo_count, waitlist_count,
         EXISTS (SELECT 1 FROM rsvps WHERE event_id = events.id AND user_id = :viewer),
         EXISTS (SELECT 1 FROM arrivals WHERE event_id = events.id AND user_id = :viewer),
         (SELECT count(*) FROM waitlist AS mine JOIN waitlist AS ahead
@@ -32,6 +32,7 @@ SEATS = "min(coalesce(capacity, :max_rsvps), :max_rsvps)"
 # "Not over at now": it ends at end_date, or default_duration after date without one. Both
 # sides are integers here, so an event dated in year 1 or 9999 cannot overflow anything.
 NOT_OVER = "(end_date > :now OR (end_date IS NULL AND date > :started_after))"
+LIVE = "cancelled_at IS NULL"
 
 # Events whose location may lie in one box; `filters` appends the query's other conditions.
 NEARBY_CANDIDATES = """SELECT events.seq, events.id, events.lng, events.lat
@@ -49,7 +50,8 @@ REACH_GROWTH = 4.0
 def event_record(row):
     (event_id, title, description, date, end_date, category, location_address, location,
      geofence_radius, geofence, capacity, organizer_id, created_at, updated_at, waitlist_enabled,
-     rsvp_count, arrival_count, photo_count, waitlist_count, is_rsvped, has_arrived, waitlist_position) = row
+     cancelled_at, sequence, rsvp_count, arrival_count, photo_count, waitlist_count, is_rsvped, has_arrived,
+     waitlist_position) = row
     return {
         "id": event_id, "title": title, "description": description,
         "date": from_ms(date), "end_date": from_ms(end_date), "category": category,
@@ -57,6 +59,7 @@ def event_record(row):
         "geofence_radius": geofence_radius, "geofence": from_json(geofence), "capacity": capacity,
         "organizer_id": organizer_id, "created_at": from_ms(created_at), "updated_at": from_ms(updated_at),
         "waitlist_enabled": waitlist_enabled != 0,  # NULL: an event made before waitlists, on
+        "cancelled_at": from_ms(cancelled_at), "sequence": sequence,
         "rsvp_count": rsvp_count, "arrival_count": arrival_count, "photo_count": photo_count,
         "waitlist_count": waitlist_count, "is_rsvped": bool(is_rsvped), "has_arrived": bool(has_arrived),
         "waitlist_position": waitlist_position or None,
@@ -139,6 +142,9 @@ class Events(Repository, repositories.Events):
     async def photos(self, event_id, before, limit):
         return await self._database.read(_photos, event_id, before, limit)
 
+    async def attending(self, user_id, since, limit):
+        return await self._database.read(_attending, user_id, to_ms(since), limit)
+
 
 # --- reading ---------------------------------------------------------------------------------
 
@@ -147,9 +153,17 @@ def _get(connection, event_id, viewer_id):
     return None if row is None else event_record(row)
 
 
+def _attending(connection, user_id, since, limit):
+    # rsvps_by_user finds the user's RSVPs; their events are then sorted, a few hundred at most.
+    rows = connection.execute(
+        f"""{SUMMARY} WHERE id IN (SELECT event_id FROM rsvps WHERE user_id = :viewer) AND date >= :since
+            ORDER BY date, id LIMIT :limit""", {"viewer": user_id, "since": since, "limit": limit})
+    return [event_record(row) for row in rows]
+
+
 def _filters(connection, query):
     """(SQL conditions, parameters) of the query's filters but the centre, radius and cursor."""
-    conditions, parameters = [], {}
+    conditions, parameters = ([] if query.include_cancelled else [LIVE]), {}
     if query.category:
         conditions.append("category = :category")
         parameters["category"] = query.category
@@ -325,7 +339,7 @@ def _add(connection, fields):
 
 def _update(connection, event_id, organizer_id, changes, expected, max_rsvps):
     parameters = {"event": event_id, "organizer": organizer_id}
-    conditions = ["id = :event", "organizer_id = :organizer"]
+    conditions = ["id = :event", "organizer_id = :organizer", LIVE]
     for field, value in expected.items():
         if field not in repositories.Events.FIELDS:
             raise ValueError(f"{field!r} is not an event field")
@@ -342,6 +356,7 @@ def _update(connection, event_id, organizer_id, changes, expected, max_rsvps):
     if not assignments:
         found = connection.execute(f"SELECT 1 FROM events WHERE {where}", parameters).fetchone() is not None
         return [] if found else None
+    assignments.append("sequence = sequence + 1")
     # The R*Tree follows a new location by the event_moved trigger.
     changed = connection.execute(f"UPDATE events SET {', '.join(assignments)} WHERE {where}", parameters)
     if changed.rowcount != 1:
@@ -365,7 +380,7 @@ def _take_seat(connection, event_id, user_id, window, max_rsvps):
     parameters = {"event": event_id, "user": user_id, "max_rsvps": max_rsvps, **window}
     taken = connection.execute(
         f"""UPDATE events SET rsvp_count = rsvp_count + 1
-            WHERE id = :event AND rsvp_count < {SEATS} AND waitlist_count = 0 AND {NOT_OVER}
+            WHERE id = :event AND {LIVE} AND rsvp_count < {SEATS} AND waitlist_count = 0 AND {NOT_OVER}
                 AND NOT EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)""", parameters)
     if taken.rowcount != 1:
         return None
@@ -379,7 +394,7 @@ def _join_waitlist(connection, event_id, user_id, window, max_rsvps, max_waitlis
                   **window}
     joined = connection.execute(
         f"""UPDATE events SET waitlist_count = waitlist_count + 1
-            WHERE id = :event AND capacity IS NOT NULL AND waitlist_enabled IS NOT 0
+            WHERE id = :event AND {LIVE} AND capacity IS NOT NULL AND waitlist_enabled IS NOT 0
                 AND rsvp_count >= {SEATS} AND waitlist_count < :max_waitlist AND {NOT_OVER}
                 AND NOT EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)
                 AND NOT EXISTS (SELECT 1 FROM waitlist WHERE event_id = :event AND user_id = :user)""", parameters)
@@ -405,7 +420,8 @@ def _promote(connection, event_id, max_rsvps, now):
     the caller's transaction; returns their ids in line order."""
     promoted = [user_id for (user_id,) in connection.execute(
         f"""SELECT user_id FROM waitlist WHERE event_id = :event ORDER BY ticket
-            LIMIT max(0, (SELECT {SEATS} - rsvp_count FROM events WHERE id = :event))""",
+            LIMIT max(0, coalesce(
+                (SELECT {SEATS} - rsvp_count FROM events WHERE id = :event AND {LIVE}), 0))""",
         {"event": event_id, "max_rsvps": max_rsvps})]
     if promoted:
         connection.executemany("DELETE FROM waitlist WHERE event_id = ? AND user_id = ?",
@@ -435,7 +451,7 @@ def _record_arrival(connection, event_id, user_id, window, opens_before, checked
     parameters = {"event": event_id, "user": user_id, "opens_until": window["now"] + opens_before, **window}
     arrived = connection.execute(
         f"""UPDATE events SET arrival_count = arrival_count + 1
-            WHERE id = :event AND date <= :opens_until AND {NOT_OVER}
+            WHERE id = :event AND {LIVE} AND date <= :opens_until AND {NOT_OVER}
                 AND EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user)
                 AND NOT EXISTS (SELECT 1 FROM arrivals WHERE event_id = :event AND user_id = :user)""", parameters)
     if arrived.rowcount != 1:
@@ -447,8 +463,8 @@ def _record_arrival(connection, event_id, user_id, window, opens_before, checked
 
 def _add_photo(connection, event_id, url, uploaded_by, uploaded_at, max_photos):
     counted = connection.execute(
-        """UPDATE events SET photo_count = photo_count + 1
-           WHERE id = :event AND photo_count < :max_photos
+        f"""UPDATE events SET photo_count = photo_count + 1
+           WHERE id = :event AND {LIVE} AND photo_count < :max_photos
                AND (organizer_id = :user OR EXISTS (SELECT 1 FROM rsvps WHERE event_id = :event AND user_id = :user))
            RETURNING photo_count""", {"event": event_id, "user": uploaded_by, "max_photos": max_photos}).fetchall()
     if not counted:

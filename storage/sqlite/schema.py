@@ -298,10 +298,23 @@ NOTIFICATIONS = (
     "CREATE INDEX notifications_unread ON notifications (user_id) WHERE read = 0",
 )
 
+# Cancelled events and calendar feeds (domain/repositories.py: Events, Users). `cancelled_at` is
+# NULL for a live event, as for every event made before it; `sequence` counts the event's updates
+# (RFC 5545's SEQUENCE). A user's `calendar_key` is the SHA-256 digest of their feed's key (NULL:
+# none yet), unique so that a digest finds one user by the index. The feed reads a user's RSVPs,
+# which the primary key (event_id, user_id) cannot find by user.
+CALENDAR = (
+    "ALTER TABLE events ADD COLUMN cancelled_at INTEGER",
+    "ALTER TABLE events ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE users ADD COLUMN calendar_key TEXT",
+    "CREATE UNIQUE INDEX users_by_calendar_key ON users (calendar_key)",
+    "CREATE INDEX rsvps_by_user ON rsvps (user_id, event_id)",
+)
+
 # Each a tuple of statements (SQL text, or a function given the connection); the file's
 # user_version is how many have run.
 MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS, WAITLIST,
-              ATTENDANCE, NOTIFICATIONS]
+              ATTENDANCE, NOTIFICATIONS, CALENDAR]
 
 
 class SchemaTooNew(Exception):
