@@ -1,10 +1,11 @@
 """Events: publishing, RSVP within capacity with a waitlist, geofenced arrival, and the numbers
 organizers watch.
 
-Concurrency: every rule that depends on an event's current state (room left, already RSVPed,
-not over yet, capacity not below the RSVPs) is a condition of the one atomic repository call
-that changes the event (`take_seat`, `release_seat`, `record_arrival`, `update`, `delete`;
-domain/repositories.py), which each adapter checks and writes in a single step. A read before
+Concurrency: every rule that depends on an event's current state (room left, nobody waiting,
+already RSVPed or in line, not over yet, not cancelled, capacity not below the RSVPs, line or
+gallery not full) is a condition of the one atomic repository call that changes the event
+(`take_seat`, `join_waitlist`, `leave_waitlist`, `release_seat`, `record_arrival`, `add_photo`,
+`update`, `delete`; domain/repositories.py), which each adapter checks and writes in a single step. A read before
 that call finds what an error message should say, and for an edit, whether the merged event is
 consistent; that edit's write then applies only if the fields it read are unchanged
 (`expected`), so a stale read can refuse a change, never let a wrong one through.
@@ -158,6 +159,18 @@ def _stored_fields(body):
     return fields
 
 
+def _differences(event, requested):
+    """The requested stored fields whose values `event` does not have already. `waitlist` is
+    compared with what the event shows, whether it takes a waitlist (its capacity included): the
+    value it shows, sent back, is no change (an event without a capacity, shown `waitlist: false`,
+    keeps its flag on), and asking for one it does not take is (a 400 without a capacity)."""
+    changes = {field: value for field, value in requested.items()
+               if field != "waitlist_enabled" and event.get(field) != value}
+    if "waitlist_enabled" in requested and requested["waitlist_enabled"] != _takes_waitlist(event):
+        changes["waitlist_enabled"] = requested["waitlist_enabled"]
+    return changes
+
+
 def _cancelled():
     return Conflict("The event is cancelled.", code="event_cancelled")
 
@@ -279,15 +292,20 @@ class Events:
     async def update(self, event_id, organizer, body):
         """Applies any subset of the create fields, and `cancelled: true`; PUT and PATCH alike. A
         raised capacity promotes as many waiting users as it adds seats. A cancelled event changes
-        no more: asking to cancel it again is answered with it, anything else is a 409."""
-        changes = _stored_fields(body)
+        no more: asking to cancel it again is answered with it, anything else is a 409. Values the
+        event already has change nothing: a fetched event sent back unchanged writes nothing, and
+        its revision (`sequence`, calendars' SEQUENCE) and `updated_at` stay."""
+        requested = _stored_fields(body)
         cancelling = body.get("cancelled") is True
         for _ in range(ATTEMPTS):
             event = await self._owned(event_id, organizer)
+            changes = _differences(event, requested)
             if event["cancelled_at"] is not None:
-                if cancelling and not changes:
-                    return await self.view(event_id, organizer)
-                raise _cancelled()
+                if changes or body.get("cancelled") is False:  # reviving it is a change too
+                    raise _cancelled()
+                return await self.view(event_id, organizer)
+            if not changes and not cancelling:
+                return await self.view(event_id, organizer)
             _check_waitlist(changes, {**event, **changes})
             await _check_consistent_off_loop({**event, **changes})
             capacity = changes.get("capacity")
@@ -457,8 +475,6 @@ class Events:
 
     def _judge_arrival(self, event, point, accuracy_m, now):
         """The point's distance to the fence, rounded; raises unless the arrival counts (or already did)."""
-        if event["cancelled_at"] is not None:
-            raise _cancelled()
         fence = self.geofences.fence_for(event)
         inside, outside_m = fence.admits(*point["coordinates"], accuracy_m, self.settings.arrival_accuracy_cap_m)
         distance_m = round(outside_m, 1)
@@ -471,7 +487,9 @@ class Events:
 
     def _check_arrival_allowed(self, event, now, not_going):
         """Raises unless the viewer of `event` may arrive now, wherever they are: they are going,
-        and check-in is open (the window record_arrival checks too)."""
+        and check-in is open (the window record_arrival checks too), in an event not cancelled."""
+        if event["cancelled_at"] is not None:
+            raise _cancelled()
         if not event["is_rsvped"]:
             raise Conflict(not_going, code="rsvp_required")
         if now < self._arrival_opens(event):

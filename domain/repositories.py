@@ -187,7 +187,8 @@ class Events(abc.ABC):
 
     @abc.abstractmethod
     async def update(self, event_id, organizer_id, changes, expected):
-        """Atomic: sets the fields in `changes` (names from FIELDS) and adds 1 to `sequence`,
+        """Atomic: sets the fields in `changes` (names from FIELDS; at least one: the domain never
+        writes an unchanged event) and adds 1 to `sequence`,
         only if the event exists, is not cancelled, is organized by `organizer_id`, still has
         every value in `expected` ({field: value read earlier}), and, when `changes` sets a
         capacity that is not None, has at most that many RSVPs; setting `cancelled_at` cancels

@@ -255,16 +255,17 @@ def _with_exposure(settings):
 
 
 def _with_public_base_url(settings):
-    """The one base of the links this server hands out (photo URLs, reset links): PUBLIC_BASE_URL,
-    or else the address and port it listens on, after --port and --address. Production names
-    it when a link uses it: behind a proxy or a NAT only the operator knows how phones reach us,
-    and a link to 127.0.0.1 in a user's mailbox leads nowhere."""
+    """The one base of the links this server hands out (photo URLs, reset links, calendar feed
+    addresses): PUBLIC_BASE_URL, or else the address and port it listens on, after --port and
+    --address. Production names it: behind a proxy or a NAT only the operator knows how phones
+    reach us, and a link to 127.0.0.1 in a user's mailbox or calendar app leads nowhere (a feed
+    address is shown once)."""
     if settings.public_base_url:
         return dataclasses.replace(settings, public_base_url=settings.public_base_url.rstrip("/"))
-    if settings.env == "production" and (settings.storage_backend == "local" or not settings.reset_link):
+    if settings.env == "production":
         raise SettingsError("setting public_base_url (PUBLIC_BASE_URL): production needs the address clients "
-                            "reach the server at (https://events.example.com): reset links and photo URLs "
-                            "are built on it")
+                            "reach the server at (https://events.example.com): photo URLs, reset links and "
+                            "calendar feed addresses are built on it")
     return dataclasses.replace(settings, public_base_url=listening_url(settings.address, settings.port))
 
 

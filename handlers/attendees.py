@@ -65,7 +65,7 @@ class CheckInHandler(BaseHandler):
             "For people whose phone cannot check them in by location: the arrival counts as any other "
             "(once, in arrival_count), recorded as checked in by the organizer. The rules of a check-in "
             "but the geofence: 409 rsvp_required unless the user is going, arrival_not_open before "
-            "check-in opens, event_ended after the end. Someone already checked in, either way, stays "
+            "check-in opens, event_ended after the end, event_cancelled. Someone already checked in, either way, stays "
             "as they were and is answered as they are."))}
 
     async def post(self, event_id, user_id):

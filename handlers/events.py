@@ -77,7 +77,7 @@ class RsvpHandler(BaseHandler):
                               "status going, or waitlisted with position when the event is full and takes a "
                               "waitlist. Someone already going or waiting gets their standing, unchanged. 409 "
                               "event_full when the event is full without a waitlist, waitlist_full, "
-                              "event_ended.")),
+                              "event_ended, event_cancelled, rsvp_conflict (changed meanwhile: try again).")),
         "delete": operation("Cancel an RSVP (and its arrival), or leave the waitlist; idempotent",
                             response="RsvpStatus", errors=[404, 409], description=(
                                 "A freed seat goes to the first in line at once. 409 event_ended for an RSVP "

@@ -2,8 +2,9 @@
 
 Each operation's parameters are declared once, in its handler's `docs` (they are the OpenAPI
 document's parameters too); BaseHandler.prepare checks every REST request against them, and the
-chat handshake against HANDSHAKE_QUERY. An unknown parameter used to be ignored: `radius=0.5`
-searched the default 10 km, `latitude`/`longitude` gave events by date, and nothing said why.
+WebSocket handshakes (chat and notifications) against HANDSHAKE_QUERY. Ignoring an unknown one
+would answer a different question than the one asked, silently: `radius=0.5` would search the
+default 10 km, `latitude`/`longitude` would give events by date without distances.
 """
 from domain.errors import InvalidInput
 from domain.validation import MAX_REPORTED_ERRORS, closest_name, shortened_name

@@ -141,10 +141,10 @@ async def test_only_the_organizer_cancels_and_cancelled_must_be_a_boolean(api):
     assert (await api.call("GET", path(event), token=organizer)).data["cancelled"] is False
 
 
-async def test_a_cancelled_event_refuses_rsvps_waitlist_joins_arrivals_and_photos_with_409(api):
+async def test_a_cancelled_event_refuses_rsvps_waitlist_joins_arrivals_check_ins_and_photos_with_409(api):
     _, organizer = await api.register(role="organizer")
     event = await publish(api, organizer, capacity=1, date=hours_from_now(0.25))
-    (_, going), (_, late), (_, waiting) = [await api.register() for _ in range(3)]
+    (going_user, going), (_, late), (_, waiting) = [await api.register() for _ in range(3)]
     assert (await api.call("POST", path(event, "/rsvp"), token=going)).data["status"] == "going"
     assert (await api.call("POST", path(event, "/rsvp"), token=waiting)).data["status"] == "waitlisted"
     await change(api, event, organizer, cancelled=True)
@@ -153,6 +153,7 @@ async def test_a_cancelled_event_refuses_rsvps_waitlist_joins_arrivals_and_photo
         await api.call("POST", path(event, "/rsvp"), token=late),  # full: would join the waitlist
         await api.call("POST", path(event, "/rsvp"), token=going),
         await api.call("POST", path(event, "/arrival"), {"location": event["location"]}, token=going),
+        await api.call("POST", path(event, f"/attendees/{going_user['id']}/check-in"), token=organizer),
         await upload(api, event["id"], organizer),
         await upload(api, event["id"], going),
     ]
@@ -306,3 +307,18 @@ async def test_the_chat_of_a_cancelled_event_stays_readable_and_refuses_new_mess
     assert (refused["code"], refused["client_msg_id"]) == ("event_cancelled", "after")
     history = await room.api.call("GET", f"/api/v1/events/{room.event_id}/messages", token=token)
     assert [m["text"] for m in history.data["items"]] == ["see you there"]
+
+
+async def test_an_event_sent_back_unchanged_keeps_its_revision_and_an_edit_raises_it(api):
+    _, organizer = await api.register(role="organizer")
+    event = await publish(api, organizer)
+
+    for method in ("PUT", "PATCH"):
+        reply = await api.call(method, path(event), event, token=organizer)
+        assert reply.status == 200 and reply.data == event, (method, reply)
+    _, entries = await event_file(api, event, organizer)
+    assert entries[uid(event)].decoded("SEQUENCE") == 0
+
+    edited = await api.call("PUT", path(event), {**event, "title": "Rooftop jazz, later"}, token=organizer)
+    assert (edited.data["sequence"], edited.data["title"]) == (1, "Rooftop jazz, later")
+    assert edited.data["updated_at"] != event["updated_at"]

@@ -136,7 +136,9 @@ def test_production_takes_any_one_of_its_choices():
     assert load_settings(SETTINGS, environ=PRODUCTION, address="0.0.0.0").address == "0.0.0.0"  # --address
     token_only = {**PRODUCTION, "METRICS_ALLOWED_ADDRESSES": "", "METRICS_TOKEN": STRONG}
     assert load_settings(SETTINGS, environ=token_only).metrics_token == STRONG
-    # An app's deep link and photos on S3 behind a CDN: no link is built on PUBLIC_BASE_URL.
+    # An app's deep link and photos on S3 behind a CDN: calendar feed addresses still need it.
     no_base = {**PRODUCTION, "PUBLIC_BASE_URL": "", "RESET_LINK": "myapp://reset?token={token}",
                "STORAGE_BACKEND": "s3", "CLOUD_STORAGE_BUCKET": "photos"}
-    assert load_settings(SETTINGS, environ=no_base).reset_link.startswith("myapp://")
+    with pytest.raises(SettingsError) as refused:
+        load_settings(SETTINGS, environ=no_base)
+    assert str(refused.value).startswith("setting public_base_url (PUBLIC_BASE_URL)")

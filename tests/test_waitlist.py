@@ -265,3 +265,15 @@ async def test_fifty_concurrent_joins_and_cancels_always_add_up(api, crowd):
     assert not places or len(going) == 10
     activities = await going_activities(api, watcher)
     assert sorted(item["actor"]["id"] for item in activities) == sorted(going)
+
+
+async def test_a_fetched_event_sent_back_keeps_its_waitlist_as_shown(api):
+    _, organizer = await api.register(role="organizer")
+    open_event = await publish(api, organizer)
+    assert open_event["waitlist"] is False  # no capacity: no line, its flag on all the same
+
+    with_seats = await api.call("PUT", path(open_event), {**open_event, "capacity": 2}, token=organizer)
+    assert with_seats.status == 200 and with_seats.data["waitlist"] is True, with_seats
+
+    cleared = await api.call("PUT", path(open_event), {**with_seats.data, "capacity": None}, token=organizer)
+    assert cleared.status == 200 and cleared.data["waitlist"] is False, cleared

@@ -15,7 +15,8 @@ waitlist is empty and enabled, the others read as None. Arrays, theirs and the u
 and changed by the rule of storage/mongo/arrays.py (null or absent is empty).
 
 Concurrency: every rule that depends on an event's current state (not RSVPed yet, room left,
-not over, capacity not below the RSVPs, gallery not full) sits in the filter of the one update
+nobody waiting, not in line yet, not over, not cancelled, capacity not below the RSVPs, line or
+gallery not full) sits in the filter of the one update
 that changes the event, so MongoDB checks and writes it in a single step on a single document.
 `rsvp_count` is rewritten from the `rsvps` array in that same update, so the two cannot drift.
 The waitlist lives in the same document as the seats so that a promotion, moving the first
@@ -419,15 +420,13 @@ class Events(Repository, repositories.Events):
     async def update(self, event_id, organizer_id, changes, expected):
         event, organizer = object_id(event_id), object_id(organizer_id)
         if event is None or organizer is None:
-            return False
+            return None
         # "Unchanged since read": the values the caller's validation relied on are part of the
         # filter, so a stale read can refuse a change, never let a wrong one through.
         condition = {**stored_fields(expected), "_id": event, "organizer_id": organizer, **_LIVE}
         if changes.get("capacity") is not None:
             # The RSVPs are counted in the same step as the write: none can slip in between.
             condition["$expr"] = {"$lte": [_RSVP_COUNT, changes["capacity"]]}
-        if not changes:
-            return [] if await self._events.find_one(condition, {"_id": 1}) is not None else None
         # A pipeline rather than $inc, which refuses the null `sequence` an old document may hold.
         values = {field: {"$literal": value} for field, value in stored_fields(changes).items()}
         stages = [{"$set": values}, _NEXT_SEQUENCE]

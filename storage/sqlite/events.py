@@ -353,9 +353,6 @@ def _update(connection, event_id, organizer_id, changes, expected, max_rsvps):
     if changes.get("capacity") is not None:
         conditions.append("rsvp_count <= :new_capacity")
     where = " AND ".join(conditions)
-    if not assignments:
-        found = connection.execute(f"SELECT 1 FROM events WHERE {where}", parameters).fetchone() is not None
-        return [] if found else None
     assignments.append("sequence = sequence + 1")
     # The R*Tree follows a new location by the event_moved trigger.
     changed = connection.execute(f"UPDATE events SET {', '.join(assignments)} WHERE {where}", parameters)
