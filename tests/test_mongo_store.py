@@ -1103,6 +1103,8 @@ async def test_an_old_event_reads_as_live_at_sequence_0_and_is_cancelled_and_lis
     organizer, attendee = await insert_old_user(store.db, 1, shape), await insert_old_user(store.db, 2, shape)
     event = await insert_old_event(store.db, organizer, shape, rsvps=[attendee],
                                    **({"cancelled_at": None, "sequence": None} if shape == "null" else {}))
+    # The old backend records an RSVP on both sides: the event's `rsvps`, the user's `rsvped_events`.
+    await store.db["users"].update_one({"_id": attendee}, {"$set": {"rsvped_events": [event]}})
     await open_store(store)
 
     record = await store.events.get(str(event), str(attendee))

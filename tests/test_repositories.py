@@ -2310,6 +2310,9 @@ async def test_find_leaves_cancelled_events_out_unless_asked_for_them(store):
 
 
 async def test_attending_lists_the_users_rsvped_events_from_since_by_date_cancelled_ones_included(store):
+    # Registered users: a calendar feed is a user's (the MongoDB store finds their events by the
+    # user's own list of them).
+    attendee, stranger = (await add_user(store, "ana"))["id"], (await add_user(store, "ben"))["id"]
     past = await add_event(store, title="past", date=NOW - 2 * HOUR, end_date=NOW + HOUR)
     later = await add_event(store, title="later", date=NOW + 2 * HOUR)
     sooner = await add_event(store, title="sooner", date=NOW + HOUR)
@@ -2317,21 +2320,25 @@ async def test_attending_lists_the_users_rsvped_events_from_since_by_date_cancel
     waited_for = await add_event(store, title="waited for", date=NOW + HOUR, capacity=1)
     not_mine = await add_event(store, title="not mine", date=NOW + HOUR)
     for event_id in (past, later, sooner, cancelled):
-        assert await store.events.take_seat(event_id, ATTENDEE, window())
-    assert await store.events.take_seat(waited_for, STRANGER, window())
-    assert await store.events.join_waitlist(waited_for, ATTENDEE, window())
-    assert await store.events.take_seat(not_mine, STRANGER, window())
+        assert await store.events.take_seat(event_id, attendee, window())
+    assert await store.events.take_seat(waited_for, stranger, window())
+    assert await store.events.join_waitlist(waited_for, attendee, window())
+    assert await store.events.take_seat(not_mine, stranger, window())
     assert await store.events.update(cancelled, ORGANIZER, {"cancelled_at": NOW}, {}) == []
 
-    found = await store.events.attending(ATTENDEE, NOW - HOUR, 10)
+    found = await store.events.attending(attendee, NOW - HOUR, 10)
 
     assert titles_of(found) == ["sooner", "later", "cancelled"]
     assert all(event["is_rsvped"] for event in found)
     assert found[2]["cancelled_at"] == NOW and found[2]["sequence"] == 1
     assert_has_keys(found[0], EVENT_KEYS)
-    assert titles_of(await store.events.attending(ATTENDEE, NOW - 3 * HOUR, 2)) == ["past", "sooner"]
-    assert await store.events.attending(STRANGER, NOW + 4 * HOUR, 10) == []
+    assert titles_of(await store.events.attending(attendee, NOW - 3 * HOUR, 2)) == ["past", "sooner"]
+    assert await store.events.attending(stranger, NOW + 4 * HOUR, 10) == []
     assert await store.events.attending("not-an-id", NOW - HOUR, 10) == []
+    # A seat from the line joins the feed; a cancelled RSVP leaves it.
+    assert (await store.events.release_seat(waited_for, stranger, window()))["promoted"] == [attendee]
+    assert await store.events.release_seat(later, attendee, window())
+    assert titles_of(await store.events.attending(attendee, NOW - HOUR, 10)) == ["sooner", "waited for", "cancelled"]
 
 
 async def test_a_calendar_key_finds_its_user_until_it_is_replaced(store):

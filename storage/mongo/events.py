@@ -31,6 +31,7 @@ second write: `organizer_id` and `rsvps` are the truth.
 """
 import re
 
+from bson import ObjectId
 from pymongo import ReturnDocument
 
 from domain import repositories
@@ -296,7 +297,16 @@ class Events(Repository, repositories.Events):
         user = object_id(user_id)
         if user is None:
             return []
-        return await self._records([{"$match": {"$and": [SERVED, {"rsvps": user, "date": {"$gte": since}}]}},
+        # The candidates are the user's `rsvped_events`, which every seat change keeps (the old
+        # backend kept it on both sides too), found by _id; `rsvps` stays the truth of who goes, so
+        # a stale entry adds nothing (a missing one leaves its event out). Not an index on `rsvps`:
+        # a multikey index of a 100,000-id array makes MongoDB recompute its keys, the whole
+        # array's, on every RSVP and cancellation of that event ("Multikey Indexes" in its manual:
+        # one key per element), the hottest write there is.
+        found = await self._users.find_one({"_id": user}, {"rsvped_events": 1})
+        candidates = [event for event in (found or {}).get("rsvped_events") or [] if isinstance(event, ObjectId)]
+        return await self._records([{"$match": {"$and": [SERVED, {"_id": {"$in": candidates}, "rsvps": user,
+                                                                   "date": {"$gte": since}}]}},
                                     {"$sort": {"date": 1, "_id": 1}}, {"$limit": limit}], user)
 
     async def is_member(self, event_id, user_id):

@@ -68,8 +68,6 @@ PLAN = (
     Index("events", (("location", "2dsphere"),), required=True),
     Index("events", (("organizer_id", ASCENDING),)),
     Index("events", (("date", ASCENDING), ("_id", ASCENDING))),
-    # A calendar feed: the events whose `rsvps` hold its user, from a date on (multikey).
-    Index("events", (("rsvps", ASCENDING), ("date", ASCENDING))),
     # An organizer's events in date order.
     Index("events", (("organizer_id", ASCENDING), ("date", ASCENDING), ("_id", ASCENDING))),
     Index("messages", (("event_id", ASCENDING), ("timestamp", ASCENDING))),
