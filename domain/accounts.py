@@ -51,7 +51,7 @@ def reset_link(settings, token):
     """The link of a reset email: RESET_LINK with the token in place of {token}, or this server's
     page. Built from the settings alone, never from the request: a forged Host header must not
     send the token to someone else's site."""
-    template = settings.reset_link or f"{settings.public_base_url}/reset-password?token={TOKEN_PLACEHOLDER}"
+    template = settings.reset_link or f"{settings.public_base_url}/reset-password#token={TOKEN_PLACEHOLDER}"
     return template.replace(TOKEN_PLACEHOLDER, urllib.parse.quote(token, safe=""))
 
 

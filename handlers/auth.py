@@ -55,7 +55,7 @@ class ForgotPasswordHandler(BaseHandler):
                               description="The same answer whether or not the email is registered. A registered "
                                           "email gets a single-use link to reset_link with the token in place of "
                                           "{token} (an app's deep link), or by default to this server's page "
-                                          "/reset-password?token=..., which sends it to reset-password.")}
+                                          "/reset-password#token=..., which sends it to reset-password.")}
 
     async def post(self):
         body = self.json_body("ForgotPasswordRequest")

@@ -1,7 +1,8 @@
-"""The page a password reset email links to by default: /reset-password?token=...
+"""The page a password reset email links to by default: /reset-password#token=...
 
 A person who forgot their password on a computer, or whose app has no deep link (RESET_LINK),
-finishes the reset here: the page reads the token from its address and sends it, with the new
+finishes the reset here: the page reads the token from its address (the link puts it in the
+fragment, which browsers never send, so no server or proxy logs it) and sends it, with the new
 password, to POST /api/v1/auth/reset-password; the API's messages are shown as they come.
 Outside the OpenAPI document, like /docs: a page for a browser, not an operation of the API.
 """

@@ -44,7 +44,7 @@ from tests.running_server import SAFETY_TIMEOUT, RunningServer
 
 pytestmark = pytest.mark.gen_test
 
-RESET_LINK = re.compile(r"(\S+/reset-password)\?token=([A-Za-z0-9_\-%]+)")
+RESET_LINK = re.compile(r"(\S+/reset-password)#token=([A-Za-z0-9_\-%]+)")
 UPGRADE = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13",
            "Sec-WebSocket-Key": base64.b64encode(b"0123456789abcdef").decode()}
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.gen_test
 
 
 def _console_reset_token(caplog):
-    found = re.findall(r"reset-password\?token=([A-Za-z0-9_\-%]+)", "\n".join(console_emails(caplog)))
+    found = re.findall(r"reset-password#token=([A-Za-z0-9_\-%]+)", "\n".join(console_emails(caplog)))
     assert found, "no reset email was printed"
     return found[-1]
 

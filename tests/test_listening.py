@@ -80,8 +80,8 @@ def test_without_public_base_url_photo_urls_and_reset_links_name_the_port_given_
             assert served.status == 200 and served.headers["Content-Type"] == "image/jpeg"
 
         email = reset_email(server, "organizer@example.com")
-        [link] = [line for line in email.splitlines() if "/reset-password?token=" in line]
-        assert link.startswith(f"{base}/reset-password?token=")
+        [link] = [line for line in email.splitlines() if "/reset-password#token=" in line]
+        assert link.startswith(f"{base}/reset-password#token=")
         with urllib.request.urlopen(link, timeout=SAFETY_TIMEOUT) as page:
             assert page.status == 200 and b"Choose a new password" in page.read()
 
