@@ -22,7 +22,8 @@ import secrets
 import icalendar
 
 from domain.errors import InvalidInput, NotFound
-from domain.times import UTC, as_utc, utcnow
+from domain.events import event_end
+from domain.times import as_utc, utcnow
 
 PRODUCT_ID = "-//Event backend//Calendar 1.0//EN"
 # UIDs must never change for an event (a calendar would show the old entry beside the new), so
@@ -52,18 +53,11 @@ def _invalid_key():
                     "(POST /api/v1/users/me/calendar).", code="invalid_calendar_key")
 
 
-def _shifted(moment, delta):
-    try:
-        return as_utc(moment) + delta
-    except OverflowError:
-        return datetime.datetime.max.replace(tzinfo=UTC)
-
-
 def _vevent(event, default_duration):
     """One VEVENT from an event record; `default_duration` ends an event without end_date."""
     entry = icalendar.Event()
     start = as_utc(event["date"])
-    end = as_utc(event["end_date"]) if event["end_date"] is not None else _shifted(start, default_duration)
+    end = event_end(event, default_duration)
     revised = as_utc(event["updated_at"] or event["created_at"] or start)
     entry.add("uid", f"{event['id']}{UID_SUFFIX}")
     # Without a METHOD, DTSTAMP is when the entry was last revised (RFC 5545 3.8.7.2): the same

@@ -444,9 +444,7 @@ class Events:
         return EventWindow(now, datetime.timedelta(hours=self.settings.default_event_hours))
 
     def _end(self, event):
-        if event["end_date"] is not None:
-            return as_utc(event["end_date"])
-        return _shifted(event["date"], datetime.timedelta(hours=self.settings.default_event_hours))
+        return event_end(event, datetime.timedelta(hours=self.settings.default_event_hours))
 
     def _is_over(self, event, now):
         return now >= self._end(event)
@@ -620,6 +618,13 @@ def _read_for(changes, event):
     if not any(field in changes for field in RELATED_FIELDS):
         return {}
     return {field: event[field] for field in RELATED_FIELDS if field not in changes}
+
+
+def event_end(event, default_duration):
+    """When the event ends: its end_date, or `default_duration` after its start."""
+    if event["end_date"] is not None:
+        return as_utc(event["end_date"])
+    return _shifted(event["date"], default_duration)
 
 
 def _shifted(moment, delta):
