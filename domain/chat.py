@@ -212,21 +212,12 @@ class MessageLog:
         drafts = [{"user_id": post.author_id, "username": post.username, "text": post.text, "timestamp": now,
                    "client_msg_id": post.client_msg_id} for post in fresh]
         try:
-            # A cancelled event's chat stays readable but takes no new messages. Read per batch,
-            # not in append's write: a batch read just before the cancellation is stored, as
-            # messages sent a moment earlier would have been.
-            event = await self.store.events.get(event_id)
-            if event is not None and event["cancelled_at"] is not None:
-                refused = Conflict("The event is cancelled: its chat takes no new messages.",
-                                   code="event_cancelled")
-                for post in posts:
-                    _settle(post.result, error=refused)
-                return
             results = await self.store.messages.append(event_id, drafts)
-        except NotFound as gone:
-            # The event was deleted while the batch waited: nothing to send again.
+        except (NotFound, Conflict) as refusal:
+            # The event was deleted, or cancelled (its chat stays readable but takes no new
+            # messages), while the batch waited: nothing to send again.
             for post in posts:
-                _settle(post.result, error=gone)
+                _settle(post.result, error=refusal)
             return
         except Exception as error:
             # The batch was not stored (on MongoDB, perhaps part of it): each sender is told to

@@ -23,6 +23,8 @@ import abc
 import dataclasses
 import datetime
 
+from domain.errors import Conflict
+
 
 class AlreadyTaken(Exception):
     """`Users.add` was given an email or username that another user has (under `identity_key`)."""
@@ -289,6 +291,11 @@ class Events(abc.ABC):
 
 # --- chat ------------------------------------------------------------------------------------------
 
+def cancelled_chat():
+    """What Messages.append raises for a cancelled event: its chat stays readable, takes no more."""
+    return Conflict("The event is cancelled: its chat takes no new messages.", code="event_cancelled")
+
+
 class Messages(abc.ABC):
     """Chat messages of each event. A message record: id, event_id, user_id, username, text,
     timestamp, client_msg_id (or None). Within an event, ids increase in the order messages are
@@ -310,7 +317,8 @@ class Messages(abc.ABC):
         Raises domain.errors.NotFound, having stored nothing, when the event does not exist
         (deleted while the batch waited): SQLite checks it in the batch's transaction; MongoDB
         checks it just before inserting, so a batch racing the deletion may still be stored,
-        out of every reader's reach.
+        out of every reader's reach. Raises domain.errors.Conflict (event_cancelled), having
+        stored nothing, when the event is cancelled, checked the same way.
         Raises StoreUnavailable when the batch cannot be written. SQLite then stored none of
         it (one transaction); MongoDB's unordered insert may have stored part of it before the
         connection failed: a draft resent with its client_msg_id then comes back as a repeat,

@@ -14,7 +14,7 @@ import pytest
 
 from domain.discovery import BY_DATE, BY_DISTANCE, Cursor, DiscoveryQuery
 from domain.geo import distance_m
-from domain.errors import NotFound
+from domain.errors import Conflict, NotFound
 from domain.repositories import AlreadyTaken, Events
 from domain.times import EPOCH, UTC
 from tests.repository_fixtures import (
@@ -1611,6 +1611,18 @@ async def test_append_to_a_deleted_event_is_refused_and_stores_nothing(store):
 
     assert refusal.value.code == "event_not_found"
     assert await store.messages.latest(event_id, 10) == []
+
+
+async def test_append_to_a_cancelled_event_is_refused_and_stores_nothing(store):
+    event_id = await add_event(store)
+    await append(store, event_id, draft(ATTENDEE, "before"))
+    assert await store.events.update(event_id, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+
+    with pytest.raises(Conflict) as refusal:
+        await append(store, event_id, draft(ATTENDEE, "too late"))
+
+    assert refusal.value.code == "event_cancelled"
+    assert [message["text"] for message in await store.messages.latest(event_id, 10)] == ["before"]
 
 
 async def test_append_stores_drafts_in_order_and_returns_their_records(store):

@@ -65,8 +65,11 @@ class Messages(Repository, repositories.Messages):
         async with self._one_append_at_a_time(event):
             # Checked before, not with, the insert (no transaction): a batch racing the event's
             # deletion may still be stored after it, where no reader reaches it.
-            if await self._events.find_one({"_id": event}, {"_id": 1}) is None:
+            found = await self._events.find_one({"_id": event}, {"cancelled_at": 1})
+            if found is None:
                 raise NotFound("There is no such event.", code="event_not_found")
+            if found.get("cancelled_at") is not None:
+                raise repositories.cancelled_chat()
             ids = await self._ids_above_newest(event, len(drafts))
             documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, drafts)]
             refused = await self._insert(documents)

@@ -44,8 +44,11 @@ def _append(connection, event_id, drafts):
     A batch for an event that does not exist (deleted while it waited) is refused whole: its
     messages could never be read or deleted. Deleting an event takes the same write lock, so no
     deletion can come between this check and the insert."""
-    if connection.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
+    event = connection.execute("SELECT cancelled_at FROM events WHERE id = ?", (event_id,)).fetchone()
+    if event is None:
         raise NotFound("There is no such event.", code="event_not_found")
+    if event[0] is not None:
+        raise repositories.cancelled_chat()
     newest = connection.execute("SELECT id FROM messages WHERE event_id = ? ORDER BY id DESC LIMIT 1",
                                 (event_id,)).fetchone()
     newest_id = newest[0] if newest else ""
