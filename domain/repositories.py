@@ -270,11 +270,6 @@ class Events(abc.ABC):
         record after the change, or None."""
 
     @abc.abstractmethod
-    async def member_ids(self, event_id):
-        """None when there is no such event; otherwise {"going": ids of the users RSVPed, in any
-        order, "waiting": ids of the users waiting, in line order} (who is told of its changes)."""
-
-    @abc.abstractmethod
     async def attending(self, user_id, since, limit):
         """Up to `limit` event records (as `user_id` sees them) of the events the user has RSVPed
         to, cancelled ones included, dated at or after `since`, ordered by (date, id): the

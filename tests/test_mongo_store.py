@@ -325,7 +325,6 @@ EVERY_METHOD = {
     ("activities", "feed"): lambda s: s.activities.feed(USER, ["RSVP"], None, 10),
     ("activities", "add_once"): lambda s: s.activities.add_once(activity(USER, NOW, type="RSVP", event_id=EVENT)),
     ("activities", "withdraw"): lambda s: s.activities.withdraw("RSVP", USER, event_id=EVENT),
-    ("events", "member_ids"): lambda s: s.events.member_ids(EVENT),
     ("notifications", "add"): lambda s: s.notifications.add([{"user_id": USER, "type": "rsvp_promoted",
                                                              "event_id": EVENT, "data": {}, "key": None,
                                                              "created_at": NOW}]),

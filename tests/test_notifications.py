@@ -13,7 +13,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from domain.notifications import BATCH, position_key
+from domain.notifications import BATCH, MEMBER_PAGE, position_key
 from domain.times import utcnow
 from tests.chat_client import WAIT_SECONDS
 from tests.conftest import console_emails
@@ -257,6 +257,57 @@ async def test_cancelling_an_event_tells_those_going_and_waiting_once_and_not_of
     assert [item["type"] for item in (await notified(api, waiter, 1))["items"]] == ["event_cancelled"]
     assert [item["type"] for item in (await notified(api, goer, 1))["items"]] == ["event_cancelled"]
     assert (await listed(api, organizer))["items"] == []
+
+
+async def test_deleting_a_cancelled_event_tells_nobody_again(api):
+    event, organizer, [(_, goer)], [(_, waiter)] = await scene(api)
+    path = f"/api/v1/events/{event['id']}"
+    assert (await api.call("PATCH", path, {"cancelled": True}, token=organizer)).status == 200
+    for token in (goer, waiter):
+        await notified(api, token, 1)
+
+    assert (await api.call("DELETE", path, token=organizer)).status in (200, 204)
+
+    # A later notification would be listed first: wait until another one, then check there is none.
+    _, other_goer = await api.register()
+    other = await publish(api, organizer, title="Other night")
+    await rsvp(api, other, goer)
+    await rsvp(api, other, other_goer)
+    assert (await api.call("DELETE", f"/api/v1/events/{other['id']}", token=organizer)).status in (200, 204)
+    await notified(api, other_goer, 1)
+    page = await notified(api, goer, 2)
+    assert [(item["type"], item["event_id"]) for item in page["items"]] == [
+        ("event_cancelled", other["id"]), ("event_cancelled", event["id"])]
+    assert [item["type"] for item in (await listed(api, waiter))["items"]] == ["event_cancelled"]
+
+
+async def test_an_edit_of_an_event_over_several_pages_tells_each_member_once(api, services):
+    _, organizer = await api.register(role="organizer")
+    others = [unknown_id() for _ in range(2 * MEMBER_PAGE + 3)]
+    event = await publish(api, organizer, title="Jazz Night", capacity=len(others) + 1)
+    (_, goer), waiting = await api.register(), await api.register()
+    assert (await rsvp(api, event, goer))["status"] == "going"
+    # Through the store: hundreds of registrations would only slow the test. Random ids, on both
+    # sides of the real ones in user id order, which fall inside pages.
+    for user_id in others:
+        assert await services.store.events.take_seat(event["id"], user_id, window(now=utcnow())) is not None
+    assert (await rsvp(api, event, waiting[1]))["status"] == "waitlisted"
+
+    assert (await api.call("PATCH", f"/api/v1/events/{event['id']}", {"title": "Jazz Night II"},
+                           token=organizer)).status == 200
+
+    for token in (goer, waiting[1]):
+        assert [item["fields"] for item in (await notified(api, token, 1))["items"]] == [["title"]]
+    told = await eventually(lambda: _told_of_edit(services, others))
+    assert told == {user_id: 1 for user_id in others}
+    assert (await listed(api, organizer))["items"] == []
+
+
+async def _told_of_edit(services, user_ids):
+    counts = {}
+    for user_id in user_ids:
+        counts[user_id] = len(await services.store.notifications.page(user_id, None, 10))
+    return counts if all(counts.values()) else None
 
 
 # --- the socket's refusals --------------------------------------------------------------------------

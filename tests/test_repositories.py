@@ -2176,18 +2176,6 @@ async def test_photos_added_through_two_stores_never_pass_max_photos(store, twin
 
 # --- members and notifications ------------------------------------------------------------------------
 
-async def test_member_ids_lists_those_going_and_those_waiting_in_line_order(store):
-    event_id = await full_event(store, capacity=2)
-    await waiting(store, event_id, STRANGER, ATTENDEE)
-
-    members = await store.events.member_ids(event_id)
-
-    assert sorted(members["going"]) == [some_id(200), some_id(201)]
-    assert members["waiting"] == [STRANGER, ATTENDEE]
-    assert await store.events.member_ids(some_id(999)) is None
-    assert await store.events.member_ids("not-an-id") is None
-
-
 def notification(user_id, kind="rsvp_promoted", key=None, created_at=NOW, **data):
     return {"user_id": user_id, "type": kind, "event_id": some_id(50), "data": data, "key": key,
             "created_at": created_at}

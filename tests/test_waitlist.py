@@ -8,6 +8,7 @@ import tornado.httpclient
 
 from domain import repositories
 from domain.activities import RSVP, RSVP_PROMOTED
+from tests.chat_client import WAIT_SECONDS
 from tests.conftest import Api
 from tests.event_builders import event_body, publish
 from tests.stores import STORE_NAMES
@@ -142,6 +143,7 @@ async def test_a_raised_capacity_promotes_as_many_as_it_adds_seats(api):
     line = await people(api, 3)
     for _, token in line:
         await join(api, event, token)
+    watcher = await watching(api, [user for user, _ in line])
 
     reply = await api.call("PATCH", path(event), {"capacity": 3}, token=organizer)
 
@@ -149,9 +151,48 @@ async def test_a_raised_capacity_promotes_as_many_as_it_adds_seats(api):
     standings = [await seen_by(api, event, token) for _, token in line]
     assert [(shown["is_rsvped"], shown["waitlist_position"]) for shown in standings] == \
         [(True, None), (True, None), (False, 1)]
+    # What an RSVP gets, after the answer (a raise may promote thousands): an activity each.
+    promoted = sorted((RSVP_PROMOTED, user["id"]) for user, _ in line[:2])
+    assert await eventually(lambda: _promotions_shown(api, watcher, promoted)) == promoted
     # A capacity of null is the most the server takes: everyone waiting gets a seat.
     reply = await api.call("PUT", path(event), {"capacity": None}, token=organizer)
     assert (reply.data["rsvp_count"], reply.data["waitlist_count"], reply.data["waitlist"]) == (4, 0, False)
+
+
+async def eventually(check):
+    """Polls `check` (an async callable) until it returns something true; a bound, not a timing."""
+    for _ in range(int(WAIT_SECONDS / 0.02)):
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError("never happened")
+
+
+async def _promotions_shown(api, watcher, expected):
+    shown = sorted((item["type"], item["actor"]["id"]) for item in await going_activities(api, watcher))
+    return shown if shown == expected else None
+
+
+async def test_a_promoted_user_who_cancels_while_announced_keeps_no_going_activity(api, services):
+    """A raise's promotions are recorded after the answer; a promoted user who cancels meanwhile
+    is shown as not going, in the feed too: the record re-checks the seat."""
+    event, organizer = await full_event(api)
+    line = await people(api, 2)
+    for _, token in line:
+        await join(api, event, token)
+    watcher = await watching(api, [user for user, _ in line])
+
+    raised, left = await asyncio.gather(api.call("PATCH", path(event), {"capacity": 3}, token=organizer),
+                                        leave(api, event, line[0][1]))
+
+    assert (raised.status, left.status, left.data["status"]) == (200, 200, "not_going")
+    await services.events.drain()
+    # Either way the second in line got a seat; the first has none, and no "going" activity.
+    assert [(item["type"], item["actor"]["id"]) for item in await going_activities(api, watcher)] == \
+        [(RSVP_PROMOTED, line[1][0]["id"])]
+    assert (await seen_by(api, event, line[0][1]))["is_rsvped"] is False
+    assert (await seen_by(api, event, line[1][1]))["is_rsvped"] is True
 
 
 async def test_leaving_the_waitlist_moves_those_behind_up_and_is_idempotent(api):

@@ -368,16 +368,6 @@ class Events(Repository, repositories.Events):
         return [_attendee(user, names.get(user), index, user in arrived, check_ins.get(user), joined.get(user))
                 for user, index in zip(page, details["positions"])]
 
-    async def member_ids(self, event_id):
-        event = object_id(event_id)
-        if event is None:
-            return None
-        document = await self._events.find_one({"_id": event, **SERVED}, {"rsvps": 1, "waitlist": 1})
-        if document is None:
-            return None
-        return {"going": [id_text(user) for user in document.get("rsvps") or []],
-                "waiting": [id_text(entry["user_id"]) for entry in document.get("waitlist") or []]}
-
     async def photos(self, event_id, before, limit):
         """Two small reads: the arrays' lengths, then only the page's slice of each (a full
         gallery is thousands of URLs).

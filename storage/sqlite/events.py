@@ -136,9 +136,6 @@ class Events(Repository, repositories.Events):
     async def add_photo(self, event_id, url, uploaded_by, uploaded_at, max_photos):
         return await self._database.write(_add_photo, event_id, url, uploaded_by, to_ms(uploaded_at), max_photos)
 
-    async def member_ids(self, event_id):
-        return await self._database.read(_member_ids, event_id)
-
     async def photos(self, event_id, before, limit):
         return await self._database.read(_photos, event_id, before, limit)
 
@@ -302,15 +299,6 @@ def _attendee(user_id, joined_at, position, arrived, arrived_at, checked_in_by, 
     status = "waitlisted" if position is not None else "arrived" if arrived else "going"
     return {"user_id": user_id, "username": username, "status": status, "position": position,
             "joined_at": from_ms(joined_at), "check_in": check_in}
-
-
-def _member_ids(connection, event_id):
-    if connection.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is None:
-        return None
-    going = [row[0] for row in connection.execute("SELECT user_id FROM rsvps WHERE event_id = ?", (event_id,))]
-    waiting = [row[0] for row in connection.execute(
-        "SELECT user_id FROM waitlist WHERE event_id = ? ORDER BY ticket", (event_id,))]
-    return {"going": going, "waiting": waiting}
 
 
 def _photos(connection, event_id, before, limit):
