@@ -34,6 +34,7 @@ import re
 
 from domain import discovery
 from domain.activities import EVENT_CREATED, GOING, RSVP, RSVP_PROMOTED, record_activity, withdraw_activity
+from domain.background import Background
 from domain.errors import Conflict, Forbidden, InvalidInput, NotFound, Refused
 from domain.geo import Geofence, polygon_contains_point
 from domain.notifications import changed_fields, member_id_pages
@@ -244,7 +245,7 @@ class Events:
         self.left_listeners = []
         # How many people are in an event's live chat now; the chat replaces this.
         self.online_counter = lambda event_id: 0
-        self._tasks = set()  # promotions being announced after the answer (`_spawn`)
+        self.background = Background(log, "announcing promotions failed")
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -332,7 +333,7 @@ class Events:
             self.notifier.changed({**event, **changes}, changed_fields(event, changes), organizer["id"])
         if promoted:
             # Answered first: a raise can promote up to MAX_WAITLIST users (10,000 took 8 s to announce).
-            self._spawn(self._announce_promotions(await self._summary(event_id), promoted))
+            self.background.spawn(self._announce_promotions(await self._summary(event_id), promoted))
         return await self.view(event_id, organizer)
 
     async def delete(self, event_id, organizer):
@@ -422,25 +423,6 @@ class Events:
             for user_id in batch:
                 if user_id in usernames:  # else no such user: nothing to show
                     await self._record_rsvp({"id": user_id, "username": usernames[user_id]}, event, RSVP_PROMOTED)
-
-    def _spawn(self, work):
-        """Runs `work` after the answer, tracked so that shutdown can wait for it (`drain`)."""
-        task = asyncio.ensure_future(self._logged(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _logged(work):
-        try:
-            await work
-        except Exception:
-            # The change that caused it is made; the event's reads show the truth.
-            log.exception("announcing promotions failed")
-
-    async def drain(self, timeout=5.0):
-        """Waits up to `timeout` seconds for the work begun after answering (shutdown)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
 
     async def cancel_rsvp(self, event_id, user):
         """Takes back an RSVP (and the arrival with it), promoting the first in line into the

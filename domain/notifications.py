@@ -24,11 +24,11 @@ page drafted and stored before the next is read: an event has up to MAX_RSVPS go
 MAX_WAITLIST waiting, and reading, converting and filtering 110,000 ids in one step held the
 event loop 20-60 ms (bench/notify_bench.py).
 """
-import asyncio
 import itertools
 import logging
 import re
 
+from domain.background import Background
 from domain.errors import InvalidInput, NotFound
 from domain.paging import CURSOR_RULE, ID_PATTERN
 from domain.times import to_iso, utcnow
@@ -85,7 +85,7 @@ class Notifier:
         self.clock = clock
         # Called as push(user_id, notification JSON) for every notification stored.
         self.push = lambda user_id, notification: None
-        self._tasks = set()
+        self.background = Background(log, "notifying failed")
         self._line_from = {}  # event id -> the first place whose holder may have moved, not yet passed
         self._line_running = set()
 
@@ -94,7 +94,7 @@ class Notifier:
     def promoted(self, event, user_ids):
         """Users the store moved from the event's waitlist into seats; those behind moved up."""
         if user_ids:
-            self._spawn(self._promoted(event, list(user_ids)))
+            self.background.spawn(self._promoted(event, list(user_ids)))
             self.line_moved(event["id"], 1)
 
     def line_moved(self, event_id, from_place):
@@ -103,43 +103,26 @@ class Notifier:
         self._line_from[event_id] = from_place if pending is None else min(pending, from_place)
         if event_id not in self._line_running:
             self._line_running.add(event_id)
-            self._spawn(self._line_passes(event_id))
+            self.background.spawn(self._line_passes(event_id))
 
     def changed(self, event, fields, by_user_id):
         """The organizer (`by_user_id`) changed `fields` (API names) of the event."""
         if fields:
-            self._spawn(self._to_current_members(EVENT_CHANGED, event, by_user_id, {"fields": fields}))
+            self.background.spawn(self._to_current_members(EVENT_CHANGED, event, by_user_id, {"fields": fields}))
 
     def cancelled(self, event, by_user_id):
         """The organizer cancelled the event (it stays, cancelled: its members are read here)."""
-        self._spawn(self._to_current_members(EVENT_CANCELLED, event, by_user_id, {}))
+        self.background.spawn(self._to_current_members(EVENT_CANCELLED, event, by_user_id, {}))
 
     def deleted(self, event, id_pages, by_user_id):
         """The organizer deleted the event; `id_pages`: lists of the ids of those going or
         waiting, as `member_id_pages` read them before the delete. An event cancelled before it was
         deleted tells nobody: they were told at the cancellation, and are told once."""
         if event is not None and id_pages is not None and event["cancelled_at"] is None:
-            self._spawn(self._to_members(EVENT_CANCELLED, event, _each(id_pages), by_user_id, {}))
-
-    async def drain(self, timeout=5.0):
-        """Waits up to `timeout` seconds for the notifications being written (shutdown)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout)
+            self.background.spawn(self._to_members(EVENT_CANCELLED, event, _each(id_pages), by_user_id, {}))
 
     # --- the work -------------------------------------------------------------------------
 
-    def _spawn(self, work):
-        task = asyncio.ensure_future(self._logged(work))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    @staticmethod
-    async def _logged(work):
-        try:
-            await work
-        except Exception:
-            # The change that caused it is made either way; the REST reads show the truth.
-            log.exception("notifying failed")
 
     async def _store(self, drafts):
         """Stores the drafts (an iterable, consumed a batch at a time, so that no step between two

@@ -70,7 +70,7 @@ def build_services(settings, store=None, mailer=None):
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
                         chat=chat_service, notifications=notification_service, calendars=Calendars(store, settings),
-                        metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.drain,
+                        metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.background.drain,
                                                                 notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
                                                       notifications_websocket=notifications.NOTIFICATIONS_PROTOCOL))

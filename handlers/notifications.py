@@ -56,7 +56,7 @@ class NotificationService:
         self.accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        await self.notifier.drain(timeout)
+        await self.notifier.background.drain(timeout)
         for user_id in list(self.sockets.by_user):
             for socket in self.sockets.of_user(user_id):
                 socket.close(CLOSE_GOING_AWAY, "server shutting down")

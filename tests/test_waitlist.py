@@ -187,7 +187,7 @@ async def test_a_promoted_user_who_cancels_while_announced_keeps_no_going_activi
                                         leave(api, event, line[0][1]))
 
     assert (raised.status, left.status, left.data["status"]) == (200, 200, "not_going")
-    await services.events.drain()
+    await services.events.background.drain()
     # Either way the second in line got a seat; the first has none, and no "going" activity.
     assert [(item["type"], item["actor"]["id"]) for item in await going_activities(api, watcher)] == \
         [(RSVP_PROMOTED, line[1][0]["id"])]
