@@ -30,7 +30,8 @@ import tempfile
 import bcrypt
 
 from bench import seed as seeding
-from bench.harness import PYTHON, ROOT, HttpConnection, ServerProcess, load_note, pin_generator, run_load, stall_text
+from bench.harness import (ROOT, HttpConnection, load_note, pin_generator, run_load, sqlite_server,
+                           stall_text)
 
 sys.path.insert(0, str(ROOT))
 
@@ -92,9 +93,7 @@ def main():
         path = os.path.join(directory, "calendar.sqlite3")
         print("seeding ...", flush=True)
         event_id = asyncio.run(seed_file(path))
-        server = ServerProcess("sqlite", [PYTHON, "server.py"],
-                               {"SQLITE_PATH": path, "BCRYPT_LOG_ROUNDS": 4, "LOG_LEVEL": "INFO",
-                                "MEDIA_ROOT": os.path.join(directory, "media")}, directory, pin)
+        server = sqlite_server(path, directory, pin)
         try:
             rows = asyncio.run(measure(server, event_id, args.seconds))
             stall = server.metric()

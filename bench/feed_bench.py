@@ -31,8 +31,7 @@ import tempfile
 import bcrypt
 
 from bench import seed as seeding
-from bench.harness import (PYTHON, ROOT, HttpConnection, ServerProcess, load_note, pin_generator, run_load,
-                           stall_text)
+from bench.harness import ROOT, HttpConnection, load_note, pin_generator, run_load, sqlite_server, stall_text
 
 sys.path.insert(0, str(ROOT))
 
@@ -106,9 +105,7 @@ def main():
         path = os.path.join(directory, "feed.sqlite3")
         print(f"seeding {args.follows:,} follows with their activities ...", flush=True)
         target, event_id = asyncio.run(seed_file(path, args.follows))
-        server = ServerProcess("sqlite", [PYTHON, "server.py"],
-                               {"SQLITE_PATH": path, "BCRYPT_LOG_ROUNDS": 4, "LOG_LEVEL": "INFO",
-                                "MEDIA_ROOT": os.path.join(directory, "media")}, directory, pin)
+        server = sqlite_server(path, directory, pin)
         try:
             rows = asyncio.run(measure(server, target, event_id, args.seconds))
             stall = server.metric()

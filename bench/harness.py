@@ -178,6 +178,14 @@ class ServerProcess:
         self._log.close()
 
 
+
+def sqlite_server(path, directory, pin):
+    """server.py as users start it, on the SQLite file `path`, with the benches' settings (cheap
+    bcrypt for seeded logins, photos under `directory`)."""
+    return ServerProcess("sqlite", [PYTHON, "server.py"],
+                         {"SQLITE_PATH": path, "BCRYPT_LOG_ROUNDS": 4, "LOG_LEVEL": "INFO",
+                          "MEDIA_ROOT": os.path.join(directory, "media")}, directory, pin)
+
 def blocking_get(port, path, timeout_s):
     """(status, body) of one GET on a fresh connection, without asyncio."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:

@@ -39,7 +39,7 @@ import time
 import bcrypt
 
 from bench import seed as seeding
-from bench.harness import PYTHON, ROOT, HttpConnection, ServerProcess, load_note, pin_generator, stall_text
+from bench.harness import ROOT, HttpConnection, load_note, pin_generator, sqlite_server, stall_text
 
 sys.path.insert(0, str(ROOT))
 
@@ -160,12 +160,7 @@ def main():
         line, reference = asyncio.run(seed_file(path, args.waiting, args.cancels))
         print(f"seeding an event with {args.going:,} going ...", flush=True)
         small, big = asyncio.run(seed_members(path, args.cancels, args.going))
-
-        def start():
-            return ServerProcess("sqlite", [PYTHON, "server.py"],
-                                 {"SQLITE_PATH": path, "BCRYPT_LOG_ROUNDS": 4, "LOG_LEVEL": "INFO",
-                                  "MEDIA_ROOT": os.path.join(directory, "media")}, directory, pin)
-        server = start()
+        server = sqlite_server(path, directory, pin)
         try:
             timings, told_after = asyncio.run(measure(server, line, reference, args.cancels, args.waiting))
             stall = server.metric()
@@ -177,7 +172,7 @@ def main():
                                           ("edit big", "PATCH", big, {"title": "Big, edited"}),
                                           ("delete small", "DELETE", small, None),
                                           ("delete big", "DELETE", big, None)):
-            server = start()
+            server = sqlite_server(path, directory, pin)
             try:
                 latency, told = asyncio.run(tell_members(server, args.cancels, method, event, body))
                 members.append((name, latency, told, server.metric()))
