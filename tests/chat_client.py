@@ -25,6 +25,16 @@ async def write_history(store, event_id, author, texts):
     return [message for message, _ in await store.messages.append(event_id, drafts)]
 
 
+async def eventually(check):
+    """Polls `check` (an async callable) until it returns something true; a bound, not a timing."""
+    for _ in range(int(WAIT_SECONDS / 0.02)):
+        found = await check()
+        if found:
+            return found
+        await asyncio.sleep(0.02)
+    raise AssertionError("never happened")
+
+
 def chat_url(base_url, event_id, token=None):
     url = base_url.replace("http://", "ws://", 1) + f"/ws/chat/{event_id}"
     return url + (f"?token={token}" if token else "")

@@ -15,7 +15,7 @@ import tornado.websocket
 
 from domain.notifications import BATCH, MEMBER_PAGE, position_key
 from domain.times import utcnow
-from tests.chat_client import WAIT_SECONDS
+from tests.chat_client import WAIT_SECONDS, eventually
 from tests.conftest import console_emails
 from tests.event_builders import publish, unknown_id
 from tests.repository_fixtures import window
@@ -87,16 +87,6 @@ async def listed(api, token, query=""):
     reply = await api.call("GET", f"/api/v1/notifications{query}", token=token)
     assert reply.status == 200, reply
     return reply.data
-
-
-async def eventually(check):
-    """Polls `check` (an async callable) until it returns something true; a bound, not a timing."""
-    for _ in range(int(WAIT_SECONDS / 0.02)):
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError("never happened")
 
 
 async def notified(api, token, count):

@@ -8,7 +8,7 @@ import tornado.httpclient
 
 from domain import repositories
 from domain.activities import RSVP, RSVP_PROMOTED
-from tests.chat_client import WAIT_SECONDS
+from tests.chat_client import eventually
 from tests.conftest import Api
 from tests.event_builders import event_body, publish
 from tests.stores import STORE_NAMES
@@ -157,16 +157,6 @@ async def test_a_raised_capacity_promotes_as_many_as_it_adds_seats(api):
     # A capacity of null is the most the server takes: everyone waiting gets a seat.
     reply = await api.call("PUT", path(event), {"capacity": None}, token=organizer)
     assert (reply.data["rsvp_count"], reply.data["waitlist_count"], reply.data["waitlist"]) == (4, 0, False)
-
-
-async def eventually(check):
-    """Polls `check` (an async callable) until it returns something true; a bound, not a timing."""
-    for _ in range(int(WAIT_SECONDS / 0.02)):
-        found = await check()
-        if found:
-            return found
-        await asyncio.sleep(0.02)
-    raise AssertionError("never happened")
 
 
 async def _promotions_shown(api, watcher, expected):
