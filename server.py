@@ -15,7 +15,7 @@ from domain.errors import StoreBroken, StoreUnavailable
 from domain.settings import WILDCARD_ADDRESSES, SettingsError, load_settings
 from domain.systemd import SystemdNotifier, watchdog_interval
 from handlers.app import build_services, make_app
-from handlers.connections import make_http_server
+from handlers.connections import RESERVED_DESCRIPTORS, make_http_server, raise_open_files_limit
 from handlers.logs import configure_logging
 from storage import make_store
 
@@ -65,8 +65,11 @@ async def serve(settings, notifier, store=None):
     gc.collect()
     gc.freeze()
     server = make_http_server(app, settings)
+    before, limit = raise_open_files_limit()
+    log.info("open files limit %d%s: room for about %d connections at once", limit,
+             f" (raised from {before})" if limit != before else "", limit - RESERVED_DESCRIPTORS)
     try:
-        server.listen(settings.port, settings.address)
+        server.listen(settings.port, settings.address, backlog=settings.listen_backlog)
     except OSError as e:
         await store.close()
         raise CannotStart(f"cannot listen on {settings.address}:{settings.port}: {e.strerror}") from None

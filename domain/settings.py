@@ -101,6 +101,7 @@ SPECS = {
     "header_timeout_seconds": Spec(float, "HEADER_TIMEOUT_SECONDS", _positive),
     "body_timeout_seconds": Spec(float, "BODY_TIMEOUT_SECONDS", _positive),
     "max_connections_per_address": Spec(int, "MAX_CONNECTIONS_PER_ADDRESS", _positive),
+    "listen_backlog": Spec(int, "LISTEN_BACKLOG", _between(1, 65535)),
     "arrival_opens_minutes_before": Spec(int, "ARRIVAL_OPENS_MINUTES_BEFORE", _non_negative),
     "arrival_accuracy_cap_m": Spec(float, "ARRIVAL_ACCURACY_CAP_M", _non_negative),
     "default_event_hours": Spec(float, "DEFAULT_EVENT_HOURS", _positive),

@@ -7,6 +7,7 @@ open forever, and 50 of them from one address cost nothing to keep up.
 import collections
 import json
 import logging
+import resource
 
 import tornado.httpserver
 
@@ -14,6 +15,26 @@ from handlers.base import address_in
 from handlers.photos import MULTIPART_OVERHEAD_BYTES
 
 log = logging.getLogger("handlers")
+
+
+# Descriptors the process keeps for itself besides its connections: the database, logs, the
+# photo workers' pipes, files being served.
+RESERVED_DESCRIPTORS = 64
+
+
+def raise_open_files_limit():
+    """Raises the soft limit on open files to the hard one and returns (before, now): every
+    connection is a descriptor, and a shell's usual soft limit, 1,024, holds about a thousand
+    clients where the hard limit allows many more. Leaves it where it is when it cannot."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, e)
+            return soft, soft
+        return soft, hard
+    return soft, soft
 
 
 def make_http_server(app, settings):

@@ -6,6 +6,8 @@ reset links name the address and port the server listens on, --port included, an
 """
 import http.client
 import json
+import re
+import resource
 import secrets
 import socket
 import subprocess
@@ -125,3 +127,34 @@ def test_production_with_an_address_and_a_metrics_token_starts_and_metrics_need_
         assert server.request("GET", "/metrics")[0] == 401
         token = PRODUCTION["METRICS_TOKEN"]
         assert server.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})[0] == 200
+
+
+def test_the_server_raises_its_open_files_limit_says_how_many_connections_fit_and_queues_a_large_backlog():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = max(256, hard // 2) if hard != resource.RLIM_INFINITY else soft
+    server = RunningServer(environment={"LISTEN_BACKLOG": "2048"})
+    # Started as from a shell whose soft limit is below the hard one.
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        server.launch()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    try:
+        server.notify.wait_for("READY=1", server.process)
+        with open(f"/proc/{server.process.pid}/limits", encoding="ascii") as limits:
+            [line] = [line for line in limits if line.startswith("Max open files")]
+        expected = hard if hard != resource.RLIM_INFINITY else low
+        assert line.split()[3:5] == [str(expected), str(expected)]
+        messages = [entry["message"] for entry in server.log_entries()]
+        assert (f"open files limit {expected} (raised from {low}): room for about {expected - 64} connections "
+                "at once") in messages
+        status, metrics = server.request("GET", "/metrics")
+        assert status == 200 and f"process_max_fds {float(expected)}" in metrics
+        # The listening socket's queue (ss shows it as Send-Q), capped by the kernel's somaxconn.
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as somaxconn:
+            queue = min(2048, int(somaxconn.read()))
+        listing = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True,
+                                 timeout=SAFETY_TIMEOUT).stdout
+        assert re.search(rf"LISTEN\s+\d+\s+{queue}\s", listing), listing
+    finally:
+        server.close()

@@ -43,6 +43,8 @@ def test_the_old_backends_environment_names_override_the_file():
     ({"PUBLIC_BASE_URL": "events.example.com"}, "setting public_base_url"),
     ({"RESET_LINK": "myapp://reset"}, "setting reset_link (from RESET_LINK): 'myapp://reset' must contain {token}"),
     ({"RESET_LINK": "reset?token={token}"}, "setting reset_link"),
+    ({"LISTEN_BACKLOG": "0"}, "setting listen_backlog"),
+    ({"LISTEN_BACKLOG": "100000"}, "setting listen_backlog"),
 ])
 def test_a_bad_value_is_refused_naming_the_setting(environ, named):
     with pytest.raises(SettingsError) as refused:
