@@ -30,7 +30,7 @@ import tempfile
 import bcrypt
 
 from bench import seed as seeding
-from bench.harness import (ROOT, HttpConnection, load_note, pin_generator, run_load, sqlite_server,
+from bench.harness import (ROOT, HttpConnection, load_note, measured, pin_generator, run_load, sqlite_server,
                            stall_text)
 
 sys.path.insert(0, str(ROOT))
@@ -94,12 +94,7 @@ def main():
         print("seeding ...", flush=True)
         event_id = asyncio.run(seed_file(path))
         server = sqlite_server(path, directory, pin)
-        try:
-            rows = asyncio.run(measure(server, event_id, args.seconds))
-            stall = server.metric()
-            errors = server.error_lines()
-        finally:
-            server.stop()
+        rows, stall, errors = measured(server, measure(server, event_id, args.seconds))
     print(f"\n{'one connection each':<28}{'requests/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for label, row in rows.items():
         print(f"{label:<28}{row.per_second:>12,.0f}{row.percentile_ms(0.5):>10.1f}{row.percentile_ms(0.99):>10.1f}"

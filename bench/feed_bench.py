@@ -31,7 +31,8 @@ import tempfile
 import bcrypt
 
 from bench import seed as seeding
-from bench.harness import ROOT, HttpConnection, load_note, pin_generator, run_load, sqlite_server, stall_text
+from bench.harness import (ROOT, HttpConnection, load_note, measured, pin_generator, run_load, sqlite_server,
+                           stall_text)
 
 sys.path.insert(0, str(ROOT))
 
@@ -106,12 +107,7 @@ def main():
         print(f"seeding {args.follows:,} follows with their activities ...", flush=True)
         target, event_id = asyncio.run(seed_file(path, args.follows))
         server = sqlite_server(path, directory, pin)
-        try:
-            rows = asyncio.run(measure(server, target, event_id, args.seconds))
-            stall = server.metric()
-            errors = server.error_lines()
-        finally:
-            server.stop()
+        rows, stall, errors = measured(server, measure(server, target, event_id, args.seconds))
     print(f"\nrequests/s at one connection (each request one half of a round); heavy has {args.follows:,} activities")
     print(f"{'':<18}{'fresh (reference)':>32}{'heavy':>32}{'heavy / fresh':>15}")
     for label in ROUNDS:

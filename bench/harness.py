@@ -179,6 +179,16 @@ class ServerProcess:
 
 
 
+def measured(server, work):
+    """Runs the coroutine `work` against `server`, then stops the server: (what `work` returned,
+    the longest event-loop stall it reported, its error lines)."""
+    try:
+        result = asyncio.run(work)
+        return result, server.metric(), server.error_lines()
+    finally:
+        server.stop()
+
+
 def sqlite_server(path, directory, pin):
     """server.py as users start it, on the SQLite file `path`, with the benches' settings (cheap
     bcrypt for seeded logins, photos under `directory`)."""

@@ -39,7 +39,7 @@ import time
 import bcrypt
 
 from bench import seed as seeding
-from bench.harness import ROOT, HttpConnection, load_note, pin_generator, sqlite_server, stall_text
+from bench.harness import ROOT, HttpConnection, load_note, measured, pin_generator, sqlite_server, stall_text
 
 sys.path.insert(0, str(ROOT))
 
@@ -161,24 +161,18 @@ def main():
         print(f"seeding an event with {args.going:,} going ...", flush=True)
         small, big = asyncio.run(seed_members(path, args.cancels, args.going))
         server = sqlite_server(path, directory, pin)
-        try:
-            timings, told_after = asyncio.run(measure(server, line, reference, args.cancels, args.waiting))
-            stall = server.metric()
-            errors = server.error_lines()
-        finally:
-            server.stop()
+        (timings, told_after), stall, errors = measured(
+            server, measure(server, line, reference, args.cancels, args.waiting))
         members = []
         for name, method, event, body in (("edit small", "PATCH", small, {"title": "Small, edited"}),
                                           ("edit big", "PATCH", big, {"title": "Big, edited"}),
                                           ("delete small", "DELETE", small, None),
                                           ("delete big", "DELETE", big, None)):
             server = sqlite_server(path, directory, pin)
-            try:
-                latency, told = asyncio.run(tell_members(server, args.cancels, method, event, body))
-                members.append((name, latency, told, server.metric()))
-                errors += server.error_lines()
-            finally:
-                server.stop()
+            (latency, told), member_stall, member_errors = measured(
+                server, tell_members(server, args.cancels, method, event, body))
+            members.append((name, latency, told, member_stall))
+            errors += member_errors
     for name in ("reference", "line"):
         cells = ", ".join(f"{ms:.1f}" for ms in timings[name])
         print(f"DELETE rsvp at {name:<9} (ms, in order): {cells}")
