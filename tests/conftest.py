@@ -177,6 +177,14 @@ class Api:
         assert reply.status == 201, reply
         return reply.data["user"], reply.data["token"]
 
+    async def register_follower(self, users):
+        """A new user following each of `users` (user JSON), whose feed therefore shows their
+        activities; returns (user, token)."""
+        follower, token = await self.register()
+        for user in users:
+            assert (await self.call("POST", f"/api/v1/users/{user['id']}/follow", token=token)).status == 200
+        return follower, token
+
 
 @pytest.fixture
 def api(http_client, base_url, services):

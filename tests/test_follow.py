@@ -24,14 +24,6 @@ async def follower_ids(services, user):
     return [other["id"] for other in await services.store.follows.followers(user["id"], None, EVERYONE)]
 
 
-async def watching(api, user):
-    """A new user following `user`, whose feed therefore shows `user`'s activities; returns its
-    user JSON."""
-    watcher, token = await api.register()
-    assert (await follow(api, token, user)).status == 200
-    return watcher
-
-
 async def activities_seen_by(services, watcher, kinds=tuple(SUMMARIES)):
     return await services.store.activities.feed(watcher["id"], list(kinds), None, EVERYONE)
 
@@ -73,7 +65,7 @@ async def test_follow_updates_both_users_and_their_counts(api, services):
 async def test_follow_is_idempotent_and_records_one_follow_activity(api, services):
     ana, ana_token = await api.register()
     bo, _ = await api.register()
-    watcher = await watching(api, ana)
+    watcher, _ = await api.register_follower([ana])
     for _ in range(3):
         reply = await follow(api, ana_token, bo)
         assert reply.status == 200 and reply.data["followers_count"] == 1
@@ -99,7 +91,7 @@ async def test_unfollow_removes_both_sides_and_is_idempotent(api, services):
 async def test_unfollowing_someone_never_followed_is_a_no_op(api, services):
     ana, ana_token = await api.register()
     bo, _ = await api.register()
-    watcher = await watching(api, ana)
+    watcher, _ = await api.register_follower([ana])
     reply = await follow(api, ana_token, bo, "unfollow")
     assert reply.status == 200 and reply.data["is_following"] is False
     assert await activities_seen_by(services, watcher) == []
@@ -109,7 +101,7 @@ async def test_unfollowing_someone_never_followed_is_a_no_op(api, services):
 async def test_unfollowing_withdraws_the_activity_and_following_again_records_it_anew(api, services):
     ana, ana_token = await api.register()
     bo, _ = await api.register()
-    watcher = await watching(api, ana)
+    watcher, _ = await api.register_follower([ana])
     await follow(api, ana_token, bo)
     [first] = await follow_activities(services, watcher, ana, bo)
     await follow(api, ana_token, bo, "unfollow")
@@ -158,7 +150,7 @@ async def test_follow_needs_authentication(api):
 async def test_concurrent_identical_follows_follow_once_with_one_activity(api, services):
     ana, ana_token = await api.register()
     bo, _ = await api.register()
-    watcher = await watching(api, ana)
+    watcher, _ = await api.register_follower([ana])
     replies = await asyncio.gather(*(follow(api, ana_token, bo) for _ in range(20)))
     assert {reply.status for reply in replies} == {200}
     assert await following_ids(services, ana) == [bo["id"]]

@@ -33,31 +33,11 @@ async def stored_as_seen_by(services, event, user):
     return await services.store.events.get(event["id"], user["id"])
 
 
-async def watching(api, users):
-    """A new user following `users`, whose feed therefore shows their activities; returns its user JSON."""
-    watcher, token = await api.register()
-    for user in users:
-        assert (await api.call("POST", f"/api/v1/users/{user['id']}/follow", token=token)).status == 200
-    return watcher
-
-async def test_an_rsvp_is_counted_and_shown_to_the_caller(api, services):
-    _, organizer = await api.register(role="organizer")
-    attendee, token = await api.register()
-    event = await publish(api, organizer)
-    reply = await rsvp(api, event, token)
-    assert reply.status == 200 and reply.data == GOING_ALONE
-    shown = (await api.call("GET", f"/api/v1/events/{event['id']}", token=token)).data
-    assert shown["is_rsvped"] is True and shown["rsvp_count"] == 1
-    assert (await api.call("GET", f"/api/v1/events/{event['id']}", token=organizer)).data["is_rsvped"] is False
-    stored = await stored_as_seen_by(services, event, attendee)
-    assert stored["is_rsvped"] is True and stored["rsvp_count"] == 1
-
-
 async def test_rsvping_twice_is_one_rsvp_and_one_activity(api, services):
     _, organizer = await api.register(role="organizer")
     attendee, token = await api.register()
     event = await publish(api, organizer, title="Book club")
-    watcher = await watching(api, [attendee])
+    watcher, _ = await api.register_follower([attendee])
     first, second = await rsvp(api, event, token), await rsvp(api, event, token)
     assert first.data == second.data == GOING_ALONE
     stored = await stored_as_seen_by(services, event, attendee)
@@ -132,7 +112,7 @@ async def test_fifty_concurrent_rsvps_fill_a_capacity_of_ten_exactly_without_a_w
     _, organizer = await api.register(role="organizer")
     event = await publish(api, organizer, capacity=10, waitlist=False)
     attendees = [await api.register() for _ in range(50)]
-    watcher = await watching(api, [user for user, _ in attendees])
+    watcher, _ = await api.register_follower([user for user, _ in attendees])
 
     replies = await asyncio.gather(*(rsvp(crowd, event, token) for _, token in attendees))
 

@@ -60,14 +60,6 @@ async def full_event(api, capacity=1, **fields):
     return event, organizer
 
 
-async def watching(api, users):
-    """A token of a new user following `users`: its feed shows their activities."""
-    _, token = await api.register()
-    for user in users:
-        assert (await api.call("POST", f"/api/v1/users/{user['id']}/follow", token=token)).status == 200
-    return token
-
-
 async def going_activities(api, token):
     reply = await api.call("GET", "/api/v1/feed?limit=100", token=token)
     return [item for item in reply.data["items"] if item["type"] in (RSVP, RSVP_PROMOTED)]
@@ -117,7 +109,7 @@ async def test_a_cancellation_gives_the_seat_to_the_first_in_line(api):
     await join(api, event, seated)
     await join(api, event, first)
     await join(api, event, second)
-    watcher = await watching(api, [first_user, seated_user])
+    _, watcher = await api.register_follower([first_user, seated_user])
 
     cancelled = await leave(api, event, seated)
 
@@ -143,7 +135,7 @@ async def test_a_raised_capacity_promotes_as_many_as_it_adds_seats(api):
     line = await people(api, 3)
     for _, token in line:
         await join(api, event, token)
-    watcher = await watching(api, [user for user, _ in line])
+    _, watcher = await api.register_follower([user for user, _ in line])
 
     reply = await api.call("PATCH", path(event), {"capacity": 3}, token=organizer)
 
@@ -171,7 +163,7 @@ async def test_a_promoted_user_who_cancels_while_announced_keeps_no_going_activi
     line = await people(api, 2)
     for _, token in line:
         await join(api, event, token)
-    watcher = await watching(api, [user for user, _ in line])
+    _, watcher = await api.register_follower([user for user, _ in line])
 
     raised, left = await asyncio.gather(api.call("PATCH", path(event), {"capacity": 3}, token=organizer),
                                         leave(api, event, line[0][1]))
@@ -273,7 +265,7 @@ async def test_fifty_concurrent_joins_and_cancels_always_add_up(api, crowd):
     _, organizer = await api.register(role="organizer")
     event = await publish(api, organizer, capacity=10)
     crowd_users = await people(api, 50)
-    watcher = await watching(api, [user for user, _ in crowd_users])
+    _, watcher = await api.register_follower([user for user, _ in crowd_users])
 
     async def join_then_maybe_leave(n, token):
         joined = await join(crowd, event, token)
