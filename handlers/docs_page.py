@@ -50,14 +50,22 @@ class RootHandler(PageHandler):
         self.redirect("docs")
 
 
-class DocsPageHandler(PageHandler):
+class HtmlPageHandler(PageHandler):
+    """One HTML file of static/, read at start: `page`."""
+    page = b""
+
     def get(self):
         self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.finish(PAGE)
+        self.finish(self.page)
 
 
-class DocsFileHandler(PageHandler, tornado.web.StaticFileHandler):
-    """static/ at /docs/static/ (Tornado's StaticFileHandler refuses paths leading outside it)."""
+class DocsPageHandler(HtmlPageHandler):
+    page = PAGE
+
+
+class StaticFilesHandler(PageHandler, tornado.web.StaticFileHandler):
+    """Files of static/, as the route's pattern names them (Tornado's StaticFileHandler refuses
+    paths leading outside it): at /docs/static/ for the docs page, beside the reset page."""
 
     def initialize(self, services, route=None):
         PageHandler.initialize(self, services, route)
@@ -67,5 +75,5 @@ class DocsFileHandler(PageHandler, tornado.web.StaticFileHandler):
 ROUTES = [
     (r"/", RootHandler),
     (r"/docs", DocsPageHandler),
-    (r"/docs/static/(.*)", DocsFileHandler),
+    (r"/docs/static/(.*)", StaticFilesHandler),
 ]

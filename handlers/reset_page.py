@@ -6,34 +6,21 @@ fragment, which browsers never send, so no server or proxy logs it) and sends it
 password, to POST /api/v1/auth/reset-password; the API's messages are shown as they come.
 Outside the OpenAPI document, like /docs: a page for a browser, not an operation of the API.
 """
-import tornado.web
-
-from handlers.docs_page import STATIC_ROOT, PageHandler
-
-PAGE = (STATIC_ROOT / "reset-password.html").read_bytes()
+from handlers.docs_page import STATIC_ROOT, HtmlPageHandler, StaticFilesHandler
 
 
-class ResetPageHandler(PageHandler):
+class ResetPageHandler(HtmlPageHandler):
+    page = (STATIC_ROOT / "reset-password.html").read_bytes()
+
     def set_default_headers(self):
         super().set_default_headers()
         # The address holds a credential: no copy of this answer is kept under it. The page's
         # Referrer-Policy (no-referrer, PageHandler) keeps the address out of its requests.
         self.set_header("Cache-Control", "no-store")
 
-    def get(self):
-        self.set_header("Content-Type", "text/html; charset=UTF-8")
-        self.finish(PAGE)
-
-
-class ResetFileHandler(PageHandler, tornado.web.StaticFileHandler):
-    """The page's script and style, beside it (the route names the only two files)."""
-
-    def initialize(self, services, route=None):
-        PageHandler.initialize(self, services, route)
-        tornado.web.StaticFileHandler.initialize(self, path=str(STATIC_ROOT))
-
 
 ROUTES = [
     (r"/reset-password", ResetPageHandler),
-    (r"/(reset-password\.(?:js|css))", ResetFileHandler),
+    # The page's script and style, beside it: the pattern names the only two files.
+    (r"/(reset-password\.(?:js|css))", StaticFilesHandler),
 ]
