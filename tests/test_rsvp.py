@@ -33,6 +33,19 @@ async def stored_as_seen_by(services, event, user):
     return await services.store.events.get(event["id"], user["id"])
 
 
+async def test_an_rsvp_is_counted_and_shown_to_the_caller(api, services):
+    _, organizer = await api.register(role="organizer")
+    attendee, token = await api.register()
+    event = await publish(api, organizer)
+    reply = await rsvp(api, event, token)
+    assert reply.status == 200 and reply.data == GOING_ALONE
+    shown = (await api.call("GET", f"/api/v1/events/{event['id']}", token=token)).data
+    assert shown["is_rsvped"] is True and shown["rsvp_count"] == 1
+    assert (await api.call("GET", f"/api/v1/events/{event['id']}", token=organizer)).data["is_rsvped"] is False
+    stored = await stored_as_seen_by(services, event, attendee)
+    assert stored["is_rsvped"] is True and stored["rsvp_count"] == 1
+
+
 async def test_rsvping_twice_is_one_rsvp_and_one_activity(api, services):
     _, organizer = await api.register(role="organizer")
     attendee, token = await api.register()
