@@ -165,6 +165,8 @@ async def shut_down(server, services, grace_seconds):
     # After the requests in flight, so an upload still being re-encoded is stored, not refused.
     await within(max(deadline, loop.time() + 2), services.gallery.close(), "photo storage")
     await server.close_all_connections()
+    if services.redis is not None:
+        await services.redis.aclose()
 
 
 async def run_shutdown_hooks(hooks):

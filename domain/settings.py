@@ -55,6 +55,12 @@ def _link_template(value):
     return TOKEN_PLACEHOLDER in value or f"must contain {TOKEN_PLACEHOLDER}, where the reset token goes"
 
 
+def _redis_url(value):
+    # Empty: one process, everything in memory. Otherwise redis-py's URL forms.
+    return not value or value.startswith(("redis://", "rediss://", "unix://")) or \
+        "must start with redis://, rediss:// or unix://"
+
+
 @dataclasses.dataclass(frozen=True)
 class Spec:
     type: type
@@ -110,6 +116,7 @@ SPECS = {
     "chat_messages_per_second": Spec(float, "CHAT_MESSAGES_PER_SECOND", _positive),
     "chat_burst": Spec(int, "CHAT_BURST", _positive),
     "chat_max_buffer_bytes": Spec(int, "CHAT_MAX_BUFFER_BYTES", _positive),
+    "redis_url": Spec(str, "REDIS_URL", _redis_url),
     "photo_max_bytes": Spec(int, "PHOTO_MAX_BYTES", _positive),
     "photo_decode_cpu_seconds": Spec(float, "PHOTO_DECODE_CPU_SECONDS", _positive),
     "photo_decode_workers": Spec(int, "PHOTO_DECODE_WORKERS", _positive),

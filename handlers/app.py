@@ -3,6 +3,7 @@ import dataclasses
 
 import tornado.web
 
+import cluster
 from domain.accounts import Accounts
 from domain.calendar import Calendars
 from domain.events import Events
@@ -37,6 +38,7 @@ class Services:
     chat: chat.ChatService
     notifications: notifications.NotificationService
     calendars: Calendars
+    redis: object = None  # a redis.asyncio client when REDIS_URL is set (cluster/), else None
     inflight: int = 0  # requests being handled, so shutdown can wait for them
     openapi: dict = None
     metrics: ServerMetrics = dataclasses.field(default_factory=ServerMetrics)
@@ -70,6 +72,7 @@ def build_services(settings, store=None, mailer=None):
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
                         chat=chat_service, notifications=notification_service, calendars=Calendars(store, settings),
+                        redis=cluster.connect(settings.redis_url),
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.background.drain,
                                                                 notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,

@@ -24,6 +24,7 @@ from handlers.app import build_services, make_app, route_table
 from handlers.openapi import openapi_path
 from storage.sqlite import SqliteStore
 from tests.chat_client import ChatRoom
+from tests.redis_server import RedisServer
 from tests.running_server import free_port
 from tests.stores import DEFAULT_STORE, discard_store, new_store, open_store
 
@@ -226,3 +227,12 @@ def mailbox():
     controller.start()
     yield mailbox, controller.port
     controller.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A real redis-server of this test's own (tests/redis_server.py); `.stop()` and `.start()`
+    take it away and bring it back on the same port."""
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
