@@ -152,15 +152,27 @@ class Accounts:
     async def authenticate(self, token):
         """The user and claims behind a token that is genuine, unexpired and not revoked."""
         claims = self.tokens.decode(token)
-        if await self.store.revoked_tokens.is_revoked(claims["jti"]):
+        return await self._holder(claims["sub"], claims["jti"], claims["iat"]), claims
+
+    async def still_valid(self, user_id, jti, issued_at):
+        """Whether a token, known by its claims, still works: a connection opened with it checks
+        again when endings published meanwhile may have been missed (another process's logout)."""
+        try:
+            await self._holder(user_id, jti, issued_at)
+        except NotAuthenticated:
+            return False
+        return True
+
+    async def _holder(self, user_id, jti, issued_at):
+        if await self.store.revoked_tokens.is_revoked(jti):
             raise NotAuthenticated("The token has been revoked.", code="token_revoked")
-        user = await self.store.users.get(claims["sub"])
+        user = await self.store.users.get(user_id)
         if user is None:
             raise NotAuthenticated("The token is not valid.", code="token_invalid")
         valid_after = user["tokens_valid_after"]
-        if valid_after is not None and claims["iat"] < as_utc(valid_after).timestamp():
+        if valid_after is not None and issued_at < as_utc(valid_after).timestamp():
             raise NotAuthenticated("The token has been revoked.", code="token_revoked")
-        return user, claims
+        return user
 
     async def logout(self, claims):
         # Idempotent, so logging out twice is harmless; kept only until the token would expire anyway.

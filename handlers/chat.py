@@ -40,6 +40,7 @@ class ChatService:
     def __init__(self, settings, store, metrics):
         self.settings = settings
         self.metrics = metrics
+        self.store = store
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
         self.log = MessageLog(store, self._publish)
         self.accepting = True
@@ -128,6 +129,19 @@ class ChatService:
         for socket in self.sockets.handshakes:
             if socket.event_id == event_id:
                 socket.refuse(NotFound("There is no such event.", code="event_not_found"))
+
+    async def recheck_members(self):
+        """After RSVP cancellations and deletions on other processes may have been missed (Redis
+        was away): closes what they would have closed, as the store tells it now."""
+        for event_id, sockets in list(self._by_event.items()):
+            for socket in list(sockets):
+                try:
+                    await check_chat_member(self.store, event_id, socket.user_id)
+                except NotFound:
+                    self.close_event(event_id)
+                    break
+                except Forbidden:
+                    socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
 
     async def shutdown(self, timeout=5.0):
         """Stops admitting connections and messages, stores and publishes everything queued,

@@ -74,6 +74,13 @@ class UserSockets:
             if socket.user_id == user_id and socket.opened_with(jti, issued_before):
                 socket.refuse(NotAuthenticated("The token has been revoked.", code="token_revoked"))
 
+    async def recheck(self, still_valid):
+        """Closes (4401) the open sockets whose token was revoked meanwhile: after endings from
+        other processes may have been missed (Redis was away). `still_valid(user_id, jti, iat)`."""
+        for socket in [socket for sockets in list(self.by_user.values()) for socket in sockets]:
+            if not await still_valid(socket.user_id, socket.token_id, socket.token_issued_at):
+                socket.close(CLOSE_TOKEN_REVOKED, "token revoked")
+
 
 class UserSocket(tornado.websocket.WebSocketHandler):
     """A WebSocket opened by a signed-in user. Subclasses call `_check_request`,

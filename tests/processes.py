@@ -10,9 +10,16 @@ processes").
 Each item is a tests.running_server.RunningServer (started: READY=1 received), with its own port,
 notify socket and log files; only the database file and REDIS_URL are common.
 """
+import asyncio
 import os
 import tempfile
+import uuid
 
+from tornado.websocket import websocket_connect
+
+from tests.chat_client import WAIT_SECONDS
+from tests.conftest import PASSWORD
+from tests.event_builders import event_body
 from tests.running_server import RunningServer
 
 
@@ -68,3 +75,39 @@ def ws_url(server, path):
 
 def base_url(server):
     return f"http://127.0.0.1:{server.port}"
+
+
+def registered(server, role="attendee"):
+    """A new user registered through `server`: (token, user id)."""
+    name = f"{role[:4]}_{uuid.uuid4().hex[:8]}"
+    status, reply = server.request("POST", "/api/v1/auth/register", {
+        "username": name, "email": f"{name}@example.com", "password": PASSWORD, "role": role})
+    assert status == 201, reply
+    return reply["data"]["token"], reply["data"]["user"]["id"]
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+def published_event(server, organizer_token, *members):
+    """An event published through `server` by the organizer, RSVPed by `members` (tokens): its id."""
+    status, reply = server.request("POST", "/api/v1/events", event_body(), headers=bearer(organizer_token))
+    assert status == 201, reply
+    event_id = reply["data"]["id"]
+    for token in members:
+        status, reply = server.request("POST", f"/api/v1/events/{event_id}/rsvp", headers=bearer(token))
+        assert status in (200, 201), reply
+    return event_id
+
+
+async def open_socket(server, path, token):
+    """A WebSocket to `path` on `server`, authenticated with `token`."""
+    return await asyncio.wait_for(websocket_connect(ws_url(server, f"{path}?token={token}")), WAIT_SECONDS)
+
+
+async def closed(connection):
+    """Reads until the server closes the socket; its close code."""
+    while await asyncio.wait_for(connection.read_message(), WAIT_SECONDS) is not None:
+        pass
+    return connection.close_code
