@@ -5,6 +5,7 @@ import tornado.web
 
 import cluster
 from cluster.endings import ClusterEndings
+from cluster.limits import RedisLimits
 from domain.accounts import Accounts
 from domain.calendar import Calendars
 from domain.events import Events
@@ -86,7 +87,19 @@ def build_services(settings, store=None, mailer=None):
     services.metrics.in_flight.set_function(lambda: services.inflight)
     if services.redis is not None:
         share_endings(services, revoked, left, deleted)
+        share_limits(services)
     return services
+
+
+def share_limits(services):
+    """Several processes: login limits, connection caps and the chat's frame buckets held in Redis
+    for all of them (cluster/limits.py)."""
+    limits = RedisLimits(services.redis, services.metrics.redis_failures)
+    services.accounts.shared_limits = limits
+    services.chat.sockets.shared = limits
+    services.notifications.sockets.shared = limits
+    services.startup_hooks.append(limits.start)
+    services.shutdown_hooks.append(limits.stop)
 
 
 def share_endings(services, revoked, left, deleted):

@@ -78,12 +78,16 @@ class NotificationSocket(UserSocket):
         token = self._claim_token()
         with self.live.sockets.handshaking(self):
             user = await self._authenticated(token)
-        if self.refusal is not None:
-            raise self.refusal
-        self.current_user = {"id": self.user_id, "username": user["username"] or ""}
-        # No await from here to open(), which registers the socket: the cap holds.
-        self.live.check_admission(self.user_id)
-        await super().get()
+            await self.live.sockets.claim_slot(self, self.services.settings.chat_max_connections_per_user)
+        try:
+            if self.refusal is not None:
+                raise self.refusal
+            self.current_user = {"id": self.user_id, "username": user["username"] or ""}
+            # No await from here to open(), which registers the socket: the cap holds.
+            self.live.check_admission(self.user_id)
+            await super().get()  # returns when the connection ends
+        finally:
+            self.live.sockets.release_slot(self)
 
     def open(self):
         self.set_nodelay(True)
