@@ -3,7 +3,9 @@ server process closes the affected sockets open on another, with the codes one p
 Redis away meanwhile, they close once it is back (the re-check after subscribing again).
 
 Real server processes sharing one SQLite file and a real redis-server (tests/processes.py)."""
+import asyncio
 import json
+import re
 
 import pytest
 
@@ -32,6 +34,31 @@ async def test_a_logout_on_one_process_closes_the_tokens_chat_and_notification_s
         assert await closed(chat) == 4401
         assert await closed(notifications) == 4401
         assert chat.close_reason == "token revoked"
+
+
+async def reset_token_mailed(server, email):
+    """The token in the reset email the console mailer wrote to the process's stderr."""
+    for _ in range(200):  # a bound: the email is sent in the background
+        link = re.search(r"reset-password#token=(\S+)", server.stderr())
+        if link:
+            return link.group(1)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no reset email to {email}")
+
+
+async def test_a_password_reset_on_one_process_closes_the_users_sockets_on_another_with_4401(redis_server):
+    with ServerProcesses(2, redis_server.url) as (first, second):
+        organizer, _ = registered(first, "organizer")
+        event_id = published_event(first, organizer)
+        email = first.request("GET", "/api/v1/users/me", headers=bearer(organizer))[1]["data"]["email"]
+        chat = await joined_chat(second, event_id, organizer)
+        notifications = await open_socket(second, "/ws/notifications", organizer)
+        assert first.request("POST", "/api/v1/auth/forgot-password", {"email": email})[0] == 200
+        token = await reset_token_mailed(first, email)
+        status, _ = first.request("POST", "/api/v1/auth/reset-password", {"token": token, "password": "a new password 1"})
+        assert status == 200
+        assert await closed(chat) == 4401
+        assert await closed(notifications) == 4401
 
 
 async def test_an_rsvp_cancelled_on_one_process_closes_the_members_chat_on_another_with_4403_only(redis_server):
