@@ -6,6 +6,7 @@ import tornado.web
 import cluster
 from cluster.endings import ClusterEndings
 from cluster.limits import RedisLimits
+from cluster.pushes import ClusterNotificationHub
 from domain.accounts import Accounts
 from domain.calendar import Calendars
 from domain.events import Events
@@ -50,7 +51,6 @@ class Services:
     # Async callables without arguments, awaited once the loop runs, before listening: e.g. subscribing
     # to the other processes' endings (cluster/).
     startup_hooks: list = dataclasses.field(default_factory=list)
-    endings: object = None  # cluster.endings.ClusterEndings with several processes
 
 
 def build_services(settings, store=None, mailer=None):
@@ -87,6 +87,7 @@ def build_services(settings, store=None, mailer=None):
     services.metrics.in_flight.set_function(lambda: services.inflight)
     if services.redis is not None:
         share_endings(services, revoked, left, deleted)
+        share_pushes(services)
         share_limits(services)
     return services
 
@@ -116,7 +117,15 @@ def share_endings(services, revoked, left, deleted):
     services.events.left_listeners.append(endings.left)
     services.startup_hooks.append(endings.start)
     services.shutdown_hooks.append(endings.stop)
-    services.endings = endings
+
+
+def share_pushes(services):
+    """Several processes: a notification stored here is pushed to the user's sockets on all of
+    them (cluster/pushes.py)."""
+    hub = ClusterNotificationHub(services.redis, services.notifications.hub, services.metrics.redis_failures)
+    services.notifications.notifier.push = hub.push
+    services.startup_hooks.append(hub.start)
+    services.shutdown_hooks.append(hub.stop)
 
 
 def photo_storage(settings):

@@ -19,8 +19,8 @@ from handlers.sockets import CLOSE_GOING_AWAY, HANDSHAKE_QUERY, UserSocket, User
 
 
 class LocalNotificationHub:
-    """Pushes to the sockets of this process. The interface (`push`) is what a hub spanning
-    processes (through Redis, a later issue) would implement too."""
+    """Pushes to the sockets of this process. With several processes, cluster/pushes.py wraps it
+    and the notifier pushes through that (the same `push`)."""
 
     def __init__(self, sockets, max_buffer_bytes):
         self.sockets = sockets

@@ -55,7 +55,8 @@ async def test_a_password_reset_on_one_process_closes_the_users_sockets_on_anoth
         notifications = await open_socket(second, "/ws/notifications", organizer)
         assert first.request("POST", "/api/v1/auth/forgot-password", {"email": email})[0] == 200
         token = await reset_token_mailed(first, email)
-        status, _ = first.request("POST", "/api/v1/auth/reset-password", {"token": token, "password": "a new password 1"})
+        status, _ = first.request("POST", "/api/v1/auth/reset-password",
+                                  {"token": token, "password": "a new password 1"})
         assert status == 200
         assert await closed(chat) == 4401
         assert await closed(notifications) == 4401
