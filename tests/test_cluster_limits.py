@@ -59,6 +59,22 @@ def test_failed_logins_count_across_processes(redis_server):
             assert (status, reply["code"]) == (429, "rate_limited")
 
 
+def test_failed_logins_to_one_account_from_many_addresses_back_off_across_processes(redis_server):
+    environment = {"LOGIN_ATTEMPTS_PER_ACCOUNT": "2", "TRUSTED_PROXIES": "127.0.0.1"}
+    with ServerProcesses(2, redis_server.url, environment) as servers:
+        token, _ = registered(servers[0])
+        email = email_of(servers[0], token)
+
+        def attempt(server, address):
+            return server.request("POST", "/api/v1/auth/login", {"email": email, "password": "wrong password"},
+                                  headers={"X-Forwarded-For": address})
+
+        assert attempt(servers[0], "203.0.113.1")[0] == 401
+        assert attempt(servers[1], "203.0.113.2")[0] == 401
+        status, reply = attempt(servers[0], "203.0.113.3")
+        assert (status, reply["code"]) == (429, "rate_limited")
+
+
 def test_with_redis_away_each_process_still_limits_logins_on_its_own(redis_server):
     environment = {"LOGIN_ATTEMPTS_PER_EMAIL": str(ATTEMPTS)}
     with ServerProcesses(2, redis_server.url, environment) as servers:
