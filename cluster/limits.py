@@ -135,11 +135,12 @@ if known and tonumber(known) >= now - tonumber(ARGV[2]) then return 1 end
 return 0
 """
 
-# KEYS[1]: the list of spent buckets. ARGV: capacity, rate. The oldest one, refilled since.
+# KEYS[1]: the list of spent buckets. ARGV: capacity, rate. The newest one not yet full again,
+# refilled since (as ChatService.frame_limiter takes one in a process alone).
 TAKE_SPENT = _NOW + """
 local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
 while true do
-  local entry = redis.call('LPOP', KEYS[1])
+  local entry = redis.call('RPOP', KEYS[1])
   if not entry then return false end
   local comma = string.find(entry, ',')
   local tokens = tonumber(string.sub(entry, 1, comma - 1)) + (now - tonumber(string.sub(entry, comma + 1))) * rate
@@ -152,7 +153,9 @@ KEEP_SPENT = _NOW + """
 local tokens, capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('RPUSH', KEYS[1], tostring(tokens) .. ',' .. tostring(now))
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[4]), -1)
-redis.call('EXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 1)
+-- Kept until the emptiest of them is full again: never shortened by a fuller one.
+local needed = math.ceil((capacity - tokens) / rate) + 1
+if redis.call('TTL', KEYS[1]) < needed then redis.call('EXPIRE', KEYS[1], needed) end
 return 1
 """
 
@@ -168,7 +171,7 @@ class RedisLimits(SharedLimits):
             ("heartbeat", HEARTBEAT), ("take_spent", TAKE_SPENT), ("keep_spent", KEEP_SPENT))}
         self._claimed = {}  # kind -> {user id: connections this process counts}
         self._stale = True  # Redis may not hold this process's counts: write them all at the next heartbeat
-        self._down = False
+        self.reachable = True
         self._heartbeat = None
         self._pending = set()
 
@@ -176,16 +179,19 @@ class RedisLimits(SharedLimits):
         try:
             result = await self._scripts[name](keys=keys, args=args)
         except REDIS_DOWN as e:
-            self.failures.labels("limits").inc()
-            self._stale = True
-            if not self._down:
-                self._down = True
-                log.warning("shared limits unreachable (Redis: %s): each process applies its own until it is back", e)
-            raise SharedLimitsDown() from e
-        if self._down:
-            self._down = False
+            raise self._unreachable(e) from e
+        if not self.reachable:
+            self.reachable = True
             log.info("shared limits reachable again")
         return result
+
+    def _unreachable(self, error):
+        self.failures.labels("limits").inc()
+        self._stale = True
+        if self.reachable:
+            self.reachable = False
+            log.warning("shared limits unreachable (Redis: %s): each process applies its own until it is back", error)
+        return SharedLimitsDown()
 
     def _in_background(self, coroutine):
         task = asyncio.ensure_future(coroutine)
@@ -219,8 +225,8 @@ class RedisLimits(SharedLimits):
 
     # --- connections -------------------------------------------------------------------------
 
-    def _hash(self, kind, process=None):
-        return f"{PREFIX}connections:{kind}:{process or self.process}"
+    def _hash(self, kind):
+        return f"{PREFIX}connections:{kind}:{self.process}"
 
     async def acquire_connection(self, kind, user_id, cap):
         # Counted here before Redis answers: a rewrite of the counts meanwhile includes it. With
@@ -260,8 +266,9 @@ class RedisLimits(SharedLimits):
             await asyncio.gather(self._heartbeat, return_exceptions=True)
         await asyncio.gather(*self._pending, return_exceptions=True)
         try:
-            await self.client.delete(*[self._hash(kind) for kind in self._claimed] or [self._hash("none")])
             await self.client.zrem(self._processes, self.process)
+            for kind in self._claimed:
+                await self.client.delete(self._hash(kind))
         except REDIS_DOWN:
             pass  # they expire within HEARTBEAT_TTL
 
@@ -283,6 +290,8 @@ class RedisLimits(SharedLimits):
             await self._rewrite()
 
     async def _rewrite(self):
+        # A release still on its way when this runs takes one more off afterwards: that user counts
+        # one fewer here until their sockets close (a count never goes below nothing).
         self._stale = False
         try:
             async with self.client.pipeline(transaction=True) as pipe:
@@ -293,9 +302,7 @@ class RedisLimits(SharedLimits):
                         pipe.expire(self._hash(kind), HEARTBEAT_TTL)
                 await pipe.execute()
         except REDIS_DOWN as e:
-            self._stale = True
-            self.failures.labels("limits").inc()
-            raise SharedLimitsDown() from e
+            raise self._unreachable(e) from e
 
     # --- frame buckets handed over between sockets --------------------------------------------
 

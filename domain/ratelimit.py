@@ -184,6 +184,8 @@ class SharedLimits:
     Token buckets are (key, capacity, refill_per_second), backoffs (key, free, leak_per_second,
     cap), with the meaning of TokenBucketLimiter and Backoff above."""
 
+    reachable = True  # False since a call raised SharedLimitsDown, until one succeeds
+
     async def take(self, buckets, backoffs):
         """0 after taking one token from every bucket and counting one attempt in every backoff;
         else the seconds to wait, and nothing is taken."""
@@ -204,7 +206,7 @@ class SharedLimits:
         raise NotImplementedError
 
     async def take_spent_bucket(self, key, capacity, rate):
-        """The level of a bucket handed over by `keep_spent_bucket` (the oldest kept), refilled
+        """The level of a bucket handed over by `keep_spent_bucket` (the newest not yet full), refilled
         since, or None when there is none."""
         raise NotImplementedError
 

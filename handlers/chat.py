@@ -104,7 +104,8 @@ class ChatService:
         """A closed socket's bucket, to the user's next socket: on any process with several."""
         shared = self.sockets.shared
         level = limiter.level("frames")
-        if shared is None or level >= self.settings.chat_burst:
+        # Kept here when Redis is away, so that a reconnect loop to this process still finds it.
+        if shared is None or not shared.reachable or level >= self.settings.chat_burst:
             self._keep_refilling(user_id, limiter)
         else:
             shared.keep_spent_bucket(user_id, level, self.settings.chat_burst, self.settings.chat_messages_per_second)
