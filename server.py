@@ -59,6 +59,8 @@ async def serve(settings, notifier, store=None):
     services = build_services(settings, store=store)
     warn_about_development_settings(settings, store)
     app = make_app(services)
+    for hook in services.startup_hooks:
+        await hook()
     # Everything built so far lives as long as the process: frozen, the collector never walks it
     # again. Unfrozen, a full collection walked it whenever request garbage (a 5,000-position
     # polygon is 5,000 lists) piled up: 60 ms of the event loop at a time.

@@ -49,6 +49,11 @@ class ServerMetrics:
         self.slow_consumers_dropped = Counter("chat_slow_consumers_dropped",
                                               "Chat connections closed (1013) because they could not keep up",
                                               registry=registry)
+        self.redis_failures = Counter("cluster_redis_failures",
+                                      "Redis commands of several processes that failed, by part: endings (a "
+                                      "socket ending not shared), notifications (a push not shared), limits "
+                                      "(an in-process limit used instead)",
+                                      ["part"], registry=registry)
         self.loop_stall_max = Gauge("event_loop_stall_max_seconds",
                                     "The longest the event loop was held by one callback since start",
                                     registry=registry)
