@@ -23,7 +23,8 @@ from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY,
 log = logging.getLogger("chat")
 
 CLOSE_NOT_A_MEMBER, CLOSE_EVENT_DELETED = 4403, 4404
-FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend"}
+FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend",
+                 "edit_message": "ChatEdit", "delete_message": "ChatDelete", "mark_read": "ChatMarkRead"}
 SEND_FIELDS = frozenset(("type", "text", "client_msg_id"))
 MAX_CLIENT_MSG_ID = 64  # as in schemas/ChatSend.json
 IDLE, JOINING, JOINED = "idle", "joining", "joined"
@@ -49,10 +50,10 @@ class ChatService:
         self._by_event = {}
         self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
-    def _publish(self, event_id, messages):
-        for message in messages:
-            self.hub.broadcast(event_id, {"type": "new_message", "message": message})
-        self.metrics.chat_messages_out.inc(len(messages) * len(self.hub.members(event_id)))
+    def _publish(self, event_id, frames):
+        for frame in frames:
+            self.hub.broadcast(event_id, frame)
+        self.metrics.chat_messages_out.inc(len(frames) * len(self.hub.members(event_id)))
 
     def online_count(self, event_id):
         """Users in the event's live chat now."""
@@ -107,6 +108,19 @@ class ChatService:
         self._keep_refilling(socket.user_id, socket.limiter)
         self.metrics.open_websockets.dec()
         self.metrics.rooms.set(len(self._by_event))
+
+    # --- read markers ------------------------------------------------------------------
+
+    async def mark_read(self, event_id, user_id, message_id):
+        """Stores the user's marker, then tells each of their sockets in the event (the other
+        devices too) where it stands now: `read_marker`, not a room frame."""
+        marker = await self.log.store.messages.mark_read(event_id, user_id, message_id)
+        if marker is None:
+            raise NotFound("There is no such message in this chat.", code="message_not_found", message_id=message_id)
+        frame = encode_json({"type": "read_marker", "event_id": event_id, "last_read_id": marker})
+        for socket in self.sockets.of_user(user_id):
+            if socket.event_id == event_id:
+                socket.write_frame(frame)
 
     # --- endings ------------------------------------------------------------------------
 
@@ -239,14 +253,14 @@ class ChatSocket(UserSocket):
         joining = asyncio.ensure_future(self.chat.log.replay(self.event_id, frame.get("since"), self._subscribe))
         joining.add_done_callback(self._join_settled)
 
-    def _subscribe(self, messages):
+    def _subscribe(self, history):
         # Called by the message log between two published batches, so the replay and what the
         # room publishes from now on meet without a gap or an overlap.
         if self.state != JOINING or self.ws_connection is None:
             return
         self.state = JOINED
         first = self.chat.hub.join(self.event_id, self, self.user_id)
-        self._send({"type": "recent_messages", "messages": messages})
+        self._send({"type": "recent_messages", **history})
         if first:
             self._announce("user_joined")
 
@@ -282,6 +296,41 @@ class ChatSocket(UserSocket):
         if repeated:  # a retry: the original goes back to the sender only; the room has it
             self._send({"type": "new_message", "message": message})
 
+    def _on_edit_message(self, frame):
+        self._change("edit", frame["id"], frame["text"])
+
+    def _on_delete_message(self, frame):
+        self._change("delete", frame["id"])
+
+    def _change(self, kind, message_id, text=None):
+        # Through the message log, like a send: stored, then published in the room's one order.
+        if self.state == IDLE:
+            raise _frame_error("not_joined", "Send join_chat before changing a message.")
+        if not self.chat.accepting:
+            raise Unavailable("The server is restarting; send it again once reconnected.", code="shutting_down")
+        changed = self.chat.log.change(self.event_id, kind, message_id, self.user_id, text)
+        changed.add_done_callback(functools.partial(self._changed, message_id))
+
+    def _changed(self, message_id, changed):
+        error = changed.exception()
+        if error is not None:
+            if isinstance(error, DomainError):
+                error.extra.setdefault("message_id", message_id)
+            self._send_error(error)
+            return
+        frame, repeated = changed.result()
+        if repeated:  # a retry: the change it repeats goes back to the sender only
+            self._send(frame)
+
+    def _on_mark_read(self, frame):
+        marking = asyncio.ensure_future(self.chat.mark_read(self.event_id, self.user_id, frame["id"]))
+        marking.add_done_callback(self._marked)
+
+    def _marked(self, marking):
+        error = None if marking.cancelled() else marking.exception()
+        if error is not None:
+            self._send_error(error)
+
     # --- writing ---------------------------------------------------------------------------
 
     def _leave_room(self):
@@ -309,7 +358,10 @@ class ChatSocket(UserSocket):
 
     def _send(self, payload):
         """Writes to this connection alone, bounded like the hub's writes."""
-        self._send_bounded(encode_json(payload), self.chat.hub.max_buffer_bytes)
+        self.write_frame(encode_json(payload))
+
+    def write_frame(self, text):
+        self._send_bounded(text, self.chat.hub.max_buffer_bytes)
 
 
 def _json_object(message):
@@ -341,7 +393,8 @@ CHAT_PROTOCOL = {
     "client_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in FRAME_SCHEMAS.items()},
     "server_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in (
         ("recent_messages", "ChatRecentMessages"), ("user_joined", "ChatUserJoined"),
-        ("user_left", "ChatUserLeft"), ("new_message", "ChatNewMessage"), ("error", "ChatError"))},
+        ("user_left", "ChatUserLeft"), ("new_message", "ChatNewMessage"), ("message_edited", "ChatMessageEdited"),
+        ("message_deleted", "ChatMessageDeleted"), ("read_marker", "ChatReadMarker"), ("error", "ChatError"))},
     "description": f"""## Live chat: WebSocket `/ws/chat/{{event_id}}`
 
 **Handshake.** `GET /ws/chat/{{event_id}}?token=<jwt>` (or `Authorization: Bearer <jwt>`) with the
@@ -355,16 +408,22 @@ request; `unknown_query_parameter`: a query parameter other than `token`). Reque
 `chat_ping_interval_seconds` (default 30 s) and closes a connection whose pong does not come back
 within that time.
 
-**Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`
-from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNewMessage`,
+**Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`,
+`ChatEdit`, `ChatDelete`, `ChatMarkRead` from the client; `ChatRecentMessages`, `ChatUserJoined`,
+`ChatUserLeft`, `ChatNewMessage`, `ChatMessageEdited`, `ChatMessageDeleted`, `ChatReadMarker`,
 `ChatError` from the server).
 
-- `{{"type": "join_chat", "since": "<message id>"?}}` → `recent_messages` to this connection: the
-  last {RECENT_COUNT} messages oldest first, or with `since` every message after that one (at most
-  {MAX_CATCH_UP}; beyond that `too_far_behind`: read `GET /api/v1/events/{{event_id}}/messages`
-  and join without `since`). Then `user_joined` to the room if this is the user's first
-  connection there. A `since` that is not a message of this chat is refused (`unknown_since`):
-  recovery never silently skips anything.
+- `{{"type": "join_chat", "since": "<entry id>"?}}` → `recent_messages` to this connection: the
+  last {RECENT_COUNT} messages oldest first, as they are now (`edited_at`; a deleted message is a
+  tombstone: `deleted`, `deleted_at`, empty text), or with `since` every message after that entry
+  as it is now, and in `changes` (oldest first) the `message_edited` / `message_deleted` frames
+  after `since` of the messages at or before it, which the client already has (at most
+  {MAX_CATCH_UP} entries in all; beyond that `too_far_behind`: read
+  `GET /api/v1/events/{{event_id}}/messages` and join without `since`). `since` is the id of the
+  last entry the client saw: a message's (`new_message`) or a change's (`message_edited`,
+  `message_deleted`: their `id`), all from one increasing sequence. Then `user_joined` to the
+  room if this is the user's first connection there. A `since` that is not an entry of this chat
+  is refused (`unknown_since`): recovery never silently skips anything.
 - `{{"type": "leave_chat"}}` → `user_left` to the room if it was the user's last connection there;
   the connection stays open.
 - `{{"type": "send_message", "text": "...", "client_msg_id": "..."?}}` → stored, then `new_message`
@@ -373,10 +432,22 @@ from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNe
   `client_msg_id` again (a retry after a lost echo, also after a reconnect) echoes the stored
   message to the sender only and stores nothing. `client_msg_id` is unique per sender and event.
   Sends are accepted from `join_chat` on, before its answer too.
+- `{{"type": "edit_message", "id": "<message id>", "text": "..."}}` (your own messages) → stored,
+  then `message_edited` {{id (the change's), message_id, text, edited_at}} to everyone joined, the
+  sender included (the acknowledgement). An edit already done (the message has that text: a
+  retry) sends the earlier `message_edited` to the sender only and stores nothing.
+- `{{"type": "delete_message", "id": "<message id>"}}` (your own; the event's organizer may delete
+  any) → stored, then `message_deleted` {{id, message_id, deleted_by, deleted_at}} to everyone
+  joined. The message stays in history as a tombstone; its text, and its edits' texts, are
+  erased. Deleting it again sends the earlier `message_deleted` to the sender only.
+- `{{"type": "mark_read", "id": "<entry id>"}}` → the user's read marker in this chat (kept by the
+  server, the same on every device; it never moves back) → `read_marker` {{event_id,
+  last_read_id}} to each of the user's connections to this chat. `GET /api/v1/users/me/chats`
+  lists the user's chats with the messages unread after their marker. Allowed before `join_chat`.
 
-**Order.** Every member receives a room's `new_message` frames in one order, the order in which
-they were stored (message ids increase in that order). `recent_messages` and the `new_message`
-frames after it meet exactly: nothing missed, nothing twice.
+**Order.** Every member receives a room's `new_message`, `message_edited` and `message_deleted`
+frames in one order, the order in which they were stored (their ids increase in that order).
+`recent_messages` and the frames after it meet exactly: nothing missed, nothing twice.
 
 **Errors** (`{{"type": "error", "code", "message"}}`, plus `client_msg_id` when a send was
 refused, `errors` for a malformed frame, `retry_after` in seconds for `rate_limited`); the
@@ -385,8 +456,11 @@ connection stays open: `invalid_frame` (not a JSON object, or not the frame's sh
 sustained rate and burst from settings; every frame counts; a new connection takes over the
 bucket a closed one of the same user left, until it has refilled), `invalid_text`, `unknown_since`,
 `too_far_behind`, `unavailable` (not stored: send it again with the same `client_msg_id`),
-`shutting_down`, `event_not_found`, `event_cancelled` (a send to the chat of a cancelled event,
-which stays readable).
+`shutting_down`, `event_not_found`, `event_cancelled` (a send, edit or deletion in the chat of a
+cancelled event, which stays readable); for edit_message, delete_message and mark_read (with
+`message_id`): `message_not_found` (no such message in this chat), `not_your_message` (someone
+else's message; only the organizer may delete those), `message_deleted` (an edit of a deleted
+message), `unchanged` (an edit to the text the message has had from the start).
 
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
 acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client

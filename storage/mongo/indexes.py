@@ -77,6 +77,11 @@ PLAN = (
     # "at most once" rests on it.
     Index("messages", (("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)),
           {"unique": True, "partialFilterExpression": {"client_msg_id": {"$exists": True}}}, required=True),
+    # A message's edits and deletions (Messages.change: the earlier change a retry repeats);
+    # sparse: messages have no target_id.
+    Index("messages", (("event_id", ASCENDING), ("target_id", ASCENDING), ("_id", ASCENDING)), {"sparse": True}),
+    # One read marker per user and event: the upsert of two first markers at once stores one.
+    Index("chat_reads", (("user_id", ASCENDING), ("event_id", ASCENDING)), {"unique": True}, required=True),
     # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
     Index("activities", (("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING))),
     Index("activities", (("timestamp", DESCENDING),)),

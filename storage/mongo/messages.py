@@ -16,12 +16,27 @@ the contract (domain/repositories.py, Messages) promises the order to every call
 process, not to MessageLog alone (tests/test_repositories.py appends to one event concurrently),
 and MessageLog's writer is there for its own reasons (publishing in stored order, batching,
 replays between batches). Under MessageLog the lock is never contended and costs no wait.
+
+Edits and deletions (Messages.change) are documents of the same collection, with a `kind`
+("edit" or "delete") and the `target_id` of the message, and ids drawn like messages' under the
+same lock, so one `_id` range of an event is its whole log. The old backend's documents have no
+`kind`: `{"kind": None}` matches them (a query for null matches a missing field, "Query for Null
+or Missing Fields" in MongoDB's manual), so they stay messages. A change is two writes, the
+change's document then its message's update, as MongoDB has no multi-document atomicity here
+without a transaction (which a standalone server does not offer). If the second fails, the log
+has the change and history shows the message unchanged until the client retries: the retry finds
+the message not yet changed and stores a second, equal change, which readers apply harmlessly.
+
+Read markers are the `chat_reads` collection: one document per (user_id, event_id), unique, moved
+forward with `$max` (atomic on one document, "$max" in the manual: it updates only when the new
+value is greater, comparing ObjectIds by their bytes, which is our id order).
 """
 import asyncio
 import contextlib
 import logging
 
 import bson
+from pymongo import ReturnDocument
 from pymongo import errors as driver_errors
 
 from domain import repositories
@@ -34,15 +49,26 @@ log = logging.getLogger("store")
 DUPLICATE_KEY = 11000
 
 
+MESSAGES_ONLY = {"kind": None}
+
+
 def message_record(document):
+    kind = document.get("kind")
+    if kind is not None:
+        return {"id": str(document["_id"]), "event_id": id_text(document.get("event_id")), "kind": kind,
+                "message_id": id_text(document.get("target_id")), "user_id": id_text(document.get("user_id")),
+                "text": document.get("text"), "timestamp": aware(document["timestamp"])}
     return {
         "id": str(document["_id"]),
         "event_id": id_text(document.get("event_id")),
+        "kind": "message",
         "user_id": id_text(document.get("user_id")),
         "username": document.get("username"),
         "text": document.get("text"),
         "timestamp": aware(document.get("timestamp") or document["_id"].generation_time),
         "client_msg_id": document.get("client_msg_id"),
+        "edited_at": aware(document["edited_at"]) if document.get("edited_at") else None,
+        "deleted_at": aware(document["deleted_at"]) if document.get("deleted_at") else None,
     }
 
 
@@ -50,6 +76,8 @@ class Messages(Repository, repositories.Messages):
     def __init__(self, db):
         self._messages = db["messages"]
         self._events = db["events"]
+        self._users = db["users"]
+        self._reads = db["chat_reads"]
         self._appending = {}  # event ObjectId -> [lock, holders and waiters]
 
     async def append(self, event_id, drafts):
@@ -65,11 +93,7 @@ class Messages(Repository, repositories.Messages):
         async with self._one_append_at_a_time(event):
             # Checked before, not with, the insert (no transaction): a batch racing the event's
             # deletion may still be stored after it, where no reader reaches it.
-            found = await self._events.find_one({"_id": event}, {"cancelled_at": 1})
-            if found is None:
-                raise NotFound("There is no such event.", code="event_not_found")
-            if found.get("cancelled_at") is not None:
-                raise repositories.cancelled_chat()
+            await self._open_event(event)
             ids = await self._ids_above_newest(event, len(drafts))
             documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, drafts)]
             refused = await self._insert(documents)
@@ -85,6 +109,101 @@ class Messages(Repository, repositories.Messages):
             else:
                 results.append(None)
         return results
+
+    async def _open_event(self, event):
+        """The event's organizer id; refuses a deleted event (NotFound) or a cancelled one (Conflict)."""
+        found = await self._events.find_one({"_id": event}, {"cancelled_at": 1, "organizer_id": 1})
+        if found is None:
+            raise NotFound("There is no such event.", code="event_not_found")
+        if found.get("cancelled_at") is not None:
+            raise repositories.cancelled_chat()
+        return id_text(found.get("organizer_id"))
+
+    async def change(self, event_id, drafts):
+        """Each change in turn under the event's append lock: the message read, the change's
+        document inserted, the message updated (see the module's docstring for the window
+        between the two writes)."""
+        event = stored_id(event_id)
+        if not drafts:
+            return []
+        results = []
+        async with self._one_append_at_a_time(event):
+            organizer_id = await self._open_event(event)
+            for draft in drafts:
+                results.append(await self._change(event, draft, organizer_id))
+        return results
+
+    async def _change(self, event, draft, organizer_id):
+        kind, target_id = draft["kind"], object_id(draft["message_id"])
+        target = None if target_id is None else await self._messages.find_one(
+            {"_id": target_id, "event_id": event, **MESSAGES_ONLY})
+        if target is None:
+            return repositories.no_such_message()
+        record = message_record(target)
+        refusal = repositories.change_refusal(record, draft, organizer_id)
+        if refusal is not None:
+            return refusal
+        if repositories.change_repeats(record, draft):
+            earlier = await self._messages.find_one({"event_id": event, "target_id": target_id, "kind": kind},
+                                                    sort=[("_id", -1)])
+            if earlier is not None:
+                return message_record(earlier), True
+            if kind == "edit":
+                return repositories.unchanged_text()
+        [change_id] = await self._ids_above_newest(event, 1)
+        document = {"_id": change_id, "event_id": event, "kind": kind, "target_id": target_id,
+                    "user_id": stored_id(draft["user_id"]), "text": draft["text"] if kind == "edit" else None,
+                    "timestamp": draft["timestamp"]}
+        await self._messages.insert_one(document)
+        if kind == "edit":
+            await self._messages.update_one({"_id": target_id},
+                                            {"$set": {"text": draft["text"], "edited_at": draft["timestamp"]}})
+        else:
+            await self._messages.update_one({"_id": target_id},
+                                            {"$set": {"text": None, "deleted_at": draft["timestamp"]}})
+            await self._messages.update_many({"event_id": event, "target_id": target_id}, {"$set": {"text": None}})
+        return message_record(document), False
+
+    async def mark_read(self, event_id, user_id, message_id):
+        if not await self.exists(event_id, message_id):
+            return None
+        key = {"user_id": stored_id(user_id), "event_id": object_id(event_id)}
+        for attempt in range(2):
+            try:
+                found = await self._reads.find_one_and_update(
+                    key, {"$max": {"last_read_id": object_id(message_id)}}, upsert=True,
+                    return_document=ReturnDocument.AFTER)
+                return str(found["last_read_id"])
+            except driver_errors.DuplicateKeyError:
+                if attempt:
+                    raise
+                # Two first markers at once: the unique index let one insert; the other's
+                # retry finds that document and updates it.
+
+    async def chats(self, user_id, limit, unread_cap):
+        user = object_id(user_id)
+        if user is None:
+            return []
+        # The user's RSVPed events come from `rsvped_events`, as in Events.attending (why there).
+        found = await self._users.find_one({"_id": user}, {"rsvped_events": 1})
+        candidates = [event for event in (found or {}).get("rsvped_events") or [] if isinstance(event, bson.ObjectId)]
+        events = await self._events.find(
+            {"$or": [{"organizer_id": user}, {"_id": {"$in": candidates}, "rsvps": user}]},
+            {"title": 1}).sort("_id", -1).limit(limit).to_list(None) if limit else []
+        return list(await asyncio.gather(*[self._chat(user, event, unread_cap) for event in events]))
+
+    async def _chat(self, user, event, unread_cap):
+        marker = await self._reads.find_one({"user_id": user, "event_id": event["_id"]})
+        last_read = marker["last_read_id"] if marker else None
+        unread = {"event_id": event["_id"], **MESSAGES_ONLY, "deleted_at": None, "user_id": {"$ne": user}}
+        if last_read is not None:
+            unread["_id"] = {"$gt": last_read}
+        # A count of the index's range after the marker, stopped at the cap.
+        unread_count = await self._messages.count_documents(unread, limit=unread_cap)
+        last = await self._messages.find_one({"event_id": event["_id"], **MESSAGES_ONLY}, sort=[("_id", -1)])
+        return {"event_id": str(event["_id"]), "title": event.get("title"),
+                "last_read_id": None if last_read is None else str(last_read), "unread_count": unread_count,
+                "last_message": None if last is None else message_record(last)}
 
     @contextlib.asynccontextmanager
     async def _one_append_at_a_time(self, event):
@@ -150,14 +269,14 @@ class Messages(Repository, repositories.Messages):
         event, message = object_id(event_id), object_id(message_id)
         if event is None or message is None:
             return []
-        cursor = self._messages.find({"event_id": event, "_id": {"$gt": message}}).sort("_id", 1)
+        cursor = self._messages.find({"event_id": event, "_id": {"$gt": message}}).sort("_id", 1)  # changes too
         return [message_record(document) for document in await found(cursor, limit)]
 
     async def before(self, event_id, message_id, limit):
         event, message = object_id(event_id), object_id(message_id)
         if event is None or (message_id is not None and message is None):
             return []
-        match = {"event_id": event}
+        match = {"event_id": event, **MESSAGES_ONLY}
         if message is not None:
             match["_id"] = {"$lt": message}
         cursor = self._messages.find(match).sort("_id", -1)
@@ -167,7 +286,7 @@ class Messages(Repository, repositories.Messages):
         """One $group over the events' messages, on the (event_id, _id) index."""
         events = [value for value in map(object_id, event_ids) if value is not None]
         grouped = await self._messages.aggregate([
-            {"$match": {"event_id": {"$in": events}}},
+            {"$match": {"event_id": {"$in": events}, **MESSAGES_ONLY}},
             {"$group": {"_id": "$event_id", "count": {"$sum": 1}}},
         ]).to_list(None)
         counted = {str(group["_id"]): group["count"] for group in grouped}
