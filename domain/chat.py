@@ -34,6 +34,7 @@ MAX_CATCH_UP = 500
 MAX_BATCH = 500
 NOT_STORED = "The message was not stored; send it again with the same client_msg_id."
 NOT_A_MEMBER = "Only the organizer and RSVPed users can read and write this chat."
+REMOVED = "The organizer removed you from this chat."
 # GET /api/v1/users/me/chats: the user's newest events, and how far each unread count is counted
 # (a count of the index range after the marker, stopped here, so it costs at most this much).
 MAX_CHATS = 200
@@ -114,12 +115,14 @@ async def chats_of(store, user_id):
 
 async def check_chat_member(store, event_id, user_id):
     """Raises NotFound or Forbidden unless `user_id` may use the event's chat: its organizer
-    or an RSVPed user."""
+    or an RSVPed user, not removed from the chat by the organizer (domain/moderation.py)."""
     member = await store.events.is_member(event_id, user_id)
     if member is None:
         raise NotFound("There is no such event.", code="event_not_found")
     if not member:
         raise Forbidden(NOT_A_MEMBER, code="not_a_member")
+    if (await store.messages.standing(event_id, user_id, utcnow()))["removed"]:
+        raise Forbidden(REMOVED, code="removed_from_chat")
 
 
 @dataclasses.dataclass(eq=False)
@@ -300,10 +303,13 @@ class MessageLog:
             for post in posts:
                 _settle(post.result, error=Unavailable(NOT_STORED))
             return
-        stored, known = [], {}
+        stored, known, refused = [], {}, {}
         for post, result in zip(fresh, results):
             if result is None:
                 log.error("the database refused a chat message")
+                continue
+            if isinstance(result, Exception):  # the sender is muted, or removed from the chat
+                refused[post.key or post] = result
                 continue
             record, repeated = result
             message = message_json(record)
@@ -322,7 +328,7 @@ class MessageLog:
             if post.key in known:
                 _settle(post.result, (known[post.key], True))
             else:
-                _settle(post.result, error=Unavailable(NOT_STORED))
+                _settle(post.result, error=refused.get(post.key or post, Unavailable(NOT_STORED)))
 
     async def _apply(self, event_id, changes):
         drafts = [{"kind": change.kind, "message_id": change.message_id, "user_id": change.author_id,

@@ -24,6 +24,7 @@ import dataclasses
 import datetime
 
 from domain.errors import Conflict, Forbidden, NotFound
+from domain.times import to_iso
 
 
 class AlreadyTaken(Exception):
@@ -314,6 +315,20 @@ def change_refusal(target, draft, organizer_id):
     return None
 
 
+def chat_refusal(draft, muted_until, removed, now):
+    """Why a user's draft (a message, or a change as Messages.change takes it) may not be stored,
+    given their standing in the chat, or None: removed users write nothing; muted ones read, and
+    may delete their own messages, but neither send nor edit. Applied by `append` and `change`
+    to the standing read in their own write, so that a mute lands between two messages."""
+    if removed:
+        return Forbidden("You were removed from this chat by its organizer.", code="removed_from_chat")
+    if muted_until is not None and muted_until > now and draft.get("kind") != "delete":
+        left = (muted_until - now).total_seconds()
+        return Forbidden("You are muted in this chat.", code="muted", muted_until=to_iso(muted_until),
+                         retry_after=round(left, 3))
+    return None
+
+
 def change_repeats(target, draft):
     """Whether the change is already done: a deleted message deleted again, or a message edited
     to the text it has (a retried edit). Messages.change then gives back the earlier change."""
@@ -344,8 +359,9 @@ class Messages(abc.ABC):
 
         Returns a list parallel to `drafts`: (message record, False) for a draft stored now,
         (the earlier message record, True) for one whose (user_id, client_msg_id) was already
-        stored in this event (a client_msg_id is stored once per sender and event), or None for
-        a draft the database refused on its own (the others are still stored).
+        stored in this event (a client_msg_id is stored once per sender and event), the
+        DomainError of `chat_refusal` for a draft of a muted or removed user (not stored), or None
+        for a draft the database refused on its own (the others are still stored).
         Raises domain.errors.NotFound, having stored nothing, when the event does not exist
         (deleted while the batch waited): SQLite checks it in the batch's transaction; MongoDB
         checks it just before inserting, so a batch racing the deletion may still be stored,
@@ -366,8 +382,10 @@ class Messages(abc.ABC):
         Returns a list parallel to `drafts`: (change record, False) for a change stored now;
         (the latest earlier change of that kind, True) for one already done (`change_repeats`);
         or a DomainError for a change refused alone: `no_such_message`, `change_refusal`,
-        `unchanged_text` (an edit to the text the message had from the start). Who may change
-        what is checked against the message as it is in the same write as the change.
+        `unchanged_text` (an edit to the text the message had from the start), `chat_refusal`.
+        Who may change what is checked against the message as it is in the same write as the
+        change. A deletion of someone else's message (by the organizer) is logged as a
+        "delete_message" action (see `moderate`), in the same write on SQLite.
         Raises NotFound / Conflict (event_cancelled) as `append` does. SQLite stores the batch
         in one transaction; MongoDB stores each change then updates its message (see there)."""
 
@@ -391,6 +409,25 @@ class Messages(abc.ABC):
     @abc.abstractmethod
     async def counts(self, event_ids):
         """{event id: number of messages} for every id in `event_ids` (0 when none)."""
+
+    @abc.abstractmethod
+    async def moderate(self, event_id, action, user_id, actor_id, at, until=None):
+        """Atomic: applies an organizer's action to a user's standing in the event's chat —
+        "mute" (until `until`), "unmute", "remove", "allow" (back after a removal) — and logs it,
+        in one write. Returns the action record: id, event_id, action, user_id, actor_id,
+        message_id (None here; set for the "delete_message" actions that `change` logs when the
+        organizer deletes someone else's message), until (or None), at. Action ids increase in
+        the order actions are logged."""
+
+    @abc.abstractmethod
+    async def standing(self, event_id, user_id, now):
+        """{"muted_until": the end of the user's mute if it is after `now`, else None,
+        "removed": whether the user is removed from the event's chat}."""
+
+    @abc.abstractmethod
+    async def actions(self, event_id, before_id, limit):
+        """The event's moderation log, newest first: the action records with ids before
+        `before_id` (None: from the newest)."""
 
     @abc.abstractmethod
     async def mark_read(self, event_id, user_id, message_id):

@@ -8,6 +8,7 @@ from domain.calendar import Calendars
 from domain.events import Events
 from domain.gallery import Gallery
 from domain.mailer import make_mailer
+from domain.moderation import ChatModeration
 from domain.notifications import Notifier
 from domain.passwords import PasswordHasher
 from domain.photo_workers import PhotoWorkers
@@ -15,8 +16,8 @@ from domain.repositories import Store
 from domain.storage import make_storage
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, schema_validator
-from handlers import (attendees, auth, calendar, chat, docs_page, events, feed, messages, metrics, notifications,
-                      openapi, ops, photos, reset_page, users)
+from handlers import (attendees, auth, calendar, chat, docs_page, events, feed, messages, metrics, moderation,
+                      notifications, openapi, ops, photos, reset_page, users)
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -35,6 +36,7 @@ class Services:
     photo_workers: PhotoWorkers
     gallery: Gallery
     chat: chat.ChatService
+    moderation: ChatModeration
     notifications: notifications.NotificationService
     calendars: Calendars
     inflight: int = 0  # requests being handled, so shutdown can wait for them
@@ -67,9 +69,10 @@ def build_services(settings, store=None, mailer=None):
     events_service.deleted_cleanups.append(gallery.delete_event_photos)
     events_service.left_listeners.append(chat_service.close_member)
     events_service.online_counter = chat_service.online_count
+    chat_moderation = ChatModeration(store, chat_service.close_removed)
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
-                        chat=chat_service, notifications=notification_service, calendars=Calendars(store, settings),
+                        chat=chat_service, moderation=chat_moderation, notifications=notification_service, calendars=Calendars(store, settings),
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.background.drain,
                                                                 notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
@@ -92,7 +95,7 @@ def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
     return [*auth.ROUTES, *calendar.ROUTES, *users.ROUTES, *events.ROUTES, *attendees.ROUTES, *photos.ROUTES,
-            *messages.ROUTES, *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
+            *messages.ROUTES, *moderation.ROUTES, *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
             *metrics.ROUTES, *docs_page.ROUTES, *reset_page.ROUTES]
 
 

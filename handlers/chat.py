@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 
-from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, MessageLog,
+from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, REMOVED, MessageLog,
                          check_chat_member)
 from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
 from domain.ratelimit import TokenBucketLimiter
@@ -124,15 +124,19 @@ class ChatService:
 
     # --- endings ------------------------------------------------------------------------
 
-    def close_member(self, event_id, user_id):
-        """Events' RSVP-cancelled listener: the user's sockets in that event close (4403), their
-        handshakes in progress are refused (403)."""
+    def close_member(self, event_id, user_id, reason="RSVP cancelled", refusal=None):
+        """Events' RSVP-cancelled listener (and moderation's removal, `close_removed`): the user's
+        sockets in that event close (4403), their handshakes in progress are refused (403)."""
         for socket in self.sockets.of_user(user_id):
             if socket.event_id == event_id:
-                socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
+                socket.close(CLOSE_NOT_A_MEMBER, reason)
         for socket in self.sockets.handshakes:
             if socket.user_id == user_id and socket.event_id == event_id:
-                socket.refuse(Forbidden(NOT_A_MEMBER, code="not_a_member"))
+                socket.refuse(refusal or Forbidden(NOT_A_MEMBER, code="not_a_member"))
+
+    def close_removed(self, event_id, user_id):
+        """Moderation's removal listener: as close_member, reason `removed from chat`."""
+        self.close_member(event_id, user_id, "removed from chat", Forbidden(REMOVED, code="removed_from_chat"))
 
     def close_event(self, event_id):
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404);
@@ -400,7 +404,8 @@ CHAT_PROTOCOL = {
 **Handshake.** `GET /ws/chat/{{event_id}}?token=<jwt>` (or `Authorization: Bearer <jwt>`) with the
 usual WebSocket upgrade headers. Refusals are plain HTTP answers with the JSON error body, before
 any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer nor RSVPed:
-`not_a_member`; or a browser `Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
+`not_a_member`; removed from the chat by the organizer: `removed_from_chat`; or a browser
+`Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
 event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
 (`shutting_down`, or the database is unavailable), 400 (`websocket_required`: not an upgrade
 request; `unknown_query_parameter`: a query parameter other than `token`). Requests without
@@ -460,7 +465,9 @@ bucket a closed one of the same user left, until it has refilled), `invalid_text
 cancelled event, which stays readable); for edit_message, delete_message and mark_read (with
 `message_id`): `message_not_found` (no such message in this chat), `not_your_message` (someone
 else's message; only the organizer may delete those), `message_deleted` (an edit of a deleted
-message), `unchanged` (an edit to the text the message has had from the start).
+message), `unchanged` (an edit to the text the message has had from the start); `muted` (with
+`muted_until` and `retry_after`, the time left: the organizer muted the sender, who can read
+but not send or edit), `removed_from_chat`.
 
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
 acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client
@@ -468,7 +475,9 @@ does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes`
 4401 the token was revoked (logout, password reset) or has expired (reason `token expired`: the
 socket lives no longer than the token it was opened with; connect again with a fresh token and
 `join_chat` with `since` the last message seen, which misses nothing); 4403 the user cancelled
-their RSVP (and is not the organizer); 4404 the event was deleted. A logout, password reset, RSVP
+their RSVP (and is not the organizer), or the organizer removed them from the chat (reason
+`removed from chat`; until allowed back, the handshake is refused with 403 `removed_from_chat`);
+4404 the event was deleted. A logout, password reset, RSVP
 cancel or deletion that lands while a handshake is in progress refuses it (401, 403, 404).
 """,
 }

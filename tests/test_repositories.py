@@ -1922,6 +1922,66 @@ async def test_chats_count_the_unread_messages_of_others_after_the_marker(store)
     assert await store.messages.chats(some_id(98), 10, 100) == []
 
 
+async def test_moderate_changes_a_standing_and_logs_the_action(store):
+    event_id = await add_event(store)
+    other_event = await add_event(store)
+
+    muted = await store.messages.moderate(event_id, "mute", ATTENDEE, ORGANIZER, NOW, until=NOW + HOUR)
+
+    assert muted == {"id": muted["id"], "event_id": event_id, "action": "mute", "user_id": ATTENDEE,
+                     "actor_id": ORGANIZER, "message_id": None, "until": NOW + HOUR, "at": NOW}
+    assert await store.messages.standing(event_id, ATTENDEE, NOW) == {"muted_until": NOW + HOUR, "removed": False}
+    assert await store.messages.standing(event_id, ATTENDEE, NOW + HOUR) == {"muted_until": None, "removed": False}
+    assert await store.messages.standing(other_event, ATTENDEE, NOW) == {"muted_until": None, "removed": False}
+    removed = await store.messages.moderate(event_id, "remove", ATTENDEE, ORGANIZER, NOW + MINUTE)
+    assert await store.messages.standing(event_id, ATTENDEE, NOW) == {"muted_until": NOW + HOUR, "removed": True}
+    unmuted = await store.messages.moderate(event_id, "unmute", ATTENDEE, ORGANIZER, NOW + MINUTE)
+    allowed = await store.messages.moderate(event_id, "allow", ATTENDEE, ORGANIZER, NOW + MINUTE)
+    assert await store.messages.standing(event_id, ATTENDEE, NOW) == {"muted_until": None, "removed": False}
+    assert ids_of(await store.messages.actions(event_id, None, 10)) == ids_of([allowed, unmuted, removed, muted])
+    assert ids_of(await store.messages.actions(event_id, unmuted["id"], 10)) == ids_of([removed, muted])
+    assert await store.messages.actions(other_event, None, 10) == []
+
+
+async def test_a_muted_user_neither_sends_nor_edits_but_may_delete(store):
+    event_id, stored = await history(store, 1)
+    await store.messages.moderate(event_id, "mute", ATTENDEE, ORGANIZER, NOW, until=NOW + HOUR)
+
+    [refused, (other, _)] = await append(store, event_id, draft(ATTENDEE, "let me talk"), draft(STRANGER, "fine"))
+    assert refused.code == "muted" and refused.extra["retry_after"] == 3600
+    assert other["text"] == "fine"
+    [refused_edit] = await store.messages.change(event_id, [edit(ATTENDEE, stored[0]["id"], "edited", NOW)])
+    assert refused_edit.code == "muted"
+    [(deleted, _)] = await store.messages.change(event_id, [deletion(ATTENDEE, stored[0]["id"], NOW)])
+    # Once the mute is over, they write again.
+    [(later, _)] = await append(store, event_id, draft(ATTENDEE, "back", timestamp=NOW + HOUR))
+    assert texts(await store.messages.latest(event_id, 10)) == [None, "fine", "back"]
+
+
+async def test_a_removed_user_writes_nothing_until_allowed_back(store):
+    event_id, stored = await history(store, 1)
+    await store.messages.moderate(event_id, "remove", ATTENDEE, ORGANIZER, NOW)
+
+    [refused] = await append(store, event_id, draft(ATTENDEE, "still here?"))
+    [refused_delete] = await store.messages.change(event_id, [deletion(ATTENDEE, stored[0]["id"])])
+
+    assert (refused.code, refused_delete.code) == ("removed_from_chat", "removed_from_chat")
+    await store.messages.moderate(event_id, "allow", ATTENDEE, ORGANIZER, NOW)
+    assert (await append(store, event_id, draft(ATTENDEE, "thanks")))[0][0]["text"] == "thanks"
+
+
+async def test_the_organizer_deleting_someone_elses_message_is_logged(store):
+    event_id, stored = await history(store, 1)
+    [(own, _)] = await append(store, event_id, draft(ORGANIZER, "mine"))
+    await store.messages.change(event_id, [deletion(ORGANIZER, own["id"])])
+
+    [(deleted, _)] = await store.messages.change(event_id, [deletion(ORGANIZER, stored[0]["id"], NOW + HOUR)])
+
+    [logged] = await store.messages.actions(event_id, None, 10)
+    assert logged == {"id": logged["id"], "event_id": event_id, "action": "delete_message", "user_id": ATTENDEE,
+                      "actor_id": ORGANIZER, "message_id": stored[0]["id"], "until": None, "at": NOW + HOUR}
+
+
 async def test_message_ids_keep_increasing_in_a_second_store_on_the_same_database(store, twin):
     event_id = await add_event(store)
     [(first, _)] = await append(store, event_id, draft(ATTENDEE, "before"))

@@ -36,7 +36,6 @@ import contextlib
 import logging
 
 import bson
-from pymongo import ReturnDocument
 from pymongo import errors as driver_errors
 
 from domain import repositories
@@ -78,6 +77,9 @@ class Messages(Repository, repositories.Messages):
         self._events = db["events"]
         self._users = db["users"]
         self._reads = db["chat_reads"]
+        self._mutes = db["chat_mutes"]
+        self._removals = db["chat_removals"]
+        self._actions = db["chat_moderation"]
         self._appending = {}  # event ObjectId -> [lock, holders and waiters]
 
     async def append(self, event_id, drafts):
@@ -94,21 +96,85 @@ class Messages(Repository, repositories.Messages):
             # Checked before, not with, the insert (no transaction): a batch racing the event's
             # deletion may still be stored after it, where no reader reaches it.
             await self._open_event(event)
-            ids = await self._ids_above_newest(event, len(drafts))
-            documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, drafts)]
-            refused = await self._insert(documents)
+            refusals = await self._refusals(event, drafts)
+            allowed = [draft for draft, refusal in zip(drafts, refusals) if refusal is None]
+            ids = await self._ids_above_newest(event, len(allowed))
+            documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, allowed)]
+            refused = await self._insert(documents) if documents else {}
         repeated = [documents[index] for index, code in refused.items()
                     if code == DUPLICATE_KEY and "client_msg_id" in documents[index]]
         originals = await self._originals(event, repeated)
-        results = []
+        stored = []
         for index, document in enumerate(documents):
             if index not in refused:
-                results.append((message_record(document), False))
+                stored.append((message_record(document), False))
             elif _key(document) in originals:
-                results.append((message_record(originals[_key(document)]), True))
+                stored.append((message_record(originals[_key(document)]), True))
             else:
-                results.append(None)
-        return results
+                stored.append(None)
+        stored = iter(stored)
+        return [next(stored) if refusal is None else refusal for refusal in refusals]
+
+    async def _refusals(self, event, drafts):
+        """repositories.chat_refusal of each draft, from its author's standing read just before
+        the write (no transaction: a mute landing between the two is seen by the next batch)."""
+        authors = sorted({draft["user_id"] for draft in drafts})
+        muted_until, removed = await self._standing(event, authors, max(draft["timestamp"] for draft in drafts))
+        return [repositories.chat_refusal(draft, muted_until.get(draft["user_id"]), draft["user_id"] in removed,
+                                          draft["timestamp"]) for draft in drafts]
+
+    async def _standing(self, event, user_ids, now):
+        users = [stored_id(user_id) for user_id in user_ids]
+        # A mute's document goes once it has expired (the TTL index on `until`), but MongoDB's TTL
+        # monitor deletes only once a minute ("TTL Indexes" in its manual: "expired documents may
+        # exist ... between runs"), so the end is compared here too.
+        mutes = await self._mutes.find({"event_id": event, "user_id": {"$in": users}, "until": {"$gt": now}}
+                                       ).to_list(None)
+        removals = await self._removals.find({"event_id": event, "user_id": {"$in": users}}).to_list(None)
+        return ({id_text(mute["user_id"]): aware(mute["until"]) for mute in mutes},
+                {id_text(removal["user_id"]) for removal in removals})
+
+    async def moderate(self, event_id, action, user_id, actor_id, at, until=None):
+        """The standing's change, then the log's entry: two writes, as MongoDB has no transaction
+        on a standalone server; if the second fails, the action holds but is not listed."""
+        event, user = stored_id(event_id), stored_id(user_id)
+        key = {"event_id": event, "user_id": user}
+        if action == "mute":
+            await _upsert(self._mutes, key, {"until": until})
+        elif action == "unmute":
+            await self._mutes.delete_one(key)
+        elif action == "remove":
+            await _upsert(self._removals, key, {"at": at})
+        else:
+            await self._removals.delete_one(key)
+        return await self._log_action(event, action, user, stored_id(actor_id), at, until=until)
+
+    async def _log_action(self, event, action, user, actor, at, message_id=None, until=None):
+        newest = await self._actions.find_one({"event_id": event}, {"_id": 1}, sort=[("_id", -1)])
+        action_id = bson.ObjectId()
+        if newest is not None and action_id <= newest["_id"]:
+            action_id = bson.ObjectId((int.from_bytes(newest["_id"].binary, "big") + 1).to_bytes(12, "big"))
+        document = {"_id": action_id, "event_id": event, "action": action, "user_id": user, "actor_id": actor,
+                    "message_id": message_id, "until": until, "at": at}
+        await self._actions.insert_one(document)
+        return _action_record(document)
+
+    async def standing(self, event_id, user_id, now):
+        event = object_id(event_id)
+        if event is None:
+            return {"muted_until": None, "removed": False}
+        muted_until, removed = await self._standing(event, [user_id], now)
+        return {"muted_until": muted_until.get(user_id), "removed": user_id in removed}
+
+    async def actions(self, event_id, before_id, limit):
+        event = object_id(event_id)
+        if event is None or (before_id is not None and object_id(before_id) is None):
+            return []
+        match = {"event_id": event}
+        if before_id is not None:
+            match["_id"] = {"$lt": object_id(before_id)}
+        cursor = self._actions.find(match).sort("_id", -1)
+        return [_action_record(document) for document in await found(cursor, limit)]
 
     async def _open_event(self, event):
         """The event's organizer id; refuses a deleted event (NotFound) or a cancelled one (Conflict)."""
@@ -129,8 +195,8 @@ class Messages(Repository, repositories.Messages):
         results = []
         async with self._one_append_at_a_time(event):
             organizer_id = await self._open_event(event)
-            for draft in drafts:
-                results.append(await self._change(event, draft, organizer_id))
+            for draft, refusal in zip(drafts, await self._refusals(event, drafts)):
+                results.append(refusal or await self._change(event, draft, organizer_id))
         return results
 
     async def _change(self, event, draft, organizer_id):
@@ -162,23 +228,18 @@ class Messages(Repository, repositories.Messages):
             await self._messages.update_one({"_id": target_id},
                                             {"$set": {"text": None, "deleted_at": draft["timestamp"]}})
             await self._messages.update_many({"event_id": event, "target_id": target_id}, {"$set": {"text": None}})
+            if record["user_id"] != draft["user_id"]:  # the organizer's: in the moderation log
+                await self._log_action(event, "delete_message", target.get("user_id"), document["user_id"],
+                                       draft["timestamp"], message_id=target_id)
         return message_record(document), False
 
     async def mark_read(self, event_id, user_id, message_id):
         if not await self.exists(event_id, message_id):
             return None
         key = {"user_id": stored_id(user_id), "event_id": object_id(event_id)}
-        for attempt in range(2):
-            try:
-                found = await self._reads.find_one_and_update(
-                    key, {"$max": {"last_read_id": object_id(message_id)}}, upsert=True,
-                    return_document=ReturnDocument.AFTER)
-                return str(found["last_read_id"])
-            except driver_errors.DuplicateKeyError:
-                if attempt:
-                    raise
-                # Two first markers at once: the unique index let one insert; the other's
-                # retry finds that document and updates it.
+        await _upsert_max(self._reads, key, object_id(message_id))
+        found = await self._reads.find_one(key)
+        return str(found["last_read_id"])
 
     async def chats(self, user_id, limit, unread_cap):
         user = object_id(user_id)
@@ -301,6 +362,29 @@ def _document(event, message_id, draft):
     if draft.get("client_msg_id") is not None:
         document["client_msg_id"] = draft["client_msg_id"]
     return document
+
+
+async def _upsert_max(collection, key, value):
+    try:
+        await collection.update_one(key, {"$max": {"last_read_id": value}}, upsert=True)
+    except driver_errors.DuplicateKeyError:  # as in _upsert
+        await collection.update_one(key, {"$max": {"last_read_id": value}})
+
+
+async def _upsert(collection, key, values):
+    try:
+        await collection.update_one(key, {"$set": values}, upsert=True)
+    except driver_errors.DuplicateKeyError:
+        # Two first upserts of one key at once: the unique index let one insert; this one
+        # now finds that document and updates it.
+        await collection.update_one(key, {"$set": values})
+
+
+def _action_record(document):
+    return {"id": str(document["_id"]), "event_id": id_text(document["event_id"]), "action": document["action"],
+            "user_id": id_text(document.get("user_id")), "actor_id": id_text(document.get("actor_id")),
+            "message_id": id_text(document.get("message_id")),
+            "until": aware(document["until"]) if document.get("until") else None, "at": aware(document["at"])}
 
 
 def _key(document):

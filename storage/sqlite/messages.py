@@ -50,6 +50,17 @@ class Messages(Repository, repositories.Messages):
     async def mark_read(self, event_id, user_id, message_id):
         return await self._database.write(_mark_read, event_id, user_id, message_id)
 
+    async def moderate(self, event_id, action, user_id, actor_id, at, until=None):
+        return await self._database.write(_moderate, event_id, action, user_id, actor_id, to_ms(at),
+                                          None if until is None else to_ms(until))
+
+    async def standing(self, event_id, user_id, now):
+        muted_until, removed = await self._database.read(_standing, event_id, [user_id], to_ms(now))
+        return {"muted_until": muted_until.get(user_id), "removed": user_id in removed}
+
+    async def actions(self, event_id, before_id, limit):
+        return await self._database.read(_actions, event_id, before_id, limit)
+
     async def chats(self, user_id, limit, unread_cap):
         return await self._database.read(_chats, user_id, limit, unread_cap)
 
@@ -66,8 +77,12 @@ def _append(connection, event_id, drafts):
     deletion can come between this check and the insert."""
     _open_event(connection, event_id)
     newest_id = _newest_id(connection, event_id)
+    refusals = _refusals(connection, event_id, drafts)
     results, rows = [], []
-    for draft in drafts:
+    for draft, refusal in zip(drafts, refusals):
+        if refusal is not None:
+            results.append(refusal)
+            continue
         client_msg_id = draft.get("client_msg_id")
         if client_msg_id is not None:
             earlier = connection.execute(f"{MESSAGE} event_id = ? AND user_id = ? AND client_msg_id = ?",
@@ -111,8 +126,12 @@ def _change(connection, event_id, drafts):
     deleted text is kept nowhere."""
     organizer_id = _open_event(connection, event_id)
     newest_id = _newest_id(connection, event_id)
+    refusals = _refusals(connection, event_id, drafts)
     results = []
-    for draft in drafts:
+    for draft, refusal in zip(drafts, refusals):
+        if refusal is not None:
+            results.append(refusal)
+            continue
         kind, target_id, at = draft["kind"], draft["message_id"], to_ms(draft["timestamp"])
         target = connection.execute(f"{MESSAGE} event_id = ? AND id = ?", (event_id, target_id)).fetchone()
         if target is None:
@@ -148,8 +167,71 @@ def _change(connection, event_id, drafts):
                                (at, event_id, target_id))
             connection.execute("UPDATE messages SET text = NULL WHERE event_id = ? AND target_id = ?",
                                (event_id, target_id))
+            if target["user_id"] != draft["user_id"]:  # the organizer's: in the moderation log
+                _log_action(connection, event_id, "delete_message", target["user_id"], draft["user_id"], at,
+                            message_id=target_id)
         results.append((message_record(row), False))
     return results
+
+
+def _refusals(connection, event_id, drafts):
+    """repositories.chat_refusal of each draft, from its author's standing read in this write."""
+    authors = sorted({draft["user_id"] for draft in drafts})
+    now = to_ms(max(draft["timestamp"] for draft in drafts)) if drafts else 0
+    muted_until, removed = _standing(connection, event_id, authors, now)
+    return [repositories.chat_refusal(draft, muted_until.get(draft["user_id"]), draft["user_id"] in removed,
+                                      draft["timestamp"]) for draft in drafts]
+
+
+def _standing(connection, event_id, user_ids, now):
+    """({user id: end of a mute after `now`}, {removed user ids}) of these users in the event."""
+    rows = connection.execute(
+        """SELECT user_id, muted_until, removed_at FROM chat_restrictions
+           WHERE event_id = ? AND user_id IN (SELECT value FROM json_each(?))""", (event_id, to_json(user_ids)))
+    muted_until, removed = {}, set()
+    for user_id, until, removed_at in rows:
+        if until is not None and until > now:
+            muted_until[user_id] = from_ms(until)
+        if removed_at is not None:
+            removed.add(user_id)
+    return muted_until, removed
+
+
+def _moderate(connection, event_id, action, user_id, actor_id, at, until):
+    columns = {"mute": ("muted_until", until), "unmute": ("muted_until", None),
+               "remove": ("removed_at", at), "allow": ("removed_at", None)}
+    column, value = columns[action]
+    connection.execute(
+        f"""INSERT INTO chat_restrictions (event_id, user_id, {column}) VALUES (?, ?, ?)
+            ON CONFLICT (event_id, user_id) DO UPDATE SET {column} = excluded.{column}""",
+        (event_id, user_id, value))
+    return _log_action(connection, event_id, action, user_id, actor_id, at, until=until)
+
+
+def _log_action(connection, event_id, action, user_id, actor_id, at, message_id=None, until=None):
+    newest = connection.execute("SELECT id FROM chat_moderation WHERE event_id = ? ORDER BY id DESC LIMIT 1",
+                                (event_id,)).fetchone()
+    action_id = new_id()
+    if newest is not None and action_id <= newest[0]:
+        action_id = id_after(newest[0])
+    row = (event_id, action_id, action, user_id, actor_id, message_id, until, at)
+    connection.execute("INSERT INTO chat_moderation (event_id, id, action, user_id, actor_id, message_id, until, at)"
+                       " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    return action_record(row)
+
+
+def action_record(row):
+    event_id, action_id, action, user_id, actor_id, message_id, until, at = row
+    return {"id": action_id, "event_id": event_id, "action": action, "user_id": user_id, "actor_id": actor_id,
+            "message_id": message_id, "until": None if until is None else from_ms(until), "at": from_ms(at)}
+
+
+def _actions(connection, event_id, before_id, limit):
+    rows = connection.execute(
+        """SELECT event_id, id, action, user_id, actor_id, message_id, until, at FROM chat_moderation
+           WHERE event_id = ? AND id < ? ORDER BY id DESC LIMIT ?""",
+        (event_id, before_id or "g", sql_limit(limit)))
+    return [action_record(row) for row in rows]
 
 
 def _mark_read(connection, event_id, user_id, message_id):
@@ -158,7 +240,7 @@ def _mark_read(connection, event_id, user_id, message_id):
         return None
     connection.execute(
         """INSERT INTO chat_reads (user_id, event_id, last_read_id) VALUES (?, ?, ?)
-           ON CONFLICT (user_id, event_id) DO UPDATE SET last_read_id = max(last_read_id, excluded.last_read_id)""",
+           ON CONFLICT (event_id, user_id) DO UPDATE SET last_read_id = max(last_read_id, excluded.last_read_id)""",
         (user_id, event_id, message_id))
     return connection.execute("SELECT last_read_id FROM chat_reads WHERE user_id = ? AND event_id = ?",
                               (user_id, event_id)).fetchone()[0]

@@ -327,14 +327,38 @@ CHAT_CHANGES = (
         user_id TEXT NOT NULL,
         event_id TEXT NOT NULL,
         last_read_id TEXT NOT NULL,
-        PRIMARY KEY (user_id, event_id)
+        PRIMARY KEY (event_id, user_id)
+    ) WITHOUT ROWID""",
+)
+
+# Chat moderation (domain/repositories.py, Messages.moderate): who is muted until when and who is
+# removed from an event's chat (an expired mute is a row whose muted_until is past: every reader
+# compares it with the time), and the log of what organizers did, by event in id order.
+CHAT_MODERATION = (
+    """CREATE TABLE chat_restrictions (
+        event_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        muted_until INTEGER,
+        removed_at INTEGER,
+        PRIMARY KEY (event_id, user_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE chat_moderation (
+        event_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        user_id TEXT,
+        actor_id TEXT,
+        message_id TEXT,
+        until INTEGER,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (event_id, id)
     ) WITHOUT ROWID""",
 )
 
 # Each a tuple of statements (SQL text, or a function given the connection); the file's
 # user_version is how many have run.
 MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS, WAITLIST,
-              ATTENDANCE, NOTIFICATIONS, CALENDAR, CHAT_CHANGES]
+              ATTENDANCE, NOTIFICATIONS, CALENDAR, CHAT_CHANGES, CHAT_MODERATION]
 
 
 class SchemaTooNew(Exception):
