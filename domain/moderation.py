@@ -5,7 +5,8 @@ Where each rule is enforced:
 - muted and removed users' messages and edits are refused by the store in the write that would
   store them (repositories.chat_refusal), so a mute lands exactly between two messages;
 - a removed user's handshake and history reads are refused (check_chat_member), and their open
-  sockets are closed by the chat (4403) through the `removed` listener;
+  sockets are closed by the chat (4403) through the listener, which also tells a muted user's
+  sockets (they stop relaying the user's typing indicators);
 - only the event's organizer acts, and never on themselves.
 """
 import datetime
@@ -31,12 +32,12 @@ def action_json(action):
 
 
 class ChatModeration:
-    """`removed(event_id, user_id)` is called after a removal is stored: the chat closes the
-    user's sockets in that event."""
+    """`listener(event_id, user_id, action, until)` is called after each action is stored: the
+    chat closes a removed user's sockets in that event, and tells a muted user's sockets."""
 
-    def __init__(self, store, removed, clock=utcnow):
+    def __init__(self, store, listener, clock=utcnow):
         self.store = store
-        self.removed = removed
+        self.listener = listener
         self.clock = clock
 
     async def act(self, event_id, organizer, body):
@@ -59,8 +60,7 @@ class ChatModeration:
             raise InvalidInput("duration_seconds goes with mute only.", code="invalid_input",
                                errors=[{"path": "duration_seconds", "message": "is for mute only"}])
         logged = await self.store.messages.moderate(event_id, action, user_id, organizer["id"], now, until)
-        if action == "remove":
-            self.removed(event_id, user_id)
+        self.listener(event_id, user_id, action, until)
         return action_json(logged)
 
     async def log(self, event_id, organizer, limit, cursor=None):

@@ -69,10 +69,11 @@ def build_services(settings, store=None, mailer=None):
     events_service.deleted_cleanups.append(gallery.delete_event_photos)
     events_service.left_listeners.append(chat_service.close_member)
     events_service.online_counter = chat_service.online_count
-    chat_moderation = ChatModeration(store, chat_service.close_removed)
+    chat_moderation = ChatModeration(store, chat_service.moderated)
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
-                        chat=chat_service, moderation=chat_moderation, notifications=notification_service, calendars=Calendars(store, settings),
+                        chat=chat_service, moderation=chat_moderation, notifications=notification_service,
+                        calendars=Calendars(store, settings),
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.background.drain,
                                                                 notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
@@ -95,7 +96,8 @@ def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
     return [*auth.ROUTES, *calendar.ROUTES, *users.ROUTES, *events.ROUTES, *attendees.ROUTES, *photos.ROUTES,
-            *messages.ROUTES, *moderation.ROUTES, *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
+            *messages.ROUTES, *moderation.ROUTES, *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES,
+            *openapi.ROUTES,
             *metrics.ROUTES, *docs_page.ROUTES, *reset_page.ROUTES]
 
 

@@ -8,6 +8,7 @@ the other user-level sockets (handshake checks, the per-user registry and cap, t
 bounded writes) is in handlers/sockets.py.
 """
 import asyncio
+import datetime
 import functools
 import json
 import logging
@@ -16,6 +17,8 @@ from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUN
                          check_chat_member)
 from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
 from domain.ratelimit import TokenBucketLimiter
+from domain.repositories import chat_refusal
+from domain.times import utcnow
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
                               UserSocket, UserSockets)
@@ -24,10 +27,15 @@ log = logging.getLogger("chat")
 
 CLOSE_NOT_A_MEMBER, CLOSE_EVENT_DELETED = 4403, 4404
 FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend",
-                 "edit_message": "ChatEdit", "delete_message": "ChatDelete", "mark_read": "ChatMarkRead"}
+                 "edit_message": "ChatEdit", "delete_message": "ChatDelete", "mark_read": "ChatMarkRead",
+                 "typing": "ChatTyping"}
 SEND_FIELDS = frozenset(("type", "text", "client_msg_id"))
 MAX_CLIENT_MSG_ID = 64  # as in schemas/ChatSend.json
 IDLE, JOINING, JOINED = "idle", "joining", "joined"
+# A typing indicator: shown by the others for TYPING_EXPIRES seconds unless renewed; at most one
+# relayed per connection per TYPING_EVERY seconds (the ones between are absorbed), so a client
+# may send one per keystroke and the room still gets one every few seconds.
+TYPING_EXPIRES, TYPING_EVERY = 6, 3
 
 
 def _frame_error(code, message, **extra):
@@ -134,9 +142,16 @@ class ChatService:
             if socket.user_id == user_id and socket.event_id == event_id:
                 socket.refuse(refusal or Forbidden(NOT_A_MEMBER, code="not_a_member"))
 
-    def close_removed(self, event_id, user_id):
-        """Moderation's removal listener: as close_member, reason `removed from chat`."""
-        self.close_member(event_id, user_id, "removed from chat", Forbidden(REMOVED, code="removed_from_chat"))
+    def moderated(self, event_id, user_id, action, until):
+        """Moderation's listener: a removed user's sockets in the event close as in close_member
+        (reason `removed from chat`); a muted or unmuted user's sockets learn until when (the
+        store refuses their messages by itself; the sockets stop relaying their typing)."""
+        if action == "remove":
+            self.close_member(event_id, user_id, "removed from chat", Forbidden(REMOVED, code="removed_from_chat"))
+        elif action in ("mute", "unmute"):
+            for socket in self.sockets.of_user(user_id):
+                if socket.event_id == event_id:
+                    socket.muted_until = until
 
     def close_event(self, event_id):
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404);
@@ -180,6 +195,8 @@ class ChatSocket(UserSocket):
         super().initialize(services, route)
         self.chat = services.chat
         self.state = IDLE
+        self.muted_until = None  # as far as this process knows: the store decides for messages
+        self.typing_quiet_until = 0.0
 
     # --- the handshake: every refusal is an HTTP answer before the upgrade ---------------
 
@@ -294,6 +311,8 @@ class ChatSocket(UserSocket):
     def _posted(self, client_msg_id, posted):
         error = posted.exception()
         if error is not None:
+            if getattr(error, "code", None) == "muted":  # muted by another process, perhaps
+                self.muted_until = utcnow() + datetime.timedelta(seconds=error.extra["retry_after"])
             self._send_error(error, client_msg_id)
             return
         message, repeated = posted.result()
@@ -325,6 +344,21 @@ class ChatSocket(UserSocket):
         frame, repeated = changed.result()
         if repeated:  # a retry: the change it repeats goes back to the sender only
             self._send(frame)
+
+    def _on_typing(self, frame):
+        # Not stored and not in the room's order: straight to the hub, to everyone but the typist.
+        if self.state == IDLE:
+            raise _frame_error("not_joined", "Send join_chat before typing.")
+        refusal = chat_refusal({"kind": "typing"}, self.muted_until, False, utcnow())
+        if refusal is not None:
+            raise refusal
+        now = asyncio.get_running_loop().time()
+        if self.state != JOINED or now < self.typing_quiet_until:
+            return  # absorbed: the others' indicator is still running
+        self.typing_quiet_until = now + TYPING_EVERY
+        typing = {"type": "typing", "user": {"id": self.user_id, "username": self.username},
+                  "expires_in": TYPING_EXPIRES}
+        self.chat.hub.broadcast(self.event_id, typing, skip=self)
 
     def _on_mark_read(self, frame):
         marking = asyncio.ensure_future(self.chat.mark_read(self.event_id, self.user_id, frame["id"]))
@@ -398,7 +432,8 @@ CHAT_PROTOCOL = {
     "server_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in (
         ("recent_messages", "ChatRecentMessages"), ("user_joined", "ChatUserJoined"),
         ("user_left", "ChatUserLeft"), ("new_message", "ChatNewMessage"), ("message_edited", "ChatMessageEdited"),
-        ("message_deleted", "ChatMessageDeleted"), ("read_marker", "ChatReadMarker"), ("error", "ChatError"))},
+        ("message_deleted", "ChatMessageDeleted"), ("read_marker", "ChatReadMarker"), ("typing", "ChatUserTyping"),
+        ("error", "ChatError"))},
     "description": f"""## Live chat: WebSocket `/ws/chat/{{event_id}}`
 
 **Handshake.** `GET /ws/chat/{{event_id}}?token=<jwt>` (or `Authorization: Bearer <jwt>`) with the
@@ -414,9 +449,9 @@ request; `unknown_query_parameter`: a query parameter other than `token`). Reque
 within that time.
 
 **Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`,
-`ChatEdit`, `ChatDelete`, `ChatMarkRead` from the client; `ChatRecentMessages`, `ChatUserJoined`,
-`ChatUserLeft`, `ChatNewMessage`, `ChatMessageEdited`, `ChatMessageDeleted`, `ChatReadMarker`,
-`ChatError` from the server).
+`ChatEdit`, `ChatDelete`, `ChatMarkRead`, `ChatTyping` from the client; `ChatRecentMessages`,
+`ChatUserJoined`, `ChatUserLeft`, `ChatNewMessage`, `ChatMessageEdited`, `ChatMessageDeleted`,
+`ChatReadMarker`, `ChatUserTyping`, `ChatError` from the server).
 
 - `{{"type": "join_chat", "since": "<entry id>"?}}` → `recent_messages` to this connection: the
   last {RECENT_COUNT} messages oldest first, as they are now (`edited_at`; a deleted message is a
@@ -449,6 +484,12 @@ within that time.
   server, the same on every device; it never moves back) → `read_marker` {{event_id,
   last_read_id}} to each of the user's connections to this chat. `GET /api/v1/users/me/chats`
   lists the user's chats with the messages unread after their marker. Allowed before `join_chat`.
+- `{{"type": "typing"}}` → `typing` {{user: {{id, username}}, expires_in: {TYPING_EXPIRES}}} to the others
+  joined, not to the typist: show it for `expires_in` seconds unless renewed (a `new_message` from
+  that user ends it). Not stored, not replayed, outside the room's order. At most one is relayed
+  per connection every {TYPING_EVERY} s; those between are absorbed without an answer, so a client may
+  send one per keystroke (they still count against the frame rate limit). A muted user's are
+  refused (`muted`).
 
 **Order.** Every member receives a room's `new_message`, `message_edited` and `message_deleted`
 frames in one order, the order in which they were stored (their ids increase in that order).

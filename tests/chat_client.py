@@ -16,7 +16,7 @@ WAIT_SECONDS = 10  # a bound on every wait, never a timing assertion
 SERVER_FRAME_SCHEMAS = {"recent_messages": "ChatRecentMessages", "user_joined": "ChatUserJoined",
                         "user_left": "ChatUserLeft", "new_message": "ChatNewMessage", "error": "ChatError",
                         "message_edited": "ChatMessageEdited", "message_deleted": "ChatMessageDeleted",
-                        "read_marker": "ChatReadMarker"}
+                        "read_marker": "ChatReadMarker", "typing": "ChatUserTyping"}
 
 
 async def write_history(store, event_id, author, texts):
