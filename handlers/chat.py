@@ -337,9 +337,7 @@ class ChatSocket(UserSocket):
     def _changed(self, message_id, changed):
         error = changed.exception()
         if error is not None:
-            if isinstance(error, DomainError):
-                error.extra.setdefault("message_id", message_id)
-            self._send_error(error)
+            self._send_error(error, message_id=message_id)
             return
         frame, repeated = changed.result()
         if repeated:  # a retry: the change it repeats goes back to the sender only
@@ -381,7 +379,7 @@ class ChatSocket(UserSocket):
             "type": kind, "user": {"id": self.user_id, "username": self.username},
             "online_count": self.chat.hub.online_count(self.event_id)})
 
-    def _send_error(self, error, client_msg_id=None):
+    def _send_error(self, error, client_msg_id=None, message_id=None):
         if not isinstance(error, DomainError):
             log.error("chat frame failed", exc_info=error)
         # Frames have one code for every backing-service failure (schemas/ChatError.json).
@@ -392,6 +390,8 @@ class ChatSocket(UserSocket):
         frame = {"type": "error", "code": error.code, "message": error.message, **error.extra}
         if client_msg_id is not None:
             frame["client_msg_id"] = client_msg_id
+        if message_id is not None:  # the error may be shared by the changes of a batch
+            frame["message_id"] = message_id
         self._send(frame)
 
     def _send(self, payload):

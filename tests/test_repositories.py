@@ -919,6 +919,23 @@ async def test_delete_leaves_other_events_and_their_chat_alone(store):
     assert (await store.events.get(kept, ATTENDEE))["is_rsvped"] is True
 
 
+async def test_delete_takes_the_chats_markers_standings_and_moderation_log_with_it(store):
+    deleted, kept = await add_event(store), await add_event(store)
+    for event_id in (deleted, kept):
+        [(message, _)] = await store.messages.append(event_id, [draft(ATTENDEE, "hello")])
+        await store.messages.mark_read(event_id, STRANGER, message["id"])
+        await store.messages.moderate(event_id, "mute", ATTENDEE, ORGANIZER, NOW, until=NOW + HOUR)
+        await store.messages.moderate(event_id, "remove", STRANGER, ORGANIZER, NOW)
+
+    assert await store.events.delete(deleted, ORGANIZER)
+
+    assert await store.messages.actions(deleted, None, 10) == []
+    assert await store.messages.standing(deleted, ATTENDEE, NOW) == {"muted_until": None, "removed": False}
+    assert await store.messages.standing(deleted, STRANGER, NOW) == {"muted_until": None, "removed": False}
+    assert len(await store.messages.actions(kept, None, 10)) == 2
+    assert await store.messages.standing(kept, ATTENDEE, NOW) == {"muted_until": NOW + HOUR, "removed": False}
+
+
 async def test_a_seat_in_a_deleted_event_cannot_be_taken(store):
     event_id = await add_event(store)
     assert await store.events.delete(event_id, ORGANIZER)
