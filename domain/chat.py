@@ -94,13 +94,6 @@ def change_json(change):
             "deleted_at": to_iso(change["timestamp"])}
 
 
-def entry_frame(entry):
-    """The server frame that publishes a log entry (a message or a change record)."""
-    if entry["kind"] == "message":
-        return {"type": "new_message", "message": message_json(entry)}
-    return change_json(entry)
-
-
 async def chats_of(store, user_id):
     """The user's event chats (GET /api/v1/users/me/chats), those with the newest message first,
     then the silent ones, newest event first."""
@@ -209,7 +202,7 @@ class MessageLog:
         A `since` that is not an entry of this room fails, as does a gap longer than
         MAX_CATCH_UP entries: a replay never silently leaves a hole."""
         if since is not None and not await self.store.messages.exists(event_id, since):
-            raise InvalidInput("`since` is not a message of this chat.", code="unknown_since")
+            raise InvalidInput("`since` is not a message (nor a change) of this chat.", code="unknown_since")
         result = asyncio.get_running_loop().create_future()
         self._room(event_id).replays.append(_Replay(since, subscribe, result))
         await result

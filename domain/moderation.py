@@ -41,7 +41,8 @@ class ChatModeration:
         self.clock = clock
 
     async def act(self, event_id, organizer, body):
-        """Applies one action ({action, user_id, duration_seconds for a mute}); returns it as logged."""
+        """Applies one action ({action, user_id, duration_seconds with a mute and only then:
+        schemas/ModerationRequest.json}); returns it as logged."""
         await self.check_organizer(event_id, organizer)
         action, user_id = body["action"], body["user_id"]
         if user_id == organizer["id"]:
@@ -51,14 +52,7 @@ class ChatModeration:
             raise NotFound("There is no such user.", code="user_not_found")
         now, until = self.clock(), None
         if action == "mute":
-            seconds = body.get("duration_seconds")
-            if seconds is None:
-                raise InvalidInput("A mute needs duration_seconds.", code="invalid_input",
-                                   errors=[{"path": "duration_seconds", "message": "is required to mute"}])
-            until = now + datetime.timedelta(seconds=seconds)
-        elif "duration_seconds" in body:
-            raise InvalidInput("duration_seconds goes with mute only.", code="invalid_input",
-                               errors=[{"path": "duration_seconds", "message": "is for mute only"}])
+            until = now + datetime.timedelta(seconds=body["duration_seconds"])
         logged = await self.store.messages.moderate(event_id, action, user_id, organizer["id"], now, until)
         self.listener(event_id, user_id, action, until)
         return action_json(logged)

@@ -49,6 +49,7 @@ class ChatService:
     def __init__(self, settings, store, metrics):
         self.settings = settings
         self.metrics = metrics
+        self.store = store
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
         self.log = MessageLog(store, self._publish)
         self.accepting = True
@@ -122,7 +123,7 @@ class ChatService:
     async def mark_read(self, event_id, user_id, message_id):
         """Stores the user's marker, then tells each of their sockets in the event (the other
         devices too) where it stands now: `read_marker`, not a room frame."""
-        marker = await self.log.store.messages.mark_read(event_id, user_id, message_id)
+        marker = await self.store.messages.mark_read(event_id, user_id, message_id)
         if marker is None:
             raise NotFound("There is no such message in this chat.", code="message_not_found", message_id=message_id)
         frame = encode_json({"type": "read_marker", "event_id": event_id, "last_read_id": marker})
@@ -133,7 +134,7 @@ class ChatService:
     # --- endings ------------------------------------------------------------------------
 
     def close_member(self, event_id, user_id, reason="RSVP cancelled", refusal=None):
-        """Events' RSVP-cancelled listener (and moderation's removal, `close_removed`): the user's
+        """Events' RSVP-cancelled listener (and moderation's removal, see `moderated`): the user's
         sockets in that event close (4403), their handshakes in progress are refused (403)."""
         for socket in self.sockets.of_user(user_id):
             if socket.event_id == event_id:

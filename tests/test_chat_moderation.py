@@ -116,8 +116,8 @@ async def test_moderation_requests_that_cannot_be_are_clear_4xx(room):
     await room.create(attendees=1)
     (organizer, _), (user, _) = room.members
     cases = [
-        ({"action": "mute", "user_id": user["id"]}, 400, "invalid_input"),
-        ({"action": "remove", "user_id": user["id"], "duration_seconds": 5}, 400, "invalid_input"),
+        ({"action": "mute", "user_id": user["id"]}, 400, None),
+        ({"action": "remove", "user_id": user["id"], "duration_seconds": 5}, 400, None),
         ({"action": "mute", "user_id": user["id"], "duration_seconds": 0}, 400, None),
         ({"action": "mute", "user_id": user["id"], "duration_seconds": 10 ** 9}, 400, None),
         ({"action": "ban", "user_id": user["id"]}, 400, None),
