@@ -1,12 +1,13 @@
 """Chat history: who may chat in an event, the rule for a message's text, and the message log.
 
-A message record (domain/repositories.py, `Messages`): id, event_id, user_id, username, text,
-timestamp, client_msg_id. A room's order is the order of ids, which the store hands out
-increasing in the order messages are stored, so "everything after message X" is `after(X)`.
+A room's log (domain/repositories.py, `Messages`) holds its messages and the changes to them
+(edits, deletions), each an entry with an id from one sequence. A room's order is the order of
+ids, which the store hands out increasing in the order entries are stored, so "everything
+after entry X" is `after(X)`.
 
 Contract of the log, enforced by one writer task per busy room (`MessageLog._write`):
-- a message is published only after it is stored, and a room's messages are published in
-  the order of their ids;
+- an entry is published only after it is stored, and a room's entries are published in
+  the order of their ids, as the frames `new_message`, `message_edited`, `message_deleted`;
 - a replay (the recent messages, or everything after one) and the subscription it hands them
   to happen between two published batches, never during one, so a subscriber gets each
   message exactly once: in the replay, or published after it;
@@ -33,6 +34,11 @@ MAX_CATCH_UP = 500
 MAX_BATCH = 500
 NOT_STORED = "The message was not stored; send it again with the same client_msg_id."
 NOT_A_MEMBER = "Only the organizer and RSVPed users can read and write this chat."
+REMOVED = "The organizer removed you from this chat."
+# GET /api/v1/users/me/chats: the user's newest events, and how far each unread count is counted
+# (a count of the index range after the marker, stopped here, so it costs at most this much).
+MAX_CHATS = 200
+MAX_UNREAD_COUNT = 999
 
 
 def clean_text(text):
@@ -57,7 +63,8 @@ def _storable(text):
 
 
 def message_json(message):
-    """The contract's Message object from a message record."""
+    """The contract's Message object from a message record: a deleted one is a tombstone, its
+    text empty."""
     shown = {
         "id": message["id"],
         "event_id": message["event_id"],
@@ -68,17 +75,47 @@ def message_json(message):
     }
     if message["client_msg_id"] is not None:
         shown["client_msg_id"] = message["client_msg_id"]
+    if message.get("edited_at") is not None:
+        shown["edited_at"] = to_iso(message["edited_at"])
+    if message.get("deleted_at") is not None:
+        shown["deleted"] = True
+        shown["deleted_at"] = to_iso(message["deleted_at"])
     return shown
+
+
+def change_json(change):
+    """The server frame of a change record: message_edited or message_deleted."""
+    if change["kind"] == "edit":
+        return {"type": "message_edited", "id": change["id"], "event_id": change["event_id"],
+                "message_id": change["message_id"], "text": change["text"] or "",
+                "edited_at": to_iso(change["timestamp"])}
+    return {"type": "message_deleted", "id": change["id"], "event_id": change["event_id"],
+            "message_id": change["message_id"], "deleted_by": change["user_id"] or "",
+            "deleted_at": to_iso(change["timestamp"])}
+
+
+async def chats_of(store, user_id):
+    """The user's event chats (GET /api/v1/users/me/chats), those with the newest message first,
+    then the silent ones, newest event first."""
+    chats = await store.messages.chats(user_id, MAX_CHATS, MAX_UNREAD_COUNT)
+    items = [{"event_id": chat["event_id"], "title": chat["title"] or "", "last_read_id": chat["last_read_id"],
+              "unread_count": chat["unread_count"],
+              "last_message": None if chat["last_message"] is None else message_json(chat["last_message"])}
+             for chat in chats]
+    items.sort(key=lambda chat: chat["last_message"]["id"] if chat["last_message"] else "", reverse=True)
+    return {"items": items}
 
 
 async def check_chat_member(store, event_id, user_id):
     """Raises NotFound or Forbidden unless `user_id` may use the event's chat: its organizer
-    or an RSVPed user."""
+    or an RSVPed user, not removed from the chat by the organizer (domain/moderation.py)."""
     member = await store.events.is_member(event_id, user_id)
     if member is None:
         raise NotFound("There is no such event.", code="event_not_found")
     if not member:
         raise Forbidden(NOT_A_MEMBER, code="not_a_member")
+    if (await store.messages.standing(event_id, user_id, utcnow()))["removed"]:
+        raise Forbidden(REMOVED, code="removed_from_chat")
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,6 +129,15 @@ class _Post:
     @property
     def key(self):
         return None if self.client_msg_id is None else (self.author_id, self.client_msg_id)
+
+
+@dataclasses.dataclass(eq=False)
+class _Change:
+    kind: str
+    message_id: str
+    author_id: str
+    text: str
+    result: asyncio.Future
 
 
 @dataclasses.dataclass(eq=False)
@@ -109,10 +155,11 @@ class _Room:
 
 
 class MessageLog:
-    """Each room's messages: stored in batches, published in stored order, replayed exactly.
+    """Each room's log: stored in batches, published in stored order, replayed exactly.
 
-    `publish(event_id, messages)` is called with each stored batch (Message objects, in
-    order) before anything else happens in the room; it must not block.
+    `publish(event_id, frames)` is called with each stored batch, as the server frames that
+    announce it (`new_message`, `message_edited`, `message_deleted`, in stored order), before
+    anything else happens in the room; it must not block.
     """
 
     def __init__(self, store, publish, clock=utcnow, batch_size=MAX_BATCH):
@@ -135,13 +182,27 @@ class MessageLog:
         self._room(event_id).posts.append(_Post(author_id, username, text, client_msg_id, result))
         return result
 
+    def change(self, event_id, kind, message_id, user_id, text=None):
+        """Queues an edit ("edit", with its new text) or a deletion ("delete") of a message,
+        in the room's one order with its messages. The future gives (frame, repeated) once it is
+        stored and published: the message_edited / message_deleted frame, `repeated` being True
+        when the change was already done (a retry), the frame then being the earlier change's.
+        Refusals (not the author's, no such message, ...) fail the future; bad text raises at once."""
+        if kind == "edit":
+            text = clean_text(text)
+        result = asyncio.get_running_loop().create_future()
+        self._room(event_id).posts.append(_Change(kind, message_id, user_id, text, result))
+        return result
+
     async def replay(self, event_id, since, subscribe):
-        """Calls `subscribe(messages)` between two published batches of the room, with the last
-        RECENT_COUNT messages (oldest first) or, given a message id `since`, every message
-        after it. A `since` that is not a message of this room fails, as does a gap longer
-        than MAX_CATCH_UP: a replay never silently leaves a hole."""
+        """Calls `subscribe({messages, changes})` between two published batches of the room:
+        with the last RECENT_COUNT messages (oldest first) as they are now, or, given the id
+        `since` of an entry (a message or a change), every message after it as it is now and, in
+        order, the changes after it to messages at or before it (`changes`, as their frames).
+        A `since` that is not an entry of this room fails, as does a gap longer than
+        MAX_CATCH_UP entries: a replay never silently leaves a hole."""
         if since is not None and not await self.store.messages.exists(event_id, since):
-            raise InvalidInput("`since` is not a message of this chat.", code="unknown_since")
+            raise InvalidInput("`since` is not a message (nor a change) of this chat.", code="unknown_since")
         result = asyncio.get_running_loop().create_future()
         self._room(event_id).replays.append(_Replay(since, subscribe, result))
         await result
@@ -175,13 +236,19 @@ class MessageLog:
     async def _history(self, event_id, since):
         if since is None:
             messages = await self.store.messages.latest(event_id, RECENT_COUNT)
-        else:
-            messages = await self.store.messages.after(event_id, since, MAX_CATCH_UP + 1)
-            if len(messages) > MAX_CATCH_UP:
-                raise Conflict(f"More than {MAX_CATCH_UP} messages were missed: read them with "
-                               "GET /api/v1/events/<id>/messages, then join without `since`.",
-                               code="too_far_behind")
-        return [message_json(message) for message in messages]
+            return {"messages": [message_json(message) for message in messages], "changes": []}
+        entries = await self.store.messages.after(event_id, since, MAX_CATCH_UP + 1)
+        if len(entries) > MAX_CATCH_UP:
+            raise Conflict(f"More than {MAX_CATCH_UP} messages were missed: read them with "
+                           "GET /api/v1/events/<id>/messages, then join without `since`.",
+                           code="too_far_behind")
+        messages = [entry for entry in entries if entry["kind"] == "message"]
+        # A message replayed here shows its changes already; an edit whose message was deleted
+        # since has lost its text, and the deletion follows it.
+        replayed = {message["id"] for message in messages}
+        changes = [change_json(entry) for entry in entries if entry["kind"] != "message"
+                   and entry["message_id"] not in replayed and not (entry["kind"] == "edit" and entry["text"] is None)]
+        return {"messages": [message_json(message) for message in messages], "changes": changes}
 
     # --- the writer ----------------------------------------------------------------------
 
@@ -198,7 +265,8 @@ class MessageLog:
             while room.posts or room.replays:
                 if room.posts:
                     batch, room.posts = room.posts[:self.batch_size], room.posts[self.batch_size:]
-                    await self._store(event_id, batch)
+                    for run in _runs(batch):
+                        await (self._store if isinstance(run[0], _Post) else self._apply)(event_id, run)
                 if room.replays:
                     replays, room.replays = room.replays, []
                     await self._replay(event_id, replays)
@@ -228,10 +296,13 @@ class MessageLog:
             for post in posts:
                 _settle(post.result, error=Unavailable(NOT_STORED))
             return
-        stored, known = [], {}
+        stored, known, refused = [], {}, {}
         for post, result in zip(fresh, results):
             if result is None:
                 log.error("the database refused a chat message")
+                continue
+            if isinstance(result, Exception):  # the sender is muted, or removed from the chat
+                refused[post.key or post] = result
                 continue
             record, repeated = result
             message = message_json(record)
@@ -240,7 +311,7 @@ class MessageLog:
             if post.key is not None:
                 known[post.key] = message
         try:
-            self.publish(event_id, [message for _, message in stored])
+            self.publish(event_id, [{"type": "new_message", "message": message} for _, message in stored])
         except Exception:
             log.exception("publishing chat messages failed")  # they are stored: history has them
         for post, message in stored:
@@ -250,7 +321,33 @@ class MessageLog:
             if post.key in known:
                 _settle(post.result, (known[post.key], True))
             else:
-                _settle(post.result, error=Unavailable(NOT_STORED))
+                _settle(post.result, error=refused.get(post.key or post, Unavailable(NOT_STORED)))
+
+    async def _apply(self, event_id, changes):
+        drafts = [{"kind": change.kind, "message_id": change.message_id, "user_id": change.author_id,
+                   "text": change.text, "timestamp": self.clock()} for change in changes]
+        try:
+            results = await self.store.messages.change(event_id, drafts)
+        except (NotFound, Conflict) as refusal:
+            for change in changes:
+                _settle(change.result, error=refusal)
+            return
+        except Exception as error:
+            if not isinstance(error, StoreUnavailable):
+                log.error("chat storage failed", exc_info=error)
+            for change in changes:
+                _settle(change.result, error=Unavailable("The change was not stored; send it again."))
+            return
+        frames = [None if isinstance(result, Exception) else (change_json(result[0]), result[1]) for result in results]
+        try:
+            self.publish(event_id, [frame for frame, repeated in filter(None, frames) if not repeated])
+        except Exception:
+            log.exception("publishing chat changes failed")  # they are stored: replays have them
+        for change, result, frame in zip(changes, results, frames):
+            if frame is None:
+                _settle(change.result, error=result)
+            else:
+                _settle(change.result, frame)
 
     async def _replay(self, event_id, replays):
         # Failures (too_far_behind, the database) go to the replays that asked; the chat
@@ -273,6 +370,17 @@ class MessageLog:
                 _settle(replay.result, error=error)
                 continue
             _settle(replay.result, None)
+
+
+def _runs(batch):
+    """The batch cut into runs of messages and runs of changes, in order: each run is one write."""
+    runs = []
+    for item in batch:
+        if runs and type(runs[-1][0]) is type(item):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 def _first_of_each_key(posts):

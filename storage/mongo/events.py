@@ -196,6 +196,8 @@ class Events(Repository, repositories.Events):
         self._events = db["events"]
         self._users = db["users"]
         self._messages = db["messages"]
+        # The chat's other collections (storage/mongo/messages.py), emptied with the event.
+        self._chat = [db[name] for name in ("chat_reads", "chat_mutes", "chat_removals", "chat_moderation")]
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -464,6 +466,8 @@ class Events(Repository, repositories.Events):
         # (chat history is read only for an event that exists) and only the old backend's lists
         # still name the event.
         await self._messages.delete_many({"event_id": event})
+        for collection in self._chat:
+            await collection.delete_many({"event_id": event})
         await self._users.update_one({"_id": organizer},
                                      [{"$set": {"created_events": pulled("created_events", event)}}])
         await self._users.update_many({"_id": {"$in": deleted.get("rsvps") or []}},
