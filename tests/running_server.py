@@ -22,8 +22,10 @@ SAFETY_TIMEOUT = 30  # seconds; only so that a broken server fails the test inst
 
 
 def free_port():
+    # Free on every interface, not only loopback: a test server may listen on 0.0.0.0, where a
+    # port that another program holds on some other address would not be free.
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))
         return s.getsockname()[1]
 
 
