@@ -18,7 +18,7 @@ from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreU
 from domain.ratelimit import TokenBucketLimiter
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
-                              UserSocket, UserSockets)
+                              RETRY_PROTOCOL, SHUTDOWN_REASON, UserSocket, UserSockets)
 
 log = logging.getLogger("chat")
 
@@ -142,7 +142,7 @@ class ChatService:
         except asyncio.TimeoutError:
             log.warning("chat messages still queued at shutdown after %.0f s", timeout)
         for event_id in list(self._by_event):
-            self._close_sockets_of(event_id, CLOSE_GOING_AWAY, "server shutting down")
+            self._close_sockets_of(event_id, CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         while self.sockets.by_user and loop.time() < deadline:
             await asyncio.sleep(0.05)
 
@@ -389,13 +389,17 @@ bucket a closed one of the same user left, until it has refilled), `invalid_text
 which stays readable).
 
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
-acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client
-does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes` setting);
+acknowledged message is lost; the reason says when to come back, see Reconnecting); 1009 a frame
+over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client does not read fast enough (its unsent backlog
+passed the `chat_max_buffer_bytes` setting; the reason says when to come back);
 4401 the token was revoked (logout, password reset) or has expired (reason `token expired`: the
 socket lives no longer than the token it was opened with; connect again with a fresh token and
 `join_chat` with `since` the last message seen, which misses nothing); 4403 the user cancelled
 their RSVP (and is not the organizer); 4404 the event was deleted. A logout, password reset, RSVP
 cancel or deletion that lands while a handshake is in progress refuses it (401, 403, 404).
+
+{RETRY_PROTOCOL} Then `join_chat` with `since` the id of the last message received:
+nothing is missed, nothing comes twice.
 """,
 }
 

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER = 1013
 INTERNAL_ERROR = 1011
+# The close reason of a slow member: why, then the seconds to wait before reconnecting (the
+# protocol's `<why>; retry_after=<seconds>` form, read by clients; handlers/sockets.py).
+TOO_SLOW_REASON = "too slow; retry_after=10"
 
 _TEXT_FIN = 0x81
 
@@ -275,7 +278,7 @@ class RoomHub:
             self.dropped_slow_consumers += 1
             # The close frame queues behind the buffered data; Tornado aborts the socket
             # if the client has not answered it within 5 seconds.
-            _close_quietly(conn, TRY_AGAIN_LATER, "too slow")
+            _close_quietly(conn, TRY_AGAIN_LATER, TOO_SLOW_REASON)
 
     def _drop_broken(self, room: _Room, failures: list[tuple[Any, Any, Exception]]) -> None:
         for conn, stream, error in failures:

@@ -15,7 +15,8 @@ from handlers.base import BaseHandler
 from handlers.chat_hub import encode_json
 from handlers.docs import operation
 from handlers.paging import page_query, page_request
-from handlers.sockets import CLOSE_GOING_AWAY, HANDSHAKE_QUERY, UserSocket, UserSockets
+from handlers.sockets import (CLOSE_GOING_AWAY, HANDSHAKE_QUERY, RETRY_PROTOCOL, SHUTDOWN_REASON, UserSocket,
+                              UserSockets)
 
 
 class LocalNotificationHub:
@@ -59,7 +60,7 @@ class NotificationService:
         await self.notifier.background.drain(timeout)
         for user_id in list(self.sockets.by_user):
             for socket in self.sockets.of_user(user_id):
-                socket.close(CLOSE_GOING_AWAY, "server shutting down")
+                socket.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         while self.sockets.by_user and loop.time() < deadline:
             await asyncio.sleep(0.05)
 
@@ -154,8 +155,12 @@ a reconnect, read the list for what came meanwhile. A frame from the client is a
 `{"type": "error", "code": "push_only", "message"}`; the connection stays open.
 
 **Close codes.** 1001 server shutting down; 1009 a frame over 64 KiB; 1013 the client does not
-read fast enough; 4401 the token was revoked (logout, password reset) or has expired (`token
-expired`). A logout that lands while a handshake is in progress refuses it (401).
+read fast enough (both with the delay before coming back in their reason, see Reconnecting); 4401
+the token was revoked (logout, password reset) or has expired (`token expired`). A logout that
+lands while a handshake is in progress refuses it (401).
+
+""" + RETRY_PROTOCOL + """ Then read `GET /api/v1/notifications` for what was
+pushed meanwhile: this socket replays nothing.
 """,
 }
 

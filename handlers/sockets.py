@@ -14,6 +14,7 @@ import tornado.websocket
 
 from domain.errors import Forbidden, InvalidInput, NotAuthenticated, RateLimited
 from handlers.base import bearer_token, client_address
+from handlers.chat_hub import TOO_SLOW_REASON
 from handlers.errors import error_response, write_error_response
 from handlers.query import refuse_unknown_query
 
@@ -21,6 +22,20 @@ log = logging.getLogger("sockets")
 
 MAX_FRAME_BYTES = 64 * 1024
 CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, CLOSE_TOKEN_REVOKED = 1001, 1013, 4401
+# Closes that ask the client to come back carry, after the reason, `; retry_after=<seconds>`: the
+# least it should wait, to which it adds a random delay of up to as much again, so that a whole
+# crowd closed at once (a restart) does not come back in the same second. A restart takes a few
+# seconds; a client too slow for its room is likely to be so again at once.
+SHUTDOWN_RETRY_SECONDS = 5
+SHUTDOWN_REASON = f"server shutting down; retry_after={SHUTDOWN_RETRY_SECONDS}"
+RETRY_PROTOCOL = f"""**Reconnecting.** The close frames that invite the client back, 1001 and 1013, carry in their
+reason the least delay before trying again: the reason ends with `; retry_after=<seconds>`
+(`server shutting down; retry_after={SHUTDOWN_RETRY_SECONDS}`, `{TOO_SLOW_REASON}`). Wait that
+long plus a random delay of up to as much again (jitter: after a restart every client comes
+back, and they must not all come back in the same second); after a connection lost without a
+close frame, wait a random 1 to 5 s, doubling the upper bound after each failed attempt up to
+60 s. A refused handshake (429, 503) is retried the same way: after its `Retry-After` header
+(seconds) when it has one, else as after a 1001."""
 # The handshake's query, as the REST operations declare theirs in `docs`: anything else is a 400
 # (e.g. `since`, which belongs in the chat's join_chat frame, would otherwise be dropped unnoticed).
 HANDSHAKE_QUERY = (("token", {"type": "string"}, "The bearer token, for clients that cannot send headers."),)
@@ -180,7 +195,7 @@ class UserSocket(tornado.websocket.WebSocketHandler):
         if connection is None or connection.is_closing():
             return False
         if unsent_bytes(connection) > max_buffer_bytes:
-            self.close(CLOSE_TOO_SLOW, "too slow")
+            self.close(CLOSE_TOO_SLOW, TOO_SLOW_REASON)
             return False
         self.write_message(text)
         return True

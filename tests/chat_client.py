@@ -5,6 +5,7 @@ answers are checked against the OpenAPI document.
 """
 import asyncio
 import json
+import re
 
 import tornado.httpclient
 import tornado.websocket
@@ -15,6 +16,13 @@ from tests.event_builders import publish
 WAIT_SECONDS = 10  # a bound on every wait, never a timing assertion
 SERVER_FRAME_SCHEMAS = {"recent_messages": "ChatRecentMessages", "user_joined": "ChatUserJoined",
                         "user_left": "ChatUserLeft", "new_message": "ChatNewMessage", "error": "ChatError"}
+
+
+def retry_after(close_reason):
+    """The seconds a close frame's reason asks to wait before reconnecting, read as the protocol
+    document tells clients to (`<why>; retry_after=<seconds>`); None without one."""
+    found = re.search(r"; retry_after=(\d+)$", close_reason or "")
+    return int(found.group(1)) if found else None
 
 
 async def write_history(store, event_id, author, texts):
