@@ -349,8 +349,9 @@ usual WebSocket upgrade headers. Refusals are plain HTTP answers with the JSON e
 any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer nor RSVPed:
 `not_a_member`; or a browser `Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
 event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
-(`shutting_down`, or the database is unavailable), 400 (`websocket_required`: not an upgrade
-request; `unknown_query_parameter`: a query parameter other than `token`). Requests without
+(`shutting_down`; `server_full`: the server holds all the connections it can, `Retry-After`; or
+the database is unavailable), 400 (`websocket_required`: not an upgrade request;
+`unknown_query_parameter`: a query parameter other than `token`). Requests without
 `Origin` (native apps) are allowed. No compression. The server pings every
 `chat_ping_interval_seconds` (default 30 s) and closes a connection whose pong does not come back
 within that time.

@@ -145,7 +145,7 @@ NOTIFICATIONS_PROTOCOL = {
 the chat's is, with a plain HTTP answer and the JSON error body before any upgrade: 401 (no, bad,
 expired or revoked token), 403 `origin_not_allowed`, 429 `too_many_connections` (at most
 `chat_max_connections_per_user` notification sockets per user, counted apart from the chat's),
-503 `shutting_down`, 400 `websocket_required` / `unknown_query_parameter`. Pings, the 64 KiB frame
+503 `shutting_down` / `server_full`, 400 `websocket_required` / `unknown_query_parameter`. Pings, the 64 KiB frame
 limit and the slow-client rule (1013) are the chat's.
 
 **Frames.** Push-only: `{"type": "notification", "notification": <Notification>}` for each
