@@ -190,10 +190,8 @@ class ChatSocket(UserSocket):
         # A bucket of its own: one shared limiter would scan all its keys past 10,000 of them.
         self.limiter = self.chat.frame_limiter(self.user_id)
         self.chat.opened(self)
-        self._expire_with_token()
 
     def on_close(self):
-        self._stop_expiry()
         self._leave_room()
         self.chat.closed(self)
 

@@ -257,9 +257,10 @@ class RoomHub:
     def _target(conn: Any) -> _Target:
         proto = getattr(conn, "ws_connection", None)
         stream = getattr(proto, "stream", None)
-        # A subclass may frame differently, so only the exact class qualifies.
+        # A subclass may frame differently, so only the exact class qualifies, or one that says
+        # it frames as it does.
         framed_by_us = (
-            type(proto) is WebSocketProtocol13
+            (type(proto) is WebSocketProtocol13 or getattr(type(proto), "frames_like_protocol13", False))
             and not proto.mask_outgoing
             and proto._compressor is None
             and stream is not None

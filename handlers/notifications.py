@@ -89,10 +89,8 @@ class NotificationSocket(UserSocket):
     def open(self):
         self.set_nodelay(True)
         self.live.sockets.add(self)
-        self._expire_with_token()
 
     def on_close(self):
-        self._stop_expiry()
         self.live.sockets.discard(self)
 
     def close(self, code=None, reason=None):

@@ -339,7 +339,8 @@ async def test_a_client_that_does_not_read_its_own_answers_is_disconnected(room)
 async def test_a_peer_that_does_not_answer_pings_is_closed(room):
     await room.create(attendees=0)
     silent = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token)
-    assert await silent.close_code() == 1000  # Tornado's "ping timed out"
+    assert await silent.close_code() == 1000
+    assert silent.close_reason == "ping timed out"
     silent.stream.close()
     healthy = await room.joined(room.organizer_token)  # a client library answers pings by itself
     await asyncio.sleep(1)
