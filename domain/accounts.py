@@ -151,7 +151,11 @@ class Accounts:
 
     async def authenticate(self, token):
         """The user and claims behind a token that is genuine, unexpired and not revoked."""
-        claims = self.tokens.decode(token)
+        return await self.authenticate_claims(self.tokens.decode(token))
+
+    async def authenticate_claims(self, claims):
+        """`authenticate` for the claims of a token already decoded (`tokens.decode`): a socket's
+        handshake decodes its token before its first await, and need not verify it twice."""
         if await self.store.revoked_tokens.is_revoked(claims["jti"]):
             raise NotAuthenticated("The token has been revoked.", code="token_revoked")
         user = await self.store.users.get(claims["sub"])

@@ -170,9 +170,9 @@ class ChatSocket(UserSocket):
         self.event_id = event_id
         self._check_request()
         self.chat.check_accepting()
-        token = self._claim_token()
+        claims = self._claim_token()
         with self.chat.sockets.handshaking(self):
-            user = await self._authenticated(token)
+            user = await self._authenticated(claims)
             await check_chat_member(self.services.store, event_id, user["id"])
         if self.refusal is not None:
             raise self.refusal

@@ -76,9 +76,9 @@ class NotificationSocket(UserSocket):
 
     async def get(self):
         self._check_request()
-        token = self._claim_token()
+        claims = self._claim_token()
         with self.live.sockets.handshaking(self):
-            user = await self._authenticated(token)
+            user = await self._authenticated(claims)
         if self.refusal is not None:
             raise self.refusal
         self.current_user = {"id": self.user_id, "username": user["username"] or ""}

@@ -228,7 +228,7 @@ class UserSocket(tornado.websocket.WebSocketHandler):
             raise Forbidden(f"This origin may not open the {self.what}.", code="origin_not_allowed")
 
     def _claim_token(self):
-        """The request's token, decoded before any await (returned as sent)."""
+        """The request's token, decoded before any await: its claims."""
         token = bearer_token(self.request) or self.get_query_argument("token", "")
         if not token:
             raise NotAuthenticated("Authentication is required: ?token=<jwt> or Authorization: Bearer <jwt>.")
@@ -236,12 +236,12 @@ class UserSocket(tornado.websocket.WebSocketHandler):
         # during the handshake's awaits finds it by them.
         claims = self.services.accounts.tokens.decode(token)
         self.user_id, self.token_id, self.token_issued_at = claims["sub"], claims["jti"], claims["iat"]
-        return token
+        return claims
 
-    async def _authenticated(self, token):
-        """The user record, after the full check of the token (revocation included); the caller
-        holds the handshake in its registry (`handshaking`) around this."""
-        user, claims = await self.services.accounts.authenticate(token)
+    async def _authenticated(self, claims):
+        """The user record, after the rest of the token's check (revocation); the caller holds
+        the handshake in its registry (`handshaking`) around this."""
+        user, claims = await self.services.accounts.authenticate_claims(claims)
         self.token_expires_at = claims["exp"]
         return user
 
