@@ -12,6 +12,7 @@ import json
 import logging
 import resource
 import socket
+import time
 
 import tornado.httpserver
 import tornado.ioloop
@@ -37,7 +38,11 @@ ACCEPT_PAUSE_SECONDS = 0.1
 REFUSAL_LINGER_SECONDS = 2
 READ_CHUNK = 4096
 MAX_LINGERING = 16
-ACCEPT_BATCH = 128  # connections accepted per wake-up, as Tornado's own accept handler
+# Connections are accepted for this long per wake-up (Tornado's own handler takes 128): in a
+# reconnect storm the loop's turns grow long with handshakes, and at 128 a turn the kernel's queue
+# drained at a few hundred a second; its half-open connections expired meanwhile and the clients
+# were reset. Accepted, a connection waits in the server, which has no such timeout.
+ACCEPT_SLICE_SECONDS = 0.01
 OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
 
@@ -107,7 +112,8 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         state = {"removed": False, "paused": False}
 
         def accept(fd, events):
-            for _ in range(ACCEPT_BATCH):
+            until = time.monotonic() + ACCEPT_SLICE_SECONDS
+            while time.monotonic() < until:
                 if state["removed"]:
                     return
                 try:
