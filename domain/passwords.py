@@ -15,11 +15,13 @@ MAX_PASSWORD_BYTES = 72  # bcrypt ignores anything past 72 bytes; we refuse rath
 YIELDING_THREADS = max(1, (os.cpu_count() or 2) // 2)
 # Threads for logins (and other hashes a user waits for): every core but the event loop's. With
 # the default executor (cores + 4 threads), a burst of 20 logins on 2 cores took the loop's core
-# too and the chat's latency tripled; with one core left to it, logins queue instead.
+# too: the chat's median latency went from 11 to 64 ms (bench/chat_app_bench.py --part login);
+# with one thread, logins queue instead.
 CHECKING_THREADS = max(1, (os.cpu_count() or 2) - 1)
-# A little below the event loop's priority, for when other processes crowd the cores as well;
-# above the yielding threads', so logins still go before registrations.
-CHECKING_NICE = 5
+# Below the event loop's priority, for when other processes crowd the cores as well (at 10 a
+# hash gets about a tenth of a core the loop wants too); above the yielding threads', so logins
+# still go before registrations.
+CHECKING_NICE = 10
 
 
 class PasswordHasher:
