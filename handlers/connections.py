@@ -38,10 +38,12 @@ ACCEPT_PAUSE_SECONDS = 0.1
 REFUSAL_LINGER_SECONDS = 2
 READ_CHUNK = 4096
 MAX_LINGERING = 16
-# Connections are accepted for this long per wake-up (Tornado's own handler takes 128): in a
-# reconnect storm the loop's turns grow long with handshakes, and at 128 a turn the kernel's queue
-# drained at a few hundred a second; its half-open connections expired meanwhile and the clients
-# were reset. Accepted, a connection waits in the server, which has no such timeout.
+# Per wake-up, connections are accepted ACCEPT_BATCH at least (Tornado's own handler takes 128),
+# then on for up to ACCEPT_SLICE_SECONDS: in a reconnect storm the loop's turns grow long with
+# handshakes, and at 128 a turn the kernel's queue drained at a few hundred a second; clients
+# whose connections it dropped meanwhile were reset. Accepted, a connection waits in the server,
+# which has no such timeout.
+ACCEPT_BATCH = 128
 ACCEPT_SLICE_SECONDS = 0.01
 OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 
@@ -113,7 +115,9 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
 
         def accept(fd, events):
             until = time.monotonic() + ACCEPT_SLICE_SECONDS
-            while time.monotonic() < until:
+            accepted = 0
+            while accepted < ACCEPT_BATCH or time.monotonic() < until:
+                accepted += 1
                 if state["removed"]:
                     return
                 try:

@@ -17,6 +17,7 @@ import logging
 import time
 
 import tornado.httputil
+import tornado.iostream
 import tornado.websocket
 
 from domain.errors import Forbidden, InvalidInput, NotAuthenticated, RateLimited
@@ -80,17 +81,23 @@ class Heartbeat:
             self.size -= 1
 
     def _beat(self):
-        for socket in list(self.slices[self.turn]):
-            connection = socket.ws_connection
-            if connection is None or connection.is_closing():
-                continue
-            if socket.awaiting_pong:
-                socket.close(1000, "ping timed out")
-            else:
+        try:
+            for socket in list(self.slices[self.turn]):
+                connection = socket.ws_connection
+                if connection is None or connection.is_closing():
+                    continue
+                if socket.awaiting_pong:
+                    socket.close(1000, "ping timed out")
+                    continue
                 socket.awaiting_pong = True
-                connection.write_ping(b"")
-        self.turn = (self.turn + 1) % len(self.slices)
-        self.timer = asyncio.get_running_loop().call_later(self.tick, self._beat) if self.size else None
+                try:
+                    connection.write_ping(b"")
+                except (tornado.websocket.WebSocketClosedError, tornado.iostream.StreamClosedError):
+                    pass  # gone meanwhile: its on_close takes it out
+        finally:
+            # Whatever one socket did, the others keep their heartbeat.
+            self.turn = (self.turn + 1) % len(self.slices)
+            self.timer = asyncio.get_running_loop().call_later(self.tick, self._beat) if self.size else None
 
 
 class TokenExpiries:
@@ -125,12 +132,14 @@ class TokenExpiries:
 
     def _expire(self):
         now = time.time()
-        while self.heap and self.heap[0][0] <= now:
-            socket = self.waiting.pop(heapq.heappop(self.heap)[1], None)
-            if socket is not None:
-                # The socket lives no longer than its token: REST answers token_expired from then on.
-                socket.close(CLOSE_TOKEN_REVOKED, "token expired")
-        self._arm()
+        try:
+            while self.heap and self.heap[0][0] <= now:
+                socket = self.waiting.pop(heapq.heappop(self.heap)[1], None)
+                if socket is not None:
+                    # The socket lives no longer than its token: REST answers token_expired from then on.
+                    socket.close(CLOSE_TOKEN_REVOKED, "token expired")
+        finally:
+            self._arm()
 
 
 class UserSockets:
