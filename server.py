@@ -66,7 +66,7 @@ async def serve(settings, notifier, store=None):
     # polygon is 5,000 lists) piled up: 60 ms of the event loop at a time.
     gc.collect()
     gc.freeze()
-    server = make_http_server(app, settings)
+    server = make_http_server(app, settings, services.metrics)
     before, limit = raise_open_files_limit()
     log.info("open files limit %d%s: room for about %d connections at once", limit,
              f" (raised from {before})" if limit != before else "", limit - RESERVED_DESCRIPTORS)

@@ -8,8 +8,8 @@ benchmark's sake:
   with the process, or `--store mongomock` (the MongoDB adapter over mongomock-motor, the old
   default);
 - the per-connection rate limit raised out of the way, as the load generator's few publishers
-  send far faster than a person; bcrypt at cost 4 and no limit of registrations per address,
-  so that registering thousands of members from one client is quick; log level WARNING (no
+  send far faster than a person; bcrypt at cost 4 (`--bcrypt-rounds`) and no limit of
+  registrations per address, so that registering thousands of members from one client is quick; log level WARNING (no
   access log line per handshake);
 - pings every 300 s rather than 30, since the load generator does not answer them (the ping
   task each connection carries is there all the same); a 2 s shutdown grace period;
@@ -74,7 +74,7 @@ def make_store(kind, directory):
 async def serve(args, directory):
     settings = load_settings(
         ROOT / "settings.yaml", environ=os.environ, port=args.port, address=args.address, mongo_uri="",
-        sqlite_path=os.path.join(directory, "events.sqlite3"), bcrypt_rounds=4, log_level="WARNING",
+        sqlite_path=os.path.join(directory, "events.sqlite3"), bcrypt_rounds=args.bcrypt_rounds, log_level="WARNING",
         chat_messages_per_second=1e6, chat_burst=10**6, chat_ping_interval_seconds=300,
         # Every client of the bench is on loopback: it opens 200 handshakes at a time and registers
         # every user from one address.
@@ -92,6 +92,7 @@ def main():
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--store", choices=["sqlite", "mongomock"], default="sqlite")
     parser.add_argument("--store-delay-ms", type=float, default=0.0)
+    parser.add_argument("--bcrypt-rounds", type=int, default=4, help="4 registers thousands quickly; 12 is the default")
     args = parser.parse_args()
     raise_open_file_limit()
     with_large_backlog()

@@ -21,7 +21,7 @@ from domain.repositories import chat_refusal
 from domain.times import utcnow
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
-                              UserSocket, UserSockets)
+                              RETRY_PROTOCOL, SHUTDOWN_REASON, UserSocket, UserSockets)
 
 log = logging.getLogger("chat")
 
@@ -220,7 +220,7 @@ class ChatService:
         except asyncio.TimeoutError:
             log.warning("chat messages still queued at shutdown after %.0f s", timeout)
         for event_id in list(self._by_event):
-            self._close_sockets_of(event_id, CLOSE_GOING_AWAY, "server shutting down")
+            self._close_sockets_of(event_id, CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         while self.sockets.by_user and loop.time() < deadline:
             await asyncio.sleep(0.05)
 
@@ -250,9 +250,9 @@ class ChatSocket(UserSocket):
         self.event_id = event_id
         self._check_request()
         self.chat.check_accepting()
-        token = self._claim_token()
+        claims = self._claim_token()
         with self.chat.sockets.handshaking(self):
-            user = await self._authenticated(token)
+            user = await self._authenticated(claims)
             await check_chat_member(self.services.store, event_id, user["id"])
             await self.chat.admit_shared(self)
         try:
@@ -263,9 +263,9 @@ class ChatSocket(UserSocket):
             # From the end of the awaits to open(), which registers the socket, nothing awaits: the
             # cap holds and no ending can slip between the handshake's registry and the open sockets'.
             self.chat.check_admission(self.user_id)
-            await super().get(event_id)  # returns when the connection ends
+            await super().get(event_id)
         finally:
-            self.chat.sockets.release_slot(self)
+            self.chat.sockets.handshake_ended(self)
 
     # --- the connection ------------------------------------------------------------------
 
@@ -274,10 +274,8 @@ class ChatSocket(UserSocket):
         # A bucket of its own: one shared limiter would scan all its keys past 10,000 of them.
         self.limiter = self.chat.frame_limiter(self.user_id)
         self.chat.opened(self)
-        self._expire_with_token()
 
     def on_close(self):
-        self._stop_expiry()
         self._leave_room()
         self.chat.closed(self)
 
@@ -491,8 +489,9 @@ any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer
 `not_a_member`; removed from the chat by the organizer: `removed_from_chat`; or a browser
 `Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
 event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
-(`shutting_down`, or the database is unavailable), 400 (`websocket_required`: not an upgrade
-request; `unknown_query_parameter`: a query parameter other than `token`). Requests without
+(`shutting_down`; `server_full`: the server holds all the connections it can, `Retry-After`; or
+the database is unavailable), 400 (`websocket_required`: not an upgrade request;
+`unknown_query_parameter`: a query parameter other than `token`). Requests without
 `Origin` (native apps) are allowed. No compression. The server pings every
 `chat_ping_interval_seconds` (default 30 s) and closes a connection whose pong does not come back
 within that time.
@@ -560,8 +559,9 @@ message), `unchanged` (an edit to the text the message has had from the start); 
 but not send or edit), `removed_from_chat`.
 
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
-acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client
-does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes` setting);
+acknowledged message is lost; the reason says when to come back, see Reconnecting); 1009 a frame
+over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client does not read fast enough (its unsent backlog
+passed the `chat_max_buffer_bytes` setting; the reason says when to come back);
 4401 the token was revoked (logout, password reset) or has expired (reason `token expired`: the
 socket lives no longer than the token it was opened with; connect again with a fresh token and
 `join_chat` with `since` the last message seen, which misses nothing); 4403 the user cancelled
@@ -569,6 +569,9 @@ their RSVP (and is not the organizer), or the organizer removed them from the ch
 `removed from chat`; until allowed back, the handshake is refused with 403 `removed_from_chat`);
 4404 the event was deleted. A logout, password reset, RSVP
 cancel or deletion that lands while a handshake is in progress refuses it (401, 403, 404).
+
+{RETRY_PROTOCOL} Then `join_chat` with `since` the id of the last message received:
+nothing is missed, nothing comes twice.
 """,
 }
 

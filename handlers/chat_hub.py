@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER = 1013
 INTERNAL_ERROR = 1011
+# The close reason of a slow member: why, then the seconds to wait before reconnecting (the
+# protocol's `<why>; retry_after=<seconds>` form, read by clients; handlers/sockets.py).
+TOO_SLOW_REASON = "too slow; retry_after=10"
 
 _TEXT_FIN = 0x81
 
@@ -275,9 +278,10 @@ class RoomHub:
     def _target(conn: Any) -> _Target:
         proto = getattr(conn, "ws_connection", None)
         stream = getattr(proto, "stream", None)
-        # A subclass may frame differently, so only the exact class qualifies.
+        # A subclass may frame differently, so only the exact class qualifies, or one that says
+        # it frames as it does.
         framed_by_us = (
-            type(proto) is WebSocketProtocol13
+            (type(proto) is WebSocketProtocol13 or getattr(type(proto), "frames_like_protocol13", False))
             and not proto.mask_outgoing
             and proto._compressor is None
             and stream is not None
@@ -296,7 +300,7 @@ class RoomHub:
             self.dropped_slow_consumers += 1
             # The close frame queues behind the buffered data; Tornado aborts the socket
             # if the client has not answered it within 5 seconds.
-            _close_quietly(conn, TRY_AGAIN_LATER, "too slow")
+            _close_quietly(conn, TRY_AGAIN_LATER, TOO_SLOW_REASON)
 
     def _drop_broken(self, room: _Room, failures: list[tuple[Any, Any, Exception]]) -> None:
         for conn, stream, error in failures:

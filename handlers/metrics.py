@@ -25,6 +25,7 @@ class ServerMetrics:
       slow_consumers_dropped.inc()         a socket closed with 1013 for falling behind
       rate_limit_refusals.labels(route).inc()   a chat message refused by the rate limit
       database_errors.labels(route).inc()       the database did not answer
+      connections_refused.labels(reason).inc()  a connection refused before its request (handlers/connections.py)
     """
 
     def __init__(self):
@@ -54,6 +55,10 @@ class ServerMetrics:
                                       "socket ending not shared), notifications (a push not shared), limits "
                                       "(an in-process limit used instead)",
                                       ["part"], registry=registry)
+        self.connections_refused = Counter(
+            "connections_refused", "Connections answered and closed before any request was read: server_full (503, "
+            "open files limit), too_many_connections (429, per address); accept_failed: accept() found no descriptor",
+            ["reason"], registry=registry)
         self.loop_stall_max = Gauge("event_loop_stall_max_seconds",
                                     "The longest the event loop was held by one callback since start",
                                     registry=registry)

@@ -15,7 +15,8 @@ from handlers.base import BaseHandler
 from handlers.chat_hub import encode_json
 from handlers.docs import operation
 from handlers.paging import page_query, page_request
-from handlers.sockets import CLOSE_GOING_AWAY, HANDSHAKE_QUERY, UserSocket, UserSockets
+from handlers.sockets import (CLOSE_GOING_AWAY, HANDSHAKE_QUERY, RETRY_PROTOCOL, SHUTDOWN_REASON, UserSocket,
+                              UserSockets)
 
 
 class LocalNotificationHub:
@@ -59,7 +60,7 @@ class NotificationService:
         await self.notifier.background.drain(timeout)
         for user_id in list(self.sockets.by_user):
             for socket in self.sockets.of_user(user_id):
-                socket.close(CLOSE_GOING_AWAY, "server shutting down")
+                socket.close(CLOSE_GOING_AWAY, SHUTDOWN_REASON)
         while self.sockets.by_user and loop.time() < deadline:
             await asyncio.sleep(0.05)
 
@@ -75,9 +76,9 @@ class NotificationSocket(UserSocket):
 
     async def get(self):
         self._check_request()
-        token = self._claim_token()
+        claims = self._claim_token()
         with self.live.sockets.handshaking(self):
-            user = await self._authenticated(token)
+            user = await self._authenticated(claims)
             await self.live.sockets.claim_slot(self, self.services.settings.chat_max_connections_per_user)
         try:
             if self.refusal is not None:
@@ -85,17 +86,15 @@ class NotificationSocket(UserSocket):
             self.current_user = {"id": self.user_id, "username": user["username"] or ""}
             # No await from here to open(), which registers the socket: the cap holds.
             self.live.check_admission(self.user_id)
-            await super().get()  # returns when the connection ends
+            await super().get()
         finally:
-            self.live.sockets.release_slot(self)
+            self.live.sockets.handshake_ended(self)
 
     def open(self):
         self.set_nodelay(True)
         self.live.sockets.add(self)
-        self._expire_with_token()
 
     def on_close(self):
-        self._stop_expiry()
         self.live.sockets.discard(self)
 
     def close(self, code=None, reason=None):
@@ -148,7 +147,7 @@ NOTIFICATIONS_PROTOCOL = {
 the chat's is, with a plain HTTP answer and the JSON error body before any upgrade: 401 (no, bad,
 expired or revoked token), 403 `origin_not_allowed`, 429 `too_many_connections` (at most
 `chat_max_connections_per_user` notification sockets per user, counted apart from the chat's),
-503 `shutting_down`, 400 `websocket_required` / `unknown_query_parameter`. Pings, the 64 KiB frame
+503 `shutting_down` / `server_full`, 400 `websocket_required` / `unknown_query_parameter`. Pings, the 64 KiB frame
 limit and the slow-client rule (1013) are the chat's.
 
 **Frames.** Push-only: `{"type": "notification", "notification": <Notification>}` for each
@@ -158,8 +157,12 @@ a reconnect, read the list for what came meanwhile. A frame from the client is a
 `{"type": "error", "code": "push_only", "message"}`; the connection stays open.
 
 **Close codes.** 1001 server shutting down; 1009 a frame over 64 KiB; 1013 the client does not
-read fast enough; 4401 the token was revoked (logout, password reset) or has expired (`token
-expired`). A logout that lands while a handshake is in progress refuses it (401).
+read fast enough (both with the delay before coming back in their reason, see Reconnecting); 4401
+the token was revoked (logout, password reset) or has expired (`token expired`). A logout that
+lands while a handshake is in progress refuses it (401).
+
+""" + RETRY_PROTOCOL + """ Then read `GET /api/v1/notifications` for what was
+pushed meanwhile: this socket replays nothing.
 """,
 }
 

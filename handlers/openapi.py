@@ -134,7 +134,8 @@ def build_openapi(routes, schemas, websocket=None, notifications_websocket=None)
                 f"hold at most {MAX_BODY_VALUES:,} values and {MAX_BODY_MEMBERS:,} object members (400 "
                 "`body_too_complex`). A client address with `max_connections_per_address` (64 by default) "
                 "connections open gets 429 `too_many_connections` on the next one, before any request is "
-                "read; headers and bodies must arrive within `header_timeout_seconds` (20) and "
+                "read, and a server that holds as many connections as its open-files limit allows answers "
+                "503 `server_full` (`Retry-After`), also before reading anything; headers and bodies must arrive within `header_timeout_seconds` (20) and "
                 "`body_timeout_seconds` (120).\n\n"
                 + (websocket or {}).get("description", "")
                 + "\n" + (notifications_websocket or {}).get("description", "")),

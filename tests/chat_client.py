@@ -5,6 +5,7 @@ answers are checked against the OpenAPI document.
 """
 import asyncio
 import json
+import re
 
 import tornado.httpclient
 import tornado.websocket
@@ -17,6 +18,13 @@ SERVER_FRAME_SCHEMAS = {"recent_messages": "ChatRecentMessages", "user_joined": 
                         "user_left": "ChatUserLeft", "new_message": "ChatNewMessage", "error": "ChatError",
                         "message_edited": "ChatMessageEdited", "message_deleted": "ChatMessageDeleted",
                         "read_marker": "ChatReadMarker", "typing": "ChatUserTyping"}
+
+
+def retry_after(close_reason):
+    """The seconds a close frame's reason asks to wait before reconnecting, read as the protocol
+    document tells clients to (`<why>; retry_after=<seconds>`); None without one."""
+    found = re.search(r"; retry_after=(\d+)$", close_reason or "")
+    return int(found.group(1)) if found else None
 
 
 async def write_history(store, event_id, author, texts):

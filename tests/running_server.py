@@ -7,6 +7,7 @@ import http.client
 import json
 import os
 import pathlib
+import resource
 import signal
 import socket
 import subprocess
@@ -66,7 +67,8 @@ class NotifyListener:
 class RunningServer:
     """`address`: given as --address; None starts the server without one (the address setting decides)."""
 
-    def __init__(self, environment=None, abstract_notify_socket=False, address="127.0.0.1"):
+    def __init__(self, environment=None, abstract_notify_socket=False, address="127.0.0.1", open_files=None):
+        self.open_files = open_files  # the process's hard (and soft) limit on open files, when given
         self.directory = tempfile.TemporaryDirectory()
         self.port = free_port()
         self.address = address
@@ -96,7 +98,11 @@ class RunningServer:
             self.process = subprocess.Popen(
                 [sys.executable, "server.py", "--port", str(self.port),
                  *(["--address", self.address] if self.address else [])],
-                cwd=ROOT, env=self.environment, stdout=stdout, stderr=stderr)
+                cwd=ROOT, env=self.environment, stdout=stdout, stderr=stderr, preexec_fn=self._limit_open_files)
+
+    def _limit_open_files(self):
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (self.open_files, self.open_files))
 
     def start(self):
         self.launch()

@@ -533,11 +533,17 @@ async def test_a_forged_or_revoked_token_is_refused_at_the_chat_handshake(api, w
 async def test_a_chat_socket_is_closed_when_its_token_expires(api, world, settings, chats):
     # A genuine token of Alice's that dies in two seconds: REST refuses it from then on, and
     # so must the socket opened with it, which logout (needing a live token) could not end.
+    # One timer serves every socket: a token dying sooner, opened later, is ended first all the same.
+    later = signed(settings, claims(world.alice, iat=time.time(), exp=int(time.time()) + 4))
+    longer = await chats.open(later, world.event)
+    await longer.join()
     expiring = signed(settings, claims(world.alice, iat=time.time(), exp=int(time.time()) + 2))
     socket = await chats.open(expiring, world.event)
     await socket.join()
     assert await socket.closed() == 4401
     assert socket.connection.close_reason == "token expired"
+    assert longer.close_code is None
+    assert await longer.closed() == 4401
     reply = await api.call("GET", "/api/v1/users/me", token=expiring)
     assert reply.status == 401 and reply.json["code"] == "token_expired"
 

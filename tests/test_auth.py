@@ -184,6 +184,9 @@ async def test_a_hash_written_by_the_old_flask_backend_logs_in(api, services):
 
 
 @pytest.mark.settings(bcrypt_rounds=12)
+# Logins check one at a time below the loop's priority (domain/passwords.py): on a busy machine the
+# three take seconds, which is the point, not a failure.
+@pytest.mark.gen_test(timeout=60)
 async def test_hashing_does_not_block_other_requests(api):
     await api.register(email="slow@example.com")
     finished = []

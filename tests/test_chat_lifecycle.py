@@ -5,7 +5,7 @@ import re
 import pytest
 import tornado.httpclient
 
-from tests.chat_client import ChatClient, ChatRoom
+from tests.chat_client import ChatClient, ChatRoom, retry_after
 from tests.conftest import PASSWORD, console_emails
 
 pytestmark = pytest.mark.gen_test
@@ -127,6 +127,7 @@ async def test_shutdown_stores_and_acknowledges_what_was_sent_then_closes_with_1
     acknowledged = [m["client_msg_id"] for m in await sender.messages(10)]
     assert acknowledged == [f"w{n}" for n in range(10)]
     assert await sender.closed() == 1001
+    assert retry_after(sender.connection.close_reason) == 5  # then a random delay: the protocol's jitter
     assert len(await listener.messages(10)) == 10
     assert await listener.closed() == 1001
     await shutting_down

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from domain.chat import MAX_CATCH_UP
 from handlers.chat import _plainly_valid_send
-from tests.chat_client import WAIT_SECONDS, ChatClient
+from tests.chat_client import WAIT_SECONDS, ChatClient, retry_after
 from tests.event_builders import unknown_id
 
 pytestmark = pytest.mark.gen_test
@@ -271,6 +271,7 @@ class StuckClient:
                 if len(buffer) < start + length:
                     break
                 if buffer[at] & 0x0F == 0x8:
+                    self.close_reason = buffer[start + 2:start + length].decode()
                     return struct.unpack("!H", buffer[start:start + 2])[0]
                 at = start + length
 
@@ -299,6 +300,7 @@ async def test_a_client_that_never_reads_is_disconnected_while_the_others_keep_r
     while (await witness.receive_type("new_message"))["message"]["text"] != "after the drop":
         pass
     assert await stuck.close_code() == 1013
+    assert retry_after(stuck.close_reason) == 10
     stuck.stream.close()
 
 
@@ -328,6 +330,7 @@ async def test_a_client_that_does_not_read_its_own_answers_is_disconnected(room)
                                       since=history[0]["id"])  # a 12 MB replay, never read
     await stuck.stream.write(masked_frame({"type": "dance"}))  # its answer finds that backlog
     assert await stuck.close_code() == 1013
+    assert retry_after(stuck.close_reason) == 10
     assert room.services.chat.hub.dropped_slow_consumers == 0  # not a broadcast: its own answer
     stuck.stream.close()
 
@@ -336,7 +339,8 @@ async def test_a_client_that_does_not_read_its_own_answers_is_disconnected(room)
 async def test_a_peer_that_does_not_answer_pings_is_closed(room):
     await room.create(attendees=0)
     silent = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token)
-    assert await silent.close_code() == 1000  # Tornado's "ping timed out"
+    assert await silent.close_code() == 1000
+    assert silent.close_reason == "ping timed out"
     silent.stream.close()
     healthy = await room.joined(room.organizer_token)  # a client library answers pings by itself
     await asyncio.sleep(1)

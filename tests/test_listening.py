@@ -158,3 +158,42 @@ def test_the_server_raises_its_open_files_limit_says_how_many_connections_fit_an
         assert re.search(rf"LISTEN\s+\d+\s+{queue}\s", listing), listing
     finally:
         server.close()
+
+
+def test_a_server_out_of_descriptors_answers_503_before_reading_and_logs_it_once():
+    limit = 160  # of which 64 are kept for the database, logs and files: about 96 connections
+    with RunningServer({"MAX_CONNECTIONS_PER_ADDRESS": "1000"}, open_files=limit) as server:
+        held, answers = [], []
+        try:
+            while not answers or answers[-1][0] == 200:
+                connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=SAFETY_TIMEOUT)
+                connection.request("GET", "/metrics")  # kept open afterwards: keep-alive
+                response = connection.getresponse()
+                answers.append((response.status, response.getheader("Retry-After"), response.read()))
+                held.append(connection)
+                assert len(held) <= limit, "never refused"
+            status, retry_after, body = answers[-1]
+            assert status == 503 and retry_after == "10"
+            assert json.loads(body)["code"] == "server_full"
+            # A WebSocket handshake is refused as plainly, before its upgrade is read.
+            with socket.create_connection(("127.0.0.1", server.port), timeout=SAFETY_TIMEOUT) as handshake:
+                handshake.sendall(b"GET /ws/notifications?token=x HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                                  b"Connection: Upgrade\r\nSec-WebSocket-Key: MDEyMzQ1Njc4OWFiY2RlZg==\r\n"
+                                  b"Sec-WebSocket-Version: 13\r\n\r\n")
+                reply = handshake.makefile("rb").read()
+            assert reply.startswith(b"HTTP/1.1 503 ") and b'"code": "server_full"' in reply
+            for _ in range(5):
+                assert server.request("GET", "/metrics")[0] == 503
+        finally:
+            for connection in held[:20]:
+                connection.close()
+        # Room again: served, with the refusals counted.
+        status, metrics = server.request("GET", "/metrics")
+        assert status == 200
+        assert 'connections_refused_total{reason="server_full"} 7.0' in metrics
+        for connection in held[20:]:
+            connection.close()
+        server.terminate()
+        server.wait()
+        lines = [entry["message"] for entry in server.log_entries() if "open files limit reached" in entry["message"]]
+    assert len(lines) == 1 and lines[0].startswith("open files limit reached: 1 connections refused")

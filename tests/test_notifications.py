@@ -15,7 +15,7 @@ import tornado.websocket
 
 from domain.notifications import BATCH, MEMBER_PAGE, position_key
 from domain.times import utcnow
-from tests.chat_client import WAIT_SECONDS, eventually
+from tests.chat_client import WAIT_SECONDS, eventually, retry_after
 from tests.conftest import console_emails
 from tests.event_builders import publish, unknown_id
 from tests.repository_fixtures import window
@@ -301,6 +301,18 @@ async def _told_of_edit(services, user_ids):
 
 
 # --- the socket's refusals --------------------------------------------------------------------------
+
+async def test_shutdown_closes_the_socket_with_1001_and_the_delay_before_coming_back(api, services, sockets):
+    _, token = await api.register()
+    live = await sockets(token)
+
+    await services.notifications.shutdown()
+
+    assert await live.closed() == 1001
+    assert retry_after(live.connection.close_reason) == 5
+    reply = await api.call("GET", f"/ws/notifications?token={token}", headers=UPGRADE)
+    assert reply.status == 503 and reply.json["code"] == "shutting_down"
+
 
 async def test_a_revoked_token_closes_the_socket_with_4401_and_is_refused_with_401_json(api, sockets):
     _, token = await api.register()
