@@ -15,7 +15,7 @@ from domain.errors import StoreBroken, StoreUnavailable
 from domain.settings import WILDCARD_ADDRESSES, SettingsError, load_settings
 from domain.systemd import SystemdNotifier, watchdog_interval
 from handlers.app import build_services, make_app
-from handlers.connections import RESERVED_DESCRIPTORS, make_http_server, raise_open_files_limit
+from handlers.connections import RESERVED_DESCRIPTORS, listen_queue, make_http_server, raise_open_files_limit
 from handlers.logs import configure_logging
 from storage import make_store
 
@@ -75,7 +75,11 @@ async def serve(settings, notifier, store=None):
     except OSError as e:
         await store.close()
         raise CannotStart(f"cannot listen on {settings.address}:{settings.port}: {e.strerror}") from None
-    log.info("listening on %s:%d", settings.address, settings.port)
+    queue = listen_queue(settings.listen_backlog)
+    log.info("listening on %s:%d%s", settings.address, settings.port,
+             "" if queue is None else f"; {queue} connections queue before they are accepted"
+             + (f" (LISTEN_BACKLOG {settings.listen_backlog} capped by net.core.somaxconn)"
+                if queue < settings.listen_backlog else ""))
 
     database = await database_state(store)
     notifier.ready(f"listening on {settings.address}:{settings.port}; {database}")

@@ -63,6 +63,16 @@ def raise_open_files_limit():
     return soft, soft
 
 
+def listen_queue(requested):
+    """The listen queue the kernel gives for `requested`: Linux caps it at net.core.somaxconn
+    without a word, so the log says what it is (None where that cannot be read)."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as somaxconn:
+            return min(requested, int(somaxconn.read()))
+    except (OSError, ValueError):
+        return None
+
+
 def make_http_server(app, settings, metrics):
     """The server of `app`, with the body size, header and body timeouts and connection cap of
     the settings; refused connections are counted in `metrics`."""

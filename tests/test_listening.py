@@ -156,6 +156,8 @@ def test_the_server_raises_its_open_files_limit_says_how_many_connections_fit_an
         listing = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True,
                                  timeout=SAFETY_TIMEOUT).stdout
         assert re.search(rf"LISTEN\s+\d+\s+{queue}\s", listing), listing
+        assert any(message.startswith(f"listening on 127.0.0.1:{server.port}; {queue} connections queue")
+                   for message in messages), messages
     finally:
         server.close()
 
