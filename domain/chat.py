@@ -4,14 +4,14 @@ A message record (domain/repositories.py, `Messages`): id, event_id, user_id, us
 timestamp, client_msg_id. A room's order is the order of ids, which the store hands out
 increasing in the order messages are stored, so "everything after message X" is `after(X)`.
 
-Contract of the log, enforced by one writer task per busy room (`MessageLog._write`):
-- a message is published only after it is stored, and a room's messages are published in
-  the order of their ids;
-- a replay (the recent messages, or everything after one) and the subscription it hands them
-  to happen between two published batches, never during one, so a subscriber gets each
-  message exactly once: in the replay, or published after it;
+Contract of the log, enforced by one writer task per busy room in a process (`MessageLog._write`):
+- a batch is published only after it is stored, with the id of the room's message stored just
+  before it (read by the store in the same atomic step that drew the batch's ids), and one
+  process publishes a room's batches in the order of their ids;
 - a `client_msg_id` is stored once per sender and room (`Messages.append` keeps that across
   restarts); sending it again gives back the stored message instead of a second one.
+Delivery in one order on every process, and replays that meet it exactly, are the room feed's
+(domain/chat_feed.py), which follows that chain of "stored just before" ids.
 """
 import asyncio
 import dataclasses
@@ -95,24 +95,17 @@ class _Post:
 
 
 @dataclasses.dataclass(eq=False)
-class _Replay:
-    since: str
-    subscribe: object
-    result: asyncio.Future
-
-
-@dataclasses.dataclass(eq=False)
 class _Room:
     posts: list = dataclasses.field(default_factory=list)
-    replays: list = dataclasses.field(default_factory=list)
     task: asyncio.Task = None
 
 
 class MessageLog:
-    """Each room's messages: stored in batches, published in stored order, replayed exactly.
+    """Each room's messages: stored in batches, published in stored order.
 
-    `publish(event_id, messages)` is called with each stored batch (Message objects, in
-    order) before anything else happens in the room; it must not block.
+    `publish(event_id, messages, previous_id)` is called with each stored batch (Message
+    objects, in order) and the id of the room's message stored just before it (None: the
+    first), before anything else happens in the room; it must not block.
     """
 
     def __init__(self, store, publish, clock=utcnow, batch_size=MAX_BATCH):
@@ -135,26 +128,15 @@ class MessageLog:
         self._room(event_id).posts.append(_Post(author_id, username, text, client_msg_id, result))
         return result
 
-    async def replay(self, event_id, since, subscribe):
-        """Calls `subscribe(messages)` between two published batches of the room, with the last
-        RECENT_COUNT messages (oldest first) or, given a message id `since`, every message
-        after it. A `since` that is not a message of this room fails, as does a gap longer
-        than MAX_CATCH_UP: a replay never silently leaves a hole."""
-        if since is not None and not await self.store.messages.exists(event_id, since):
-            raise InvalidInput("`since` is not a message of this chat.", code="unknown_since")
-        result = asyncio.get_running_loop().create_future()
-        self._room(event_id).replays.append(_Replay(since, subscribe, result))
-        await result
-
     def discard(self, event_id):
         """Drops what the room has queued (its event is gone); a batch being written finishes."""
         room = self._rooms.get(event_id)
         if room is None:
             return
         gone = NotFound("The event was deleted.", code="event_not_found")
-        for item in room.posts + room.replays:
-            _settle(item.result, error=gone)
-        room.posts, room.replays = [], []
+        for post in room.posts:
+            _settle(post.result, error=gone)
+        room.posts = []
 
     async def drain(self):
         """Returns once everything queued is stored and published (at shutdown)."""
@@ -172,17 +154,6 @@ class MessageLog:
         items = [message_json(message) for message in messages[:limit]]
         return {"items": items, "next_cursor": items[-1]["id"] if len(messages) > limit else None}
 
-    async def _history(self, event_id, since):
-        if since is None:
-            messages = await self.store.messages.latest(event_id, RECENT_COUNT)
-        else:
-            messages = await self.store.messages.after(event_id, since, MAX_CATCH_UP + 1)
-            if len(messages) > MAX_CATCH_UP:
-                raise Conflict(f"More than {MAX_CATCH_UP} messages were missed: read them with "
-                               "GET /api/v1/events/<id>/messages, then join without `since`.",
-                               code="too_far_behind")
-        return [message_json(message) for message in messages]
-
     # --- the writer ----------------------------------------------------------------------
 
     def _room(self, event_id):
@@ -193,15 +164,11 @@ class MessageLog:
         return room
 
     async def _write(self, event_id, room):
-        """The room's one writer: batches of posts and of replays, one after the other."""
+        """The room's one writer in this process: batch after batch."""
         try:
-            while room.posts or room.replays:
-                if room.posts:
-                    batch, room.posts = room.posts[:self.batch_size], room.posts[self.batch_size:]
-                    await self._store(event_id, batch)
-                if room.replays:
-                    replays, room.replays = room.replays, []
-                    await self._replay(event_id, replays)
+            while room.posts:
+                batch, room.posts = room.posts[:self.batch_size], room.posts[self.batch_size:]
+                await self._store(event_id, batch)
         finally:
             # No await between the loop's last check and here, so nothing queued is left behind.
             del self._rooms[event_id]
@@ -240,7 +207,8 @@ class MessageLog:
             if post.key is not None:
                 known[post.key] = message
         try:
-            self.publish(event_id, [message for _, message in stored])
+            if stored:
+                self.publish(event_id, [message for _, message in stored], results.previous_id)
         except Exception:
             log.exception("publishing chat messages failed")  # they are stored: history has them
         for post, message in stored:
@@ -251,29 +219,6 @@ class MessageLog:
                 _settle(post.result, (known[post.key], True))
             else:
                 _settle(post.result, error=Unavailable(NOT_STORED))
-
-    async def _replay(self, event_id, replays):
-        # Failures (too_far_behind, the database) go to the replays that asked; the chat
-        # transport says what they mean to its clients.
-        histories = {}
-        for since in {replay.since for replay in replays}:
-            try:
-                histories[since] = await self._history(event_id, since)
-            except Exception as error:
-                histories[since] = error
-        for replay in replays:
-            history = histories[replay.since]
-            if isinstance(history, Exception):
-                _settle(replay.result, error=history)
-                continue
-            try:
-                replay.subscribe(history)
-            except Exception as error:
-                # The subscriber's own failure goes back to it; the room goes on.
-                _settle(replay.result, error=error)
-                continue
-            _settle(replay.result, None)
-
 
 def _first_of_each_key(posts):
     """The posts but those repeating a client_msg_id earlier in the batch: `append` takes no

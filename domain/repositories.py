@@ -291,13 +291,25 @@ def cancelled_chat():
     return Conflict("The event is cancelled: its chat takes no new messages.", code="event_cancelled")
 
 
+class Appended(list):
+    """What Messages.append returns: the list of results, and `previous_id`, the id of the event's
+    newest message before the batch (None: there was none), read in the same atomic step in
+    which the batch's ids were drawn. Several processes follow a room by that chain: a batch
+    whose previous_id is not the last message they delivered has one before it still to come
+    (domain/chat_feed.py)."""
+
+    def __init__(self, results, previous_id):
+        super().__init__(results)
+        self.previous_id = previous_id
+
+
 class Messages(abc.ABC):
     """Chat messages of each event. A message record: id, event_id, user_id, username, text,
     timestamp, client_msg_id (or None). Within an event, ids increase in the order messages are
-    stored, also across restarts. Across processes appending to one event at the same moment,
-    SQLite keeps that order (ids are handed out under the file's write lock); the MongoDB adapter
-    keeps it only for one writing process per event, which is how rooms must be routed once
-    several processes serve (the multi-process issue)."""
+    stored, also across restarts and across processes appending to one event at the same moment:
+    SQLite hands ids out under the file's write lock, the MongoDB adapter under a lease on the
+    event's head document (storage/mongo/messages.py). So whoever reads a message also can read
+    every message of the event with a smaller id."""
 
     @abc.abstractmethod
     async def append(self, event_id, drafts):
@@ -305,7 +317,7 @@ class Messages(abc.ABC):
         client_msg_id or None}; no two with the same (user_id, client_msg_id)) in their order,
         giving them increasing ids after every stored message of the event.
 
-        Returns a list parallel to `drafts`: (message record, False) for a draft stored now,
+        Returns an `Appended` list parallel to `drafts`: (message record, False) for a draft stored now,
         (the earlier message record, True) for one whose (user_id, client_msg_id) was already
         stored in this event (a client_msg_id is stored once per sender and event), or None for
         a draft the database refused on its own (the others are still stored).
@@ -329,7 +341,7 @@ class Messages(abc.ABC):
 
     @abc.abstractmethod
     async def after(self, event_id, message_id, limit):
-        """The event's messages with ids after `message_id`, oldest first."""
+        """The event's messages with ids after `message_id` (None: from the first), oldest first."""
 
     @abc.abstractmethod
     async def before(self, event_id, message_id, limit):

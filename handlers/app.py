@@ -62,7 +62,8 @@ def build_services(settings, store=None, mailer=None):
     notification_service = notifications.NotificationService(settings, Notifier(store, mailer))
     events_service = Events(store, settings, notification_service.notifier)
     server_metrics = ServerMetrics()
-    chat_service = chat.ChatService(settings, store, server_metrics)
+    redis = cluster.connect(settings.redis_url)
+    chat_service = chat.ChatService(settings, store, server_metrics, redis)
     accounts.revocation_listeners.append(chat_service.sockets.close_revoked)
     accounts.revocation_listeners.append(notification_service.sockets.close_revoked)
     events_service.deleted_listeners.append(chat_service.close_event)
@@ -72,7 +73,7 @@ def build_services(settings, store=None, mailer=None):
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
                         chat=chat_service, notifications=notification_service, calendars=Calendars(store, settings),
-                        redis=cluster.connect(settings.redis_url),
+                        redis=redis,
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.background.drain,
                                                                 notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,

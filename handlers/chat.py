@@ -1,9 +1,11 @@
 """Live chat over WebSocket at /ws/chat/<event_id>: the handshake, per-connection limits, frames.
 
-Chat is three units: this transport (who may connect, what a frame may be, how a connection
-ends), the room hub (handlers/chat_hub.py: presence and fan-out) and the message log
-(domain/chat.py: storage, order, replay). `ChatService` holds the live state of the process
-that ties them together: the open sockets by user and by event. What the chat's socket shares with
+Chat is five units: this transport (who may connect, what a frame may be, how a connection
+ends), the room hub (handlers/chat_hub.py: this process's members and fan-out), the message log
+(domain/chat.py: storage and order), the room feed (domain/chat_feed.py: delivery in stored order
+and exact replays, whichever process stored a batch) and the broker (handlers/chat_broker.py:
+this process alone, or every process through Redis, cluster/chat_broker.py). `ChatService` holds
+the live state of the process that ties them together: the open sockets by user and by event. What the chat's socket shares with
 the other user-level sockets (handshake checks, the per-user registry and cap, token endings, pings,
 bounded writes) is in handlers/sockets.py.
 """
@@ -14,8 +16,10 @@ import logging
 
 from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, MessageLog,
                          check_chat_member)
+from domain.chat_feed import RoomFeed
 from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
 from domain.ratelimit import TokenBucketLimiter
+from handlers.chat_broker import LocalBroker
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
                               UserSocket, UserSockets)
@@ -37,11 +41,17 @@ class ChatService:
     """The live side of chat in this process: open sockets by user and by event, the rooms,
     the message log, and their figures in the server's metrics."""
 
-    def __init__(self, settings, store, metrics):
+    def __init__(self, settings, store, metrics, redis=None):
         self.settings = settings
         self.metrics = metrics
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
-        self.log = MessageLog(store, self._publish)
+        self.feed = RoomFeed(store, self._deliver, self._following)
+        if redis is None:
+            self.broker = LocalBroker(self.feed, self.hub)
+        else:
+            from cluster.chat_broker import RedisBroker  # only with REDIS_URL: several processes
+            self.broker = RedisBroker(redis, self.feed, self.hub, metrics)
+        self.log = MessageLog(store, self.broker.publish)
         self.accepting = True
         # By user, and the handshakes in progress: an ending that lands during one (logout, RSVP
         # cancelled, event deleted) refuses it when it resumes.
@@ -49,14 +59,25 @@ class ChatService:
         self._by_event = {}
         self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
-    def _publish(self, event_id, messages):
+    def _deliver(self, event_id, messages):
         for message in messages:
             self.hub.broadcast(event_id, {"type": "new_message", "message": message})
         self.metrics.chat_messages_out.inc(len(messages) * len(self.hub.members(event_id)))
 
+    def _following(self, event_id):
+        return self.hub.online_count(event_id) > 0
+
     def online_count(self, event_id):
-        """Users in the event's live chat now."""
-        return self.hub.online_count(event_id)
+        """Users in the event's live chat now (in every process)."""
+        return self.broker.online_count(event_id)
+
+    def user_joined(self, socket):
+        self.broker.joined(socket.event_id, {"id": socket.user_id, "username": socket.username})
+
+    def user_left(self, socket):
+        self.broker.left(socket.event_id, {"id": socket.user_id, "username": socket.username})
+        if not self._following(socket.event_id):
+            self.feed.release(socket.event_id)
 
     # --- admission and bookkeeping ------------------------------------------------------
 
@@ -124,6 +145,7 @@ class ChatService:
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404);
         handshakes in progress are refused (404)."""
         self.log.discard(event_id)
+        self.feed.discard(event_id)
         self._close_sockets_of(event_id, CLOSE_EVENT_DELETED, "event deleted")
         for socket in self.sockets.handshakes:
             if socket.event_id == event_id:
@@ -149,6 +171,8 @@ class ChatService:
     def _close_sockets_of(self, event_id, code, reason):
         # The whole room at once, without a user_left per member to those still there.
         self.hub.close_room(event_id, code, reason)
+        self.broker.room_closed(event_id)
+        self.feed.release(event_id)
         for socket in list(self._by_event.get(event_id, ())):
             socket.close(code, reason)  # those that never joined; a no-op for the others
 
@@ -236,19 +260,19 @@ class ChatSocket(UserSocket):
         if self.state != IDLE:
             raise _frame_error("already_joined", "This connection has joined already; send leave_chat first.")
         self.state = JOINING
-        joining = asyncio.ensure_future(self.chat.log.replay(self.event_id, frame.get("since"), self._subscribe))
+        joining = asyncio.ensure_future(self.chat.feed.replay(self.event_id, frame.get("since"), self._subscribe))
         joining.add_done_callback(self._join_settled)
 
     def _subscribe(self, messages):
-        # Called by the message log between two published batches, so the replay and what the
-        # room publishes from now on meet without a gap or an overlap.
+        # Called by the room feed between two delivered batches, so the replay and what the
+        # room delivers from now on meet without a gap or an overlap.
         if self.state != JOINING or self.ws_connection is None:
             return
         self.state = JOINED
         first = self.chat.hub.join(self.event_id, self, self.user_id)
         self._send({"type": "recent_messages", "messages": messages})
         if first:
-            self._announce("user_joined")
+            self.chat.user_joined(self)
 
     def _join_settled(self, joining):
         error = None if joining.cancelled() else joining.exception()
@@ -287,12 +311,7 @@ class ChatSocket(UserSocket):
     def _leave_room(self):
         joined, self.state = self.state == JOINED, IDLE
         if joined and self.chat.hub.leave(self.event_id, self):
-            self._announce("user_left")
-
-    def _announce(self, kind):
-        self.chat.hub.broadcast(self.event_id, {
-            "type": kind, "user": {"id": self.user_id, "username": self.username},
-            "online_count": self.chat.hub.online_count(self.event_id)})
+            self.chat.user_left(self)
 
     def _send_error(self, error, client_msg_id=None):
         if not isinstance(error, DomainError):

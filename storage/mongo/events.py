@@ -196,6 +196,7 @@ class Events(Repository, repositories.Events):
         self._events = db["events"]
         self._users = db["users"]
         self._messages = db["messages"]
+        self._message_heads = db["message_heads"]
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -464,6 +465,7 @@ class Events(Repository, repositories.Events):
         # (chat history is read only for an event that exists) and only the old backend's lists
         # still name the event.
         await self._messages.delete_many({"event_id": event})
+        await self._message_heads.delete_one({"_id": event})  # the chat's lease (storage/mongo/messages.py)
         await self._users.update_one({"_id": organizer},
                                      [{"$set": {"created_events": pulled("created_events", event)}}])
         await self._users.update_many({"_id": {"$in": deleted.get("rsvps") or []}},

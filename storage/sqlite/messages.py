@@ -51,7 +51,7 @@ def _append(connection, event_id, drafts):
         raise repositories.cancelled_chat()
     newest = connection.execute("SELECT id FROM messages WHERE event_id = ? ORDER BY id DESC LIMIT 1",
                                 (event_id,)).fetchone()
-    newest_id = newest[0] if newest else ""
+    newest_id = previous_id = newest[0] if newest else ""
     results, rows = [], []
     for draft in drafts:
         client_msg_id = draft.get("client_msg_id")
@@ -72,7 +72,7 @@ def _append(connection, event_id, drafts):
     connection.executemany(
         "INSERT INTO messages (id, event_id, user_id, username, text, timestamp, client_msg_id)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-    return results
+    return repositories.Appended(results, previous_id or None)
 
 
 def _exists(connection, event_id, message_id):
@@ -87,7 +87,7 @@ def _latest(connection, event_id, limit):
 
 def _after(connection, event_id, message_id, limit):
     rows = connection.execute(f"{MESSAGE} WHERE event_id = ? AND id > ? ORDER BY id LIMIT ?",
-                              (event_id, message_id, sql_limit(limit)))
+                              (event_id, message_id or "", sql_limit(limit)))
     return [message_record(row) for row in rows]
 
 
