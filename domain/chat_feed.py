@@ -70,13 +70,14 @@ class _Room:
 class RoomFeed:
     """`deliver(event_id, items)`: hands items (Message objects, in stored order) to the room's
     members in this process; it must not block. `following(event_id)`: whether this process still
-    has members in the room (the feed forgets a room when it has none)."""
+    has members in the room (the feed forgets a room when it has none). `read_from_store()`: told
+    each time a room reads from the store what did not arrive in order."""
 
-    def __init__(self, store, deliver, following):
+    def __init__(self, store, deliver, following, read_from_store=lambda: None):
         self.store = store
         self.deliver = deliver
         self.following = following
-        self.catch_ups = 0  # times a room was read from the store to fill a gap (for the metrics)
+        self.read_from_store = read_from_store  # called each time a room catches up (metrics)
         self._rooms = {}
 
     def offer(self, event_id, previous_id, items):
@@ -105,6 +106,10 @@ class RoomFeed:
         room.replays.append(_Replay(since, subscribe, result))
         self._run(event_id, room)
         await result
+
+    def follows(self, event_id):
+        """Whether batches of the room are wanted here (others are ignored by `offer`)."""
+        return event_id in self._rooms
 
     def catch_up(self):
         """Every followed room reads what the store holds past its last delivery (after Redis
@@ -189,7 +194,7 @@ class RoomFeed:
 
     async def _read_on(self, event_id, room):
         """Delivers from the store everything that follows last_id."""
-        self.catch_ups += 1
+        self.read_from_store()
         while True:
             records = await self.store.messages.after(event_id, room.last_id, CATCH_UP_PAGE)
             if records:

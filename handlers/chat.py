@@ -45,7 +45,7 @@ class ChatService:
         self.settings = settings
         self.metrics = metrics
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
-        self.feed = RoomFeed(store, self._deliver, self._following)
+        self.feed = RoomFeed(store, self._deliver, self._following, metrics.chat_catch_ups.inc)
         if redis is None:
             self.broker = LocalBroker(self.feed, self.hub)
         else:

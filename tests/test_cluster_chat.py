@@ -1,0 +1,272 @@
+"""Several real server processes (server.py) sharing one SQLite file and a real redis-server:
+one order per room on every process, exact `since` replay on any process, presence counted once,
+Redis going away and coming back during traffic, a process killed with kill -9."""
+import asyncio
+import time
+import types
+import uuid
+
+import pytest
+
+from cluster.presence import GHOST_BOUND_SECONDS
+from domain.validation import schema_validator
+from tests.chat_client import ChatClient, eventually
+from tests.conftest import PASSWORD
+from tests.event_builders import event_body
+from tests.running_server import RunningServer
+
+pytestmark = pytest.mark.gen_test(timeout=120)
+
+VALIDATOR = types.SimpleNamespace(validator=schema_validator())  # frames checked against their schemas
+
+
+class Cluster:
+    """Server processes on one SQLite file and one Redis, as the README's "Running several
+    processes" starts them; `event` and its members are made through the first one."""
+
+    def __init__(self, redis_server, directory, count):
+        self.database = str(directory / "events.sqlite3")
+        self.redis_url = redis_server.url
+        self.secret = uuid.uuid4().hex * 2
+        self.servers = []
+        for _ in range(count):
+            self.add()
+
+    def add(self):
+        # One key for all: a token from one process is good on every other.
+        server = RunningServer({"REDIS_URL": self.redis_url, "SQLITE_PATH": self.database,
+                                "SECRET_KEY": self.secret, "JWT_SECRET_KEY": self.secret,
+                                "CHAT_MESSAGES_PER_SECOND": "1000", "CHAT_BURST": "1000"})
+        server.start()
+        self.servers.append(server)
+        return server
+
+    def close(self):
+        for server in self.servers:
+            server.close()
+
+    def register(self, role="attendee"):
+        name = f"{role[:4]}_{uuid.uuid4().hex[:8]}"
+        status, reply = self.servers[0].request("POST", "/api/v1/auth/register", {
+            "username": name, "email": f"{name}@example.com", "password": PASSWORD, "role": role})
+        assert status == 201, reply
+        return reply["data"]["user"], reply["data"]["token"]
+
+    def event_with_members(self, attendees):
+        """(event id, [(user, token)], the organizer first)."""
+        organizer = self.register("organizer")
+        status, reply = self.servers[0].request("POST", "/api/v1/events", event_body(),
+                                                headers={"Authorization": f"Bearer {organizer[1]}"})
+        assert status == 201, reply
+        event_id = reply["data"]["id"]
+        members = [organizer]
+        for _ in range(attendees):
+            user, token = self.register()
+            status, reply = self.servers[0].request("POST", f"/api/v1/events/{event_id}/rsvp",
+                                                    headers={"Authorization": f"Bearer {token}"})
+            assert status == 200, reply
+            members.append((user, token))
+        return event_id, members
+
+    async def connect(self, server, event_id, token):
+        return await ChatClient.connect(f"http://127.0.0.1:{server.port}", VALIDATOR, event_id, token)
+
+    def stored(self, event_id, token):
+        """The room's messages in stored order, read through the REST history."""
+        status, reply = self.servers[-1].request("GET", f"/api/v1/events/{event_id}/messages?limit=100",
+                                                 headers={"Authorization": f"Bearer {token}"})
+        assert status == 200, reply
+        return [message["id"] for message in reply["data"]["items"]][::-1]
+
+
+@pytest.fixture
+def cluster(redis_server, tmp_path):
+    running = Cluster(redis_server, tmp_path, 3)
+    yield running
+    running.close()
+
+
+def ready(server):
+    return server.request("GET", "/readyz")
+
+
+def metric(server, name):
+    status, text = server.request("GET", "/metrics")
+    assert status == 200
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+async def test_members_on_three_processes_receive_every_message_in_one_order_the_stored_one(cluster):
+    event_id, members = cluster.event_with_members(attendees=2)
+    clients = []
+    for server, (_, token) in zip(cluster.servers, members):
+        client = await cluster.connect(server, event_id, token)
+        await client.join()
+        clients.append(client)
+    per_sender = 30
+    # Everyone at once: three writers on three processes store into one room at the same moments.
+    await asyncio.gather(*[client.say(f"{n} from {index}", client_msg_id=f"{index}-{n}")
+                           for n in range(per_sender) for index, client in enumerate(clients)])
+    seen = [[m["id"] for m in await client.messages(per_sender * len(clients))] for client in clients]
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[0] == sorted(seen[0]) and len(set(seen[0])) == per_sender * len(clients)
+    assert seen[0] == cluster.stored(event_id, members[0][1])
+
+
+async def test_a_client_reconnecting_with_since_to_another_process_gets_exactly_what_it_missed(cluster):
+    event_id, members = cluster.event_with_members(attendees=2)
+    (_, talker_token), (_, other_token), (_, listener_token) = members
+    a, b, c = cluster.servers
+    talker, other = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, other_token)
+    await talker.join()
+    await other.join()
+    listener = await cluster.connect(c, event_id, listener_token)
+    await listener.join()
+    await talker.say("before")
+    [seen] = await listener.messages(1)
+    listener.close()
+    for n in range(5):
+        await talker.say(f"missed on a {n}")
+        await other.say(f"missed on b {n}")
+    missed = [m["id"] for m in await talker.messages(11)][1:]
+    back = await cluster.connect(b, event_id, listener_token)
+    assert [m["id"] for m in await back.join(since=seen["id"])] == missed
+    await other.say("live again")
+    assert [m["text"] for m in await back.messages(1)] == ["live again"]
+
+
+async def test_joining_on_one_process_while_two_others_send_misses_nothing_and_doubles_nothing(cluster):
+    event_id, members = cluster.event_with_members(attendees=3)
+    a, b, c = cluster.servers
+    talkers = [await cluster.connect(server, event_id, token) for server, (_, token) in zip((a, b), members)]
+    witness = await cluster.connect(c, event_id, members[2][1])
+    for client in (*talkers, witness):
+        await client.join()
+    latecomer = await cluster.connect(c, event_id, members[3][1])
+    for n in range(40):
+        await asyncio.gather(talkers[0].say(f"a{n}"), talkers[1].say(f"b{n}"))
+        if n == 20:
+            await latecomer.send({"type": "join_chat"})
+    everything = [m["id"] for m in await witness.messages(80)]
+    replay = [m["id"] for m in (await latecomer.receive_type("recent_messages"))["messages"]]
+    already = everything.index(replay[-1]) + 1 if replay else 0
+    live = [m["id"] for m in await latecomer.messages(len(everything) - already)]
+    assert replay + live == everything[already - len(replay):]
+
+
+async def test_presence_counts_a_user_once_across_processes(cluster):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, watcher_token), (user, token) = members
+    a, b, _ = cluster.servers
+    watcher = await cluster.connect(a, event_id, watcher_token)
+    await watcher.join()
+    on_a = await cluster.connect(a, event_id, token)
+    await on_a.join()
+    joined = await presence_of(watcher, user)
+    assert joined["type"] == "user_joined" and joined["online_count"] == 2
+    on_b = await cluster.connect(b, event_id, token)
+    await on_b.join()  # the same user on a second process: not a second arrival
+    await on_a.send({"type": "leave_chat"})  # still in the room through b
+    await on_b.send({"type": "leave_chat"})
+    left = await presence_of(watcher, user)
+    assert left["type"] == "user_left" and left["online_count"] == 1
+    status, stats = a.request("GET", f"/api/v1/events/{event_id}/stats",
+                              headers={"Authorization": f"Bearer {watcher_token}"})
+    assert status == 200 and stats["data"]["online_count"] == 1
+
+
+async def test_a_process_killed_with_kill_9_leaves_no_ghost_presence_past_the_bound(cluster):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, watcher_token), (user, token) = members
+    a, doomed, _ = cluster.servers
+    watcher = await cluster.connect(a, event_id, watcher_token)
+    await watcher.join()
+    ghost = await cluster.connect(doomed, event_id, token)
+    await ghost.join()
+    assert (await presence_of(watcher, user))["online_count"] == 2
+    doomed.process.kill()  # SIGKILL: no shutdown, no user_left of its own
+    killed_at = time.monotonic()
+    while True:
+        try:
+            frame = await asyncio.wait_for(presence_of(watcher, user), 1)
+            break
+        except asyncio.TimeoutError:
+            assert time.monotonic() - killed_at < GHOST_BOUND_SECONDS + 5, "the ghost stayed"
+    assert frame["type"] == "user_left" and frame["online_count"] == 1
+
+
+async def test_redis_stopped_and_restarted_during_traffic_loses_nothing_and_everyone_catches_up(
+        cluster, redis_server):
+    event_id, members = cluster.event_with_members(attendees=2)
+    a, b, c = cluster.servers
+    on_a, on_b = await cluster.connect(a, event_id, members[0][1]), await cluster.connect(b, event_id, members[1][1])
+    for client in (on_a, on_b):
+        await client.join()
+    await on_a.say("before", client_msg_id="before")
+    [before] = await on_b.messages(1)
+    assert await on_a.messages(1) == [before]
+    listener = await cluster.connect(c, event_id, members[2][1])
+    await listener.join()
+
+    redis_server.stop()
+    for server in (a, b):
+        status, reply = await eventually_async(lambda server=server: _not_ready(server))
+        assert reply["code"] == "redis_unavailable" and "Redis" in reply["message"]
+    assert metric(a, "redis_up") == 0 and metric(a, "redis_disconnects_total") >= 1
+    sent = []
+    for n in range(5):  # each acknowledged by its echo to its sender, stored before that
+        await on_a.say(f"while away {n}", client_msg_id=f"away-{n}")
+        sent.append((await on_a.receive_type("new_message"))["message"])
+    listener.close()
+
+    redis_server.start()
+    for server in (a, b):
+        await eventually_async(lambda server=server: _ready(server))
+    assert metric(b, "redis_up") == 1
+    # A member of another process, connected all along, gets what it missed, in order.
+    caught_up = [m["id"] for m in await on_b.messages(5)]
+    assert caught_up == [m["id"] for m in sent]
+    await on_b.say("after")
+    [after] = await on_b.messages(1)
+    # A client reconnecting with `since` to any process gets everything, once.
+    back = await cluster.connect(c, event_id, members[2][1])
+    replay = [m["text"] for m in await back.join(since=before["id"])]
+    assert replay == [f"while away {n}" for n in range(5)] + ["after"]
+    assert cluster.stored(event_id, members[0][1]) == [before["id"], *caught_up, after["id"]]
+
+
+async def test_redis_unreachable_at_start_serves_with_readyz_503_and_a_log_line(redis_server, tmp_path):
+    redis_server.stop()
+    with RunningServer({"REDIS_URL": redis_server.url, "SQLITE_PATH": str(tmp_path / "e.sqlite3")}) as server:
+        status, reply = await eventually_async(lambda: _not_ready(server))
+        assert reply["code"] == "redis_unavailable"
+        assert server.request("GET", "/healthz")[0] == 200
+        assert any(entry["level"] == "error" and "Redis is not answering" in entry["message"]
+                   for entry in server.log_entries())
+        redis_server.start()
+        await eventually_async(lambda: _ready(server))
+
+
+async def presence_of(client, user):
+    """The next user_joined or user_left frame about `user`."""
+    while True:
+        frame = await client.receive_type("user_joined", "user_left")
+        if frame["user"]["id"] == user["id"]:
+            return frame
+
+
+def _not_ready(server):
+    status, reply = ready(server)
+    return (status, reply) if status == 503 else None
+
+
+def _ready(server):
+    status, reply = ready(server)
+    return (status, reply) if status == 200 else None
+
+
+async def eventually_async(check):
+    """`eventually` for a plain (blocking, quick) check: a bound, not a timing."""
+    async def checked():
+        return check()
+    return await eventually(checked)
