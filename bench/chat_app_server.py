@@ -1,6 +1,7 @@
 """The application itself as a chat benchmark server (bench/chat_app_bench.py starts it).
 
     python -m bench.chat_app_server --port 8003 [--store sqlite|mongomock] [--store-delay-ms 2]
+                                    [--sqlite-path FILE]
 
 It is `server.serve`, as `python server.py` runs it, with these differences, each for the
 benchmark's sake:
@@ -15,7 +16,9 @@ benchmark's sake:
   task each connection carries is there all the same); a 2 s shutdown grace period;
 - a listen backlog of 1024 rather than Tornado's 128, for the idle run's bursts of handshakes;
 - `--store-delay-ms`: every `messages.append` (one per batch of chat messages) first waits that
-  long, as a database across a network would.
+  long, as a database across a network would;
+- `--sqlite-path`: that SQLite file instead of the temporary one, for several processes sharing it
+  (bench/cluster_chat_bench.py; REDIS_URL and JWT_SECRET_KEY come from the environment as usual).
 """
 import argparse
 import asyncio
@@ -61,26 +64,26 @@ def with_large_backlog():
     tornado.tcpserver.TCPServer.listen = listen_with_backlog
 
 
-def make_store(kind, directory):
+def make_store(kind, path):
     if kind == "mongomock":
         import mongomock_motor
 
         from storage.mongo import MongoStore
         return MongoStore(mongomock_motor.AsyncMongoMockClient(tz_aware=True), "bench")
     from storage.sqlite import SqliteStore
-    return SqliteStore(os.path.join(directory, "events.sqlite3"))
+    return SqliteStore(path)
 
 
 async def serve(args, directory):
     settings = load_settings(
         ROOT / "settings.yaml", environ=os.environ, port=args.port, address=args.address, mongo_uri="",
-        sqlite_path=os.path.join(directory, "events.sqlite3"), bcrypt_rounds=4, log_level="WARNING",
+        sqlite_path=args.sqlite_path or os.path.join(directory, "events.sqlite3"), bcrypt_rounds=4, log_level="WARNING",
         chat_messages_per_second=1e6, chat_burst=10**6, chat_ping_interval_seconds=300,
         # Every client of the bench is on loopback: it opens 200 handshakes at a time and registers
         # every user from one address.
         max_connections_per_address=10**6, registrations_per_address=10**9, shutdown_grace_seconds=2)
     configure_logging(settings.log_level)
-    store = make_store(args.store, directory)
+    store = make_store(args.store, settings.sqlite_path)
     if args.store_delay_ms:
         store.messages = DelayedAppend(store.messages, args.store_delay_ms / 1000)
     await server.serve(settings, SystemdNotifier.from_environment(), store=store)
@@ -92,6 +95,7 @@ def main():
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--store", choices=["sqlite", "mongomock"], default="sqlite")
     parser.add_argument("--store-delay-ms", type=float, default=0.0)
+    parser.add_argument("--sqlite-path", default="")
     args = parser.parse_args()
     raise_open_file_limit()
     with_large_backlog()

@@ -41,6 +41,12 @@ log = logging.getLogger("chat")
 CATCH_UP_PAGE = 500
 # Why a room may not be caught up yet (the store not answering): tried again after this long.
 RETRY_SECONDS = 1.0
+# How long a batch that arrived ahead of the chain waits for the missing one before it is read
+# from the store. Two processes storing one after the other publish at nearly the same moment,
+# so the missing batch is usually a Redis hop (well under a millisecond) away: waiting for it
+# costs nothing that delivering in order would not cost anyway, and reading it saves a database
+# read. Only a batch Redis lost pays the wait.
+GAP_WAIT_SECONDS = 0.02
 
 
 def _later(a, b):
@@ -65,6 +71,7 @@ class _Room:
     behind: bool = False  # the store may hold messages not delivered here (Redis came back)
     replays: list = dataclasses.field(default_factory=list)
     task: asyncio.Task = None
+    arrival: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # set by `offer`
 
 
 class RoomFeed:
@@ -90,6 +97,7 @@ class RoomFeed:
             self._deliver(event_id, room, items)  # the usual case, without a hop through the task
             return
         room.arrived.append((previous_id, items))
+        room.arrival.set()
         self._run(event_id, room)
 
     async def replay(self, event_id, since, subscribe):
@@ -148,6 +156,8 @@ class RoomFeed:
                     newest = await self.store.messages.latest(event_id, 1)
                     room.last_id, room.known = (newest[-1]["id"] if newest else None), True
                 self._take_arrived(event_id, room)
+                if room.waiting and not room.behind:
+                    await self._wait_for_gap(event_id, room)
                 if room.waiting or room.behind:
                     room.behind = False
                     await self._read_on(event_id, room)
@@ -175,6 +185,18 @@ class RoomFeed:
     def _retry(self, event_id, room):
         if self._rooms.get(event_id) is room and (room.arrived or room.waiting or room.behind):
             self._run(event_id, room)
+
+    async def _wait_for_gap(self, event_id, room):
+        """Up to GAP_WAIT_SECONDS for the batches that close the gap to arrive."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + GAP_WAIT_SECONDS
+        while room.waiting and loop.time() < until:
+            room.arrival.clear()
+            try:
+                await asyncio.wait_for(room.arrival.wait(), until - loop.time())
+            except asyncio.TimeoutError:
+                pass
+            self._take_arrived(event_id, room)
 
     def _take_arrived(self, event_id, room):
         """Delivers what continues the chain from last_id; keeps what is further on."""
