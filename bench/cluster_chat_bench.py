@@ -126,7 +126,8 @@ def main():
 
     with tempfile.TemporaryDirectory(prefix="cluster_chat_bench_") as directory:
         redis = RedisProcess(directory)
-        environment = {"REDIS_URL": redis.url, "JWT_SECRET_KEY": uuid.uuid4().hex * 2}
+        secret = uuid.uuid4().hex * 2  # one for both: a token from one process is good on the other
+        environment = {"REDIS_URL": redis.url, "JWT_SECRET_KEY": secret, "SECRET_KEY": secret}
         shared = os.path.join(directory, "events.sqlite3")
         first = ServerProcess("2 procs a", app_command(shared, environment), pin)
         second = ServerProcess("2 procs b", app_command(shared, environment), pin)

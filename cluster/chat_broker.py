@@ -34,6 +34,7 @@ from handlers.chat_hub import encode_json
 log = logging.getLogger("cluster")
 
 BATCH, RELAY = "chat:batch:", "chat:relay:"
+_KIND = {"hold": "user_joined", "drop": "user_left"}
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # between attempts to reach Redis again, then the last
 
 
@@ -222,29 +223,34 @@ class RedisBroker:
             self._presence_task = asyncio.ensure_future(self._apply_presence())
 
     async def _apply_presence(self):
-        """One at a time and in order: a user's leave never overtakes the join before it."""
+        """In order, what queued meanwhile in one pipeline: a user's leave never overtakes the join
+        before it, and a burst of joins (or a room closing) costs one round trip."""
         try:
             while self._presence_work:
-                change, event_id, user = self._presence_work.pop(0)
-                kind = "user_joined" if change == "hold" else "user_left"
+                work, self._presence_work = self._presence_work, []
                 try:
-                    if change == "hold":
-                        announce, count = await self.presence.hold(event_id, user)
-                    else:
-                        announce, count = await self.presence.drop(event_id, user["id"])
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for change, event_id, user in work:
+                            if change == "hold":
+                                await self.presence.hold(pipe, event_id, user)
+                            else:
+                                await self.presence.drop(pipe, event_id, user["id"])
+                        results = await pipe.execute()
                     self._answered()
                 except (RedisError, OSError) as error:
                     # Put right by _reconcile_presence once Redis is back; meanwhile the room here
                     # hears of it with this process's own count.
                     self._went_away(error)
-                    self.hub.broadcast(event_id, presence_frame(kind, user, self.hub.online_count(event_id)))
+                    for change, event_id, user in work:
+                        self.hub.broadcast(event_id, presence_frame(_KIND[change], user, self.hub.online_count(event_id)))
                     continue
-                if self.hub.online_count(event_id):
-                    self._counts[event_id] = count
-                else:
-                    self._counts.pop(event_id, None)
-                if announce:
-                    self.relay(event_id, presence_frame(kind, user, count))
+                for (change, event_id, user), (announce, count) in zip(work, results):
+                    if self.hub.online_count(event_id):
+                        self._counts[event_id] = count
+                    else:
+                        self._counts.pop(event_id, None)
+                    if announce:
+                        self.relay(event_id, presence_frame(_KIND[change], user, count))
         finally:
             self._presence_task = None
 

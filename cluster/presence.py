@@ -78,19 +78,18 @@ class RedisPresence:
         self._drop = redis.register_script(_DROP)
         self._reap = redis.register_script(_REAP)
 
-    async def hold(self, event_id, user):
-        """(whether the user just came into the room, its online count)."""
-        first, count = await self._hold(
-            keys=[f"chat:online:{event_id}", self._held_key, self._alive_key, PROCESSES],
-            args=[user["id"], f"{event_id} {user['id']}", user["username"], self.process,
-                  ALIVE_TTL_SECONDS * 1000])
-        return bool(first), count
+    async def hold(self, pipe, event_id, user):
+        """Queues on `pipe` the user's coming into the room here; its result in the pipeline's:
+        [1 if the user just came into the room (in no process before), the online count]."""
+        await self._hold(keys=[f"chat:online:{event_id}", self._held_key, self._alive_key, PROCESSES],
+                         args=[user["id"], f"{event_id} {user['id']}", user["username"], self.process,
+                               ALIVE_TTL_SECONDS * 1000], client=pipe)
 
-    async def drop(self, event_id, user_id):
-        """(whether the user just left the room everywhere, its online count)."""
-        last, count = await self._drop(keys=[f"chat:online:{event_id}", self._held_key],
-                                       args=[user_id, f"{event_id} {user_id}"])
-        return bool(last), count
+    async def drop(self, pipe, event_id, user_id):
+        """Queues on `pipe` the user's leaving the room here; its result: [1 if the user just
+        left the room everywhere, the online count]."""
+        await self._drop(keys=[f"chat:online:{event_id}", self._held_key], args=[user_id, f"{event_id} {user_id}"],
+                         client=pipe)
 
     async def held(self):
         """{(event id, user id): username} of what this process holds in Redis."""

@@ -394,8 +394,10 @@ from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNe
   Sends are accepted from `join_chat` on, before its answer too.
 
 **Order.** Every member receives a room's `new_message` frames in one order, the order in which
-they were stored (message ids increase in that order). `recent_messages` and the `new_message`
-frames after it meet exactly: nothing missed, nothing twice.
+they were stored (message ids increase in that order), whichever server process each member is
+connected to. `recent_messages` and the `new_message` frames after it meet exactly: nothing
+missed, nothing twice, also when a client reconnects with `since` to another process.
+`online_count` counts each user once, however many connections and processes they use.
 
 **Errors** (`{{"type": "error", "code", "message"}}`, plus `client_msg_id` when a send was
 refused, `errors` for a malformed frame, `retry_after` in seconds for `rate_limited`); the
