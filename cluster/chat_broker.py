@@ -242,7 +242,8 @@ class RedisBroker:
                     # hears of it with this process's own count.
                     self._went_away(error)
                     for change, event_id, user in work:
-                        self.hub.broadcast(event_id, presence_frame(_KIND[change], user, self.hub.online_count(event_id)))
+                        count = self.hub.online_count(event_id)
+                        self.hub.broadcast(event_id, presence_frame(_KIND[change], user, count))
                     continue
                 for (change, event_id, user), (announce, count) in zip(work, results):
                     if self.hub.online_count(event_id):

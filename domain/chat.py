@@ -220,6 +220,7 @@ class MessageLog:
             else:
                 _settle(post.result, error=Unavailable(NOT_STORED))
 
+
 def _first_of_each_key(posts):
     """The posts but those repeating a client_msg_id earlier in the batch: `append` takes no
     two drafts with one (user_id, client_msg_id)."""

@@ -5,9 +5,9 @@ ends), the room hub (handlers/chat_hub.py: this process's members and fan-out), 
 (domain/chat.py: storage and order), the room feed (domain/chat_feed.py: delivery in stored order
 and exact replays, whichever process stored a batch) and the broker (handlers/chat_broker.py:
 this process alone, or every process through Redis, cluster/chat_broker.py). `ChatService` holds
-the live state of the process that ties them together: the open sockets by user and by event. What the chat's socket shares with
-the other user-level sockets (handshake checks, the per-user registry and cap, token endings, pings,
-bounded writes) is in handlers/sockets.py.
+the live state of the process that ties them together: the open sockets by user and by event.
+What the chat's socket shares with the other user-level sockets (handshake checks, the per-user
+registry and cap, token endings, pings, bounded writes) is in handlers/sockets.py.
 """
 import asyncio
 import functools
