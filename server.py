@@ -57,9 +57,10 @@ async def serve(settings, notifier, store=None):
     except StoreUnavailable:
         pass  # MongoDB not up yet: serve 503s while the store keeps trying
     services = build_services(settings, store=store)
-    services.chat.broker.start()
     warn_about_development_settings(settings, store)
     app = make_app(services)
+    for hook in services.startup_hooks:
+        await hook()
     # Everything built so far lives as long as the process: frozen, the collector never walks it
     # again. Unfrozen, a full collection walked it whenever request garbage (a 5,000-position
     # polygon is 5,000 lists) piled up: 60 ms of the event loop at a time.
@@ -166,8 +167,6 @@ async def shut_down(server, services, grace_seconds):
     # After the requests in flight, so an upload still being re-encoded is stored, not refused.
     await within(max(deadline, loop.time() + 2), services.gallery.close(), "photo storage")
     await server.close_all_connections()
-    # The chat's presence out of Redis now rather than when this process's heartbeat expires.
-    await within(max(deadline, loop.time() + 2), services.chat.broker.close(), "chat broker")
     if services.redis is not None:
         await services.redis.aclose()
 

@@ -94,7 +94,7 @@ class RedisBroker:
             return None
         return f"Redis is not answering: {self._error or 'subscription lost'}."
 
-    def start(self):
+    async def start(self):
         self._tasks = [asyncio.ensure_future(self._listen()), asyncio.ensure_future(self._heartbeat())]
 
     async def close(self):

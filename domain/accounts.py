@@ -3,6 +3,7 @@ import asyncio
 import datetime
 import hashlib
 import ipaddress
+import json
 import logging
 import secrets
 import urllib.parse
@@ -10,7 +11,7 @@ import urllib.parse
 from domain.errors import Conflict, InvalidInput, NotAuthenticated, RateLimited, StoreUnavailable
 from domain.identity import identity_key, registered_email, registered_username, same_address
 from domain.passwords import MAX_PASSWORD_BYTES
-from domain.ratelimit import Backoff, ConcurrencyGate, RecentKeys, TokenBucketLimiter
+from domain.ratelimit import Backoff, ConcurrencyGate, RecentKeys, SharedLimitsDown, TokenBucketLimiter
 from domain.repositories import AlreadyTaken
 from domain.settings import TOKEN_PLACEHOLDER
 from domain.times import UTC, as_utc, utcnow
@@ -97,6 +98,8 @@ class Accounts:
         # Called as listener(user_id, jti=None, issued_before=None) when tokens stop working,
         # so live connections opened with them can be closed.
         self.revocation_listeners = []
+        # With several processes, the login limits they hold together (cluster/limits.py).
+        self.shared_limits = None  # domain.ratelimit.SharedLimits
         self._background = set()
 
     async def register(self, username, email, password, client_address, role="attendee"):
@@ -127,8 +130,36 @@ class Accounts:
         address = _address_key(client_address)
         pair = (account, address)
         owners_address = pair in self._owners_addresses
-        # Every attempt takes its share before the first await and only a success gives it back:
-        # attempts sent in parallel cannot all pass the check before any failure counts.
+        shared = await self._take_login_share(pair, address, account, owners_address)
+        user = await self.store.users.find_by_email(email)
+        stored_hash = user["password_hash"] if user else None
+        if not await self.hasher.verify(password, stored_hash) or user is None:
+            raise NotAuthenticated(BAD_CREDENTIALS, code="bad_credentials")
+        if shared:
+            await self._give_back_shared_login_share(pair, address, account, owners_address)
+        else:
+            self._failures_by_account_and_address.reset(pair)
+            self._failures_by_address.refund(address)
+            if not owners_address:
+                self._failures_by_account.refund(account)
+        self._owners_addresses.add(pair)
+        return user, self.tokens.issue(user["id"], user["role"] or "attendee")
+
+    async def _take_login_share(self, pair, address, account, owners_address):
+        """Every attempt takes its share before the password is checked and only a success gives it
+        back: attempts sent in parallel cannot all pass the check before any failure counts. In one
+        process, by taking it before the first await; with several, in one atomic step in the shared
+        limits. True when the shared limits took it; with them unreachable, this process's apply."""
+        if self.shared_limits is not None:
+            buckets, backoffs = self._shared_login_limits(pair, address, account, owners_address)
+            try:
+                wait = await self.shared_limits.take(buckets, backoffs)
+            except SharedLimitsDown:
+                wait = None
+            if wait is not None:
+                if wait:
+                    raise RateLimited(wait, "Too many failed logins. Try again later.")
+                return True
         wait = max(self._failures_by_account_and_address.retry_after(pair),
                    self._failures_by_address.retry_after(address),
                    0 if owners_address else self._failures_by_account.retry_after(account))
@@ -138,29 +169,51 @@ class Accounts:
         self._failures_by_address.hit(address)
         if not owners_address:
             self._failures_by_account.hit(account)
-        user = await self.store.users.find_by_email(email)
-        stored_hash = user["password_hash"] if user else None
-        if not await self.hasher.verify(password, stored_hash) or user is None:
-            raise NotAuthenticated(BAD_CREDENTIALS, code="bad_credentials")
-        self._failures_by_account_and_address.reset(pair)
-        self._failures_by_address.refund(address)
-        if not owners_address:
-            self._failures_by_account.refund(account)
-        self._owners_addresses.add(pair)
-        return user, self.tokens.issue(user["id"], user["role"] or "attendee")
+        return False
+
+    def _shared_login_limits(self, pair, address, account, owners_address):
+        """The three limits of __init__, as the shared limits take them."""
+        settings, window = self.settings, self.settings.login_window_seconds
+        buckets = [("login:pair:" + json.dumps(pair), settings.login_attempts_per_email,
+                    settings.login_attempts_per_email / window),
+                   ("login:address:" + address, settings.login_attempts_per_address,
+                    settings.login_attempts_per_address / window)]
+        backoffs = [] if owners_address else [("login:account:" + account, settings.login_attempts_per_account,
+                                               settings.login_attempts_per_account / window,
+                                               settings.login_backoff_max_seconds)]
+        return buckets, backoffs
+
+    async def _give_back_shared_login_share(self, pair, address, account, owners_address):
+        buckets, backoffs = self._shared_login_limits(pair, address, account, owners_address)
+        try:
+            await self.shared_limits.give_back(refunds=buckets[1:], resets=[buckets[0][0]], backoff_refunds=backoffs)
+        except SharedLimitsDown:
+            pass  # the owner's share stays taken until it refills: stricter, not looser
 
     async def authenticate(self, token):
         """The user and claims behind a token that is genuine, unexpired and not revoked."""
         claims = self.tokens.decode(token)
-        if await self.store.revoked_tokens.is_revoked(claims["jti"]):
+        return await self._holder(claims["sub"], claims["jti"], claims["iat"]), claims
+
+    async def still_valid(self, user_id, jti, issued_at):
+        """Whether a token, known by its claims, still works: a connection opened with it checks
+        again when endings published meanwhile may have been missed (another process's logout)."""
+        try:
+            await self._holder(user_id, jti, issued_at)
+        except NotAuthenticated:
+            return False
+        return True
+
+    async def _holder(self, user_id, jti, issued_at):
+        if await self.store.revoked_tokens.is_revoked(jti):
             raise NotAuthenticated("The token has been revoked.", code="token_revoked")
-        user = await self.store.users.get(claims["sub"])
+        user = await self.store.users.get(user_id)
         if user is None:
             raise NotAuthenticated("The token is not valid.", code="token_invalid")
         valid_after = user["tokens_valid_after"]
-        if valid_after is not None and claims["iat"] < as_utc(valid_after).timestamp():
+        if valid_after is not None and issued_at < as_utc(valid_after).timestamp():
             raise NotAuthenticated("The token has been revoked.", code="token_revoked")
-        return user, claims
+        return user
 
     async def logout(self, claims):
         # Idempotent, so logging out twice is harmless; kept only until the token would expire anyway.

@@ -1,10 +1,12 @@
 """In-process rate limiting: a token bucket per key, a bounded backoff per key, and a gate that
-bounds how much of one kind of work runs at once.
+bounds how much of one kind of work runs at once; and the interface of the limits several
+processes share (SharedLimits, implemented with Redis in cluster/limits.py).
 
-Kept in memory on purpose: a limit that lags by one process behind a load balancer is still a
-limit, and a database round trip per login attempt would be an amplifier for the attack it
-stops. Buckets are evicted once full again, and the oldest beyond `max_keys`, so memory stays
-bounded.
+Kept in memory on purpose: a database round trip per login attempt would be an amplifier for the
+attack it stops. Buckets are evicted once full again, and the oldest beyond `max_keys`, so memory
+stays bounded. With several processes the same limits are held in Redis, which answers from memory
+and applies each check-and-take atomically; when it cannot be reached the in-process limits apply
+again (each process then limits on its own: a limit, not an open door).
 """
 import asyncio
 import contextlib
@@ -43,6 +45,14 @@ class TokenBucketLimiter:
         if len(self._buckets) > self.max_keys:
             self._evict(now)
         return 0.0
+
+    def level(self, key):
+        """The tokens `key` has now."""
+        return self._level(key, self.clock())
+
+    def set_level(self, key, tokens):
+        """Starts `key` at `tokens` (a bucket handed over from another process)."""
+        self._buckets[key] = (min(self.capacity, tokens), self.clock())
 
     def refund(self, key):
         """Gives back one token taken by `hit` (e.g. for an attempt that turned out fine)."""
@@ -161,3 +171,46 @@ class ConcurrencyGate:
             yield
         finally:
             self._semaphore.release()
+
+
+class SharedLimitsDown(Exception):
+    """The shared limits cannot be reached now: the caller applies its in-process limits."""
+
+
+class SharedLimits:
+    """Limits held together by several processes. Every method is atomic where it is kept (no
+    read-modify-write across processes) and raises SharedLimitsDown when it cannot be reached.
+
+    Token buckets are (key, capacity, refill_per_second), backoffs (key, free, leak_per_second,
+    cap), with the meaning of TokenBucketLimiter and Backoff above."""
+
+    reachable = True  # False since a call raised SharedLimitsDown, until one succeeds
+
+    async def take(self, buckets, backoffs):
+        """0 after taking one token from every bucket and counting one attempt in every backoff;
+        else the seconds to wait, and nothing is taken."""
+        raise NotImplementedError
+
+    async def give_back(self, refunds=(), resets=(), backoff_refunds=()):
+        """Gives one token back to each bucket in `refunds`, empties the buckets `resets` (keys),
+        takes one attempt back from each backoff in `backoff_refunds`."""
+        raise NotImplementedError
+
+    async def acquire_connection(self, kind, user_id, cap):
+        """True after counting one more `kind` connection of the user, when fewer than `cap` are
+        open across the processes; False (nothing counted) otherwise."""
+        raise NotImplementedError
+
+    def release_connection(self, kind, user_id):
+        """Counts the connection out (without waiting for it to be done)."""
+        raise NotImplementedError
+
+    async def take_spent_bucket(self, key, capacity, rate):
+        """The level of a bucket handed over by `keep_spent_bucket` (the newest not yet full), refilled
+        since, or None when there is none."""
+        raise NotImplementedError
+
+    def keep_spent_bucket(self, key, tokens, capacity, rate):
+        """Hands a bucket not yet full over to a later `take_spent_bucket`, on any process, until
+        it would be full again."""
+        raise NotImplementedError

@@ -4,6 +4,9 @@ import dataclasses
 import tornado.web
 
 import cluster
+from cluster.endings import ClusterEndings
+from cluster.limits import RedisLimits
+from cluster.pushes import ClusterNotificationHub
 from domain.accounts import Accounts
 from domain.calendar import Calendars
 from domain.events import Events
@@ -45,6 +48,9 @@ class Services:
     # Async callables without arguments, awaited in order on SIGTERM once no new connections are
     # accepted, before requests in flight are waited for: e.g. the chat closes its sockets with 1001.
     shutdown_hooks: list = dataclasses.field(default_factory=list)
+    # Async callables without arguments, awaited once the loop runs, before listening: e.g. subscribing
+    # to the other processes' endings (cluster/).
+    startup_hooks: list = dataclasses.field(default_factory=list)
 
 
 def build_services(settings, store=None, mailer=None):
@@ -64,11 +70,12 @@ def build_services(settings, store=None, mailer=None):
     server_metrics = ServerMetrics()
     redis = cluster.connect(settings.redis_url)
     chat_service = chat.ChatService(settings, store, server_metrics, redis)
-    accounts.revocation_listeners.append(chat_service.sockets.close_revoked)
-    accounts.revocation_listeners.append(notification_service.sockets.close_revoked)
-    events_service.deleted_listeners.append(chat_service.close_event)
+    revoked = [chat_service.sockets.close_revoked, notification_service.sockets.close_revoked]
+    left, deleted = [chat_service.close_member], [chat_service.close_event]
+    accounts.revocation_listeners.extend(revoked)
+    events_service.deleted_listeners.extend(deleted)
     events_service.deleted_cleanups.append(gallery.delete_event_photos)
-    events_service.left_listeners.append(chat_service.close_member)
+    events_service.left_listeners.extend(left)
     events_service.online_counter = chat_service.online_count
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
@@ -79,7 +86,50 @@ def build_services(settings, store=None, mailer=None):
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
                                                       notifications_websocket=notifications.NOTIFICATIONS_PROTOCOL))
     services.metrics.in_flight.set_function(lambda: services.inflight)
+    if services.redis is not None:
+        # The chat's broker was made Redis's by ChatService (cluster/chat_broker.py).
+        services.startup_hooks.append(chat_service.broker.start)
+        services.shutdown_hooks.append(chat_service.broker.close)
+        share_endings(services, revoked, left, deleted)
+        share_pushes(services)
+        share_limits(services)
     return services
+
+
+def share_limits(services):
+    """Several processes: login limits, connection caps and the chat's frame buckets held in Redis
+    for all of them (cluster/limits.py)."""
+    limits = RedisLimits(services.redis, services.metrics.redis_failures)
+    services.accounts.shared_limits = limits
+    services.chat.sockets.shared = limits
+    services.notifications.sockets.shared = limits
+    services.startup_hooks.append(limits.start)
+    services.shutdown_hooks.append(limits.stop)
+
+
+def share_endings(services, revoked, left, deleted):
+    """Several processes: endings happening here are published to the others, and theirs are
+    applied here through the same listeners (cluster/endings.py)."""
+    async def recheck():
+        await services.chat.sockets.recheck(services.accounts.still_valid)
+        await services.notifications.sockets.recheck(services.accounts.still_valid)
+        await services.chat.recheck_members()
+
+    endings = ClusterEndings(services.redis, revoked, left, deleted, recheck, services.metrics.redis_failures)
+    services.accounts.revocation_listeners.append(endings.revoked)
+    services.events.deleted_listeners.append(endings.deleted)
+    services.events.left_listeners.append(endings.left)
+    services.startup_hooks.append(endings.start)
+    services.shutdown_hooks.append(endings.stop)
+
+
+def share_pushes(services):
+    """Several processes: a notification stored here is pushed to the user's sockets on all of
+    them (cluster/pushes.py)."""
+    hub = ClusterNotificationHub(services.redis, services.notifications.hub, services.metrics.redis_failures)
+    services.notifications.notifier.push = hub.push
+    services.startup_hooks.append(hub.start)
+    services.shutdown_hooks.append(hub.stop)
 
 
 def photo_storage(settings):

@@ -18,7 +18,7 @@ from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUN
                          check_chat_member)
 from domain.chat_feed import RoomFeed
 from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
-from domain.ratelimit import TokenBucketLimiter
+from domain.ratelimit import SharedLimitsDown, TokenBucketLimiter
 from handlers.chat_broker import LocalBroker
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
@@ -44,6 +44,7 @@ class ChatService:
     def __init__(self, settings, store, metrics, redis=None):
         self.settings = settings
         self.metrics = metrics
+        self.store = store
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
         self.feed = RoomFeed(store, self._deliver, self._following, metrics.chat_catch_ups.inc)
         if redis is None:
@@ -89,6 +90,26 @@ class ChatService:
         self.check_accepting()
         self.sockets.check_admission(user_id, self.settings.chat_max_connections_per_user)
 
+    async def admit_shared(self, socket):
+        """With several processes (shared limits set), during the handshake: the user's connections
+        counted on all of them, and a frame bucket one of the user's sockets left on any of them,
+        taken into this process's refilling ones for frame_limiter. Per connection, as in one
+        process: a user's frames are bounded by the cap times the rate, wherever they connect, and
+        a reconnect, to any process, does not refill a bucket."""
+        shared = self.sockets.shared
+        if shared is None:
+            return
+        await self.sockets.claim_slot(socket, self.settings.chat_max_connections_per_user)
+        try:
+            level = await shared.take_spent_bucket(socket.user_id, self.settings.chat_burst,
+                                                   self.settings.chat_messages_per_second)
+        except SharedLimitsDown:
+            return  # the buckets left in this process only, meanwhile
+        if level is not None:
+            limiter = TokenBucketLimiter(self.settings.chat_burst, self.settings.chat_messages_per_second)
+            limiter.set_level("frames", level)
+            self._keep_refilling(socket.user_id, limiter)
+
     def frame_limiter(self, user_id):
         """The frame bucket of a new socket: one that a closed socket of the user left, while it
         refills, so that reconnecting does not refill it (a flood would be a reconnect loop)."""
@@ -99,6 +120,16 @@ class ChatService:
         if not spent:
             del self._refilling[user_id]
         return limiter
+
+    def _hand_over(self, user_id, limiter):
+        """A closed socket's bucket, to the user's next socket: on any process with several."""
+        shared = self.sockets.shared
+        level = limiter.level("frames")
+        # Kept here when Redis is away, so that a reconnect loop to this process still finds it.
+        if shared is None or not shared.reachable or level >= self.settings.chat_burst:
+            self._keep_refilling(user_id, limiter)
+        else:
+            shared.keep_spent_bucket(user_id, level, self.settings.chat_burst, self.settings.chat_messages_per_second)
 
     def _keep_refilling(self, user_id, limiter):
         self._refilling.setdefault(user_id, []).append(limiter)
@@ -125,7 +156,7 @@ class ChatService:
             sockets.discard(socket)
             if not sockets:
                 del self._by_event[socket.event_id]
-        self._keep_refilling(socket.user_id, socket.limiter)
+        self._hand_over(socket.user_id, socket.limiter)
         self.metrics.open_websockets.dec()
         self.metrics.rooms.set(len(self._by_event))
 
@@ -150,6 +181,19 @@ class ChatService:
         for socket in self.sockets.handshakes:
             if socket.event_id == event_id:
                 socket.refuse(NotFound("There is no such event.", code="event_not_found"))
+
+    async def recheck_members(self):
+        """After RSVP cancellations and deletions on other processes may have been missed (Redis
+        was away): closes what they would have closed, as the store tells it now."""
+        for event_id, sockets in list(self._by_event.items()):
+            for socket in list(sockets):
+                try:
+                    await check_chat_member(self.store, event_id, socket.user_id)
+                except NotFound:
+                    self.close_event(event_id)
+                    break
+                except Forbidden:
+                    socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
 
     async def shutdown(self, timeout=5.0):
         """Stops admitting connections and messages, stores and publishes everything queued,
@@ -198,14 +242,18 @@ class ChatSocket(UserSocket):
         with self.chat.sockets.handshaking(self):
             user = await self._authenticated(token)
             await check_chat_member(self.services.store, event_id, user["id"])
-        if self.refusal is not None:
-            raise self.refusal
-        self.username = user["username"] or ""
-        self.current_user = {"id": self.user_id, "username": self.username}  # not the whole record
-        # From the end of the awaits to open(), which registers the socket, nothing awaits: the
-        # cap holds and no ending can slip between the handshake's registry and the open sockets'.
-        self.chat.check_admission(self.user_id)
-        await super().get(event_id)
+            await self.chat.admit_shared(self)
+        try:
+            if self.refusal is not None:
+                raise self.refusal
+            self.username = user["username"] or ""
+            self.current_user = {"id": self.user_id, "username": self.username}  # not the whole record
+            # From the end of the awaits to open(), which registers the socket, nothing awaits: the
+            # cap holds and no ending can slip between the handshake's registry and the open sockets'.
+            self.chat.check_admission(self.user_id)
+            await super().get(event_id)  # returns when the connection ends
+        finally:
+            self.chat.sockets.release_slot(self)
 
     # --- the connection ------------------------------------------------------------------
 

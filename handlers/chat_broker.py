@@ -13,9 +13,10 @@ methods; the room hub and the message log know neither.
                                          user's first / last anywhere, with the room's online_count
   online_count(event_id)                 users in the room's live chat, counted once
   room_closed(event_id)                  the room's sockets were closed at once (event deleted,
-                                         shutdown): their presence goes without announcements
-  start() / close()                      at server start / shutdown
+                                         shutdown): their presence goes
   problem()                              None, or why the chat cannot reach the other processes
+The Redis broker also has `start()` and `close()`, the server's startup and shutdown hooks
+(handlers/app.py).
 """
 
 
@@ -47,12 +48,6 @@ class LocalBroker:
         return self.hub.online_count(event_id)
 
     def room_closed(self, event_id):
-        pass
-
-    def start(self):
-        pass
-
-    async def close(self):
         pass
 
     def problem(self):

@@ -58,6 +58,11 @@ class ServerMetrics:
                                       "Times a chat room read from the database batches that had not arrived "
                                       "in order (another process's, or missed while Redis was away)",
                                       registry=registry)
+        self.redis_failures = Counter("cluster_redis_failures",
+                                      "Redis commands of several processes that failed, by part: endings (a "
+                                      "socket ending not shared), notifications (a push not shared), limits "
+                                      "(an in-process limit used instead)",
+                                      ["part"], registry=registry)
         self.loop_stall_max = Gauge("event_loop_stall_max_seconds",
                                     "The longest the event loop was held by one callback since start",
                                     registry=registry)

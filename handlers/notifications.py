@@ -19,8 +19,8 @@ from handlers.sockets import CLOSE_GOING_AWAY, HANDSHAKE_QUERY, UserSocket, User
 
 
 class LocalNotificationHub:
-    """Pushes to the sockets of this process. The interface (`push`) is what a hub spanning
-    processes (through Redis, a later issue) would implement too."""
+    """Pushes to the sockets of this process. With several processes, cluster/pushes.py wraps it
+    and the notifier pushes through that (the same `push`)."""
 
     def __init__(self, sockets, max_buffer_bytes):
         self.sockets = sockets
@@ -78,12 +78,16 @@ class NotificationSocket(UserSocket):
         token = self._claim_token()
         with self.live.sockets.handshaking(self):
             user = await self._authenticated(token)
-        if self.refusal is not None:
-            raise self.refusal
-        self.current_user = {"id": self.user_id, "username": user["username"] or ""}
-        # No await from here to open(), which registers the socket: the cap holds.
-        self.live.check_admission(self.user_id)
-        await super().get()
+            await self.live.sockets.claim_slot(self, self.services.settings.chat_max_connections_per_user)
+        try:
+            if self.refusal is not None:
+                raise self.refusal
+            self.current_user = {"id": self.user_id, "username": user["username"] or ""}
+            # No await from here to open(), which registers the socket: the cap holds.
+            self.live.check_admission(self.user_id)
+            await super().get()  # returns when the connection ends
+        finally:
+            self.live.sockets.release_slot(self)
 
     def open(self):
         self.set_nodelay(True)

@@ -13,6 +13,7 @@ import time
 import tornado.websocket
 
 from domain.errors import Forbidden, InvalidInput, NotAuthenticated, RateLimited
+from domain.ratelimit import SharedLimitsDown
 from handlers.base import bearer_token, client_address
 from handlers.errors import error_response, write_error_response
 from handlers.query import refuse_unknown_query
@@ -35,11 +36,34 @@ class UserSockets:
         # Sockets between the first await of their handshake and open(): an ending that lands
         # meanwhile (logout, ...) refuses them when they resume, as they are not in by_user yet.
         self.handshakes = set()
+        # With several processes, the connections counted across them (cluster/limits.py).
+        self.shared = None  # domain.ratelimit.SharedLimits
 
     def check_admission(self, user_id, cap):
         if len(self.by_user.get(user_id, ())) >= cap:
-            raise RateLimited(5, f"At most {cap} {self.what} connections per user can be open at once.",
-                              code="too_many_connections")
+            raise self._too_many(cap)
+
+    def _too_many(self, cap):
+        return RateLimited(5, f"At most {cap} {self.what} connections per user can be open at once.",
+                           code="too_many_connections")
+
+    async def claim_slot(self, socket, cap):
+        """With several processes, during the handshake: counts the socket among the user's
+        connections on all of them (429 past `cap`) until release_slot, when its get() ends."""
+        if self.shared is None:
+            return
+        try:
+            granted = await self.shared.acquire_connection(self.what, socket.user_id, cap)
+        except SharedLimitsDown:
+            granted = True  # the in-process cap (check_admission) holds until Redis is back
+        if not granted:
+            raise self._too_many(cap)
+        socket.holds_slot = True
+
+    def release_slot(self, socket):
+        if socket.holds_slot:
+            socket.holds_slot = False
+            self.shared.release_connection(self.what, socket.user_id)
 
     @contextlib.contextmanager
     def handshaking(self, socket):
@@ -74,6 +98,13 @@ class UserSockets:
             if socket.user_id == user_id and socket.opened_with(jti, issued_before):
                 socket.refuse(NotAuthenticated("The token has been revoked.", code="token_revoked"))
 
+    async def recheck(self, still_valid):
+        """Closes (4401) the open sockets whose token was revoked meanwhile: after endings from
+        other processes may have been missed (Redis was away). `still_valid(user_id, jti, iat)`."""
+        for socket in [socket for sockets in list(self.by_user.values()) for socket in sockets]:
+            if not await still_valid(socket.user_id, socket.token_id, socket.token_issued_at):
+                socket.close(CLOSE_TOKEN_REVOKED, "token revoked")
+
 
 class UserSocket(tornado.websocket.WebSocketHandler):
     """A WebSocket opened by a signed-in user. Subclasses call `_check_request`,
@@ -85,6 +116,7 @@ class UserSocket(tornado.websocket.WebSocketHandler):
         self.services = services
         self.route_name = route
         self.refusal = None  # an ending that landed during the handshake (UserSockets.handshaking)
+        self.holds_slot = False  # counted in the connections shared by several processes
         self._expiry = None
 
     def set_default_headers(self):

@@ -4,15 +4,13 @@ Redis going away and coming back during traffic, a process killed with kill -9."
 import asyncio
 import time
 import types
-import uuid
 
 import pytest
 
 from cluster.presence import GHOST_BOUND_SECONDS
 from domain.validation import schema_validator
 from tests.chat_client import ChatClient, eventually
-from tests.conftest import PASSWORD
-from tests.event_builders import event_body
+from tests.processes import ServerProcesses, base_url, bearer, published_event, registered
 from tests.running_server import RunningServer
 
 pytestmark = pytest.mark.gen_test(timeout=120)
@@ -20,70 +18,30 @@ pytestmark = pytest.mark.gen_test(timeout=120)
 VALIDATOR = types.SimpleNamespace(validator=schema_validator())  # frames checked against their schemas
 
 
-class Cluster:
-    """Server processes on one SQLite file and one Redis, as the README's "Running several
-    processes" starts them; `event` and its members are made through the first one."""
-
-    def __init__(self, redis_server, directory, count):
-        self.database = str(directory / "events.sqlite3")
-        self.redis_url = redis_server.url
-        self.secret = uuid.uuid4().hex * 2
-        self.servers = []
-        for _ in range(count):
-            self.add()
-
-    def add(self):
-        # One key for all: a token from one process is good on every other.
-        server = RunningServer({"REDIS_URL": self.redis_url, "SQLITE_PATH": self.database,
-                                "SECRET_KEY": self.secret, "JWT_SECRET_KEY": self.secret,
-                                "CHAT_MESSAGES_PER_SECOND": "1000", "CHAT_BURST": "1000"})
-        server.start()
-        self.servers.append(server)
-        return server
-
-    def close(self):
-        for server in self.servers:
-            server.close()
-
-    def register(self, role="attendee"):
-        name = f"{role[:4]}_{uuid.uuid4().hex[:8]}"
-        status, reply = self.servers[0].request("POST", "/api/v1/auth/register", {
-            "username": name, "email": f"{name}@example.com", "password": PASSWORD, "role": role})
-        assert status == 201, reply
-        return reply["data"]["user"], reply["data"]["token"]
+class Cluster(ServerProcesses):
+    """Three processes (tests/processes.py); an event and its members are made through the first."""
 
     def event_with_members(self, attendees):
-        """(event id, [(user, token)], the organizer first)."""
-        organizer = self.register("organizer")
-        status, reply = self.servers[0].request("POST", "/api/v1/events", event_body(),
-                                                headers={"Authorization": f"Bearer {organizer[1]}"})
-        assert status == 201, reply
-        event_id = reply["data"]["id"]
-        members = [organizer]
-        for _ in range(attendees):
-            user, token = self.register()
-            status, reply = self.servers[0].request("POST", f"/api/v1/events/{event_id}/rsvp",
-                                                    headers={"Authorization": f"Bearer {token}"})
-            assert status == 200, reply
-            members.append((user, token))
-        return event_id, members
+        """(event id, [({"id": user id}, token)], the organizer first)."""
+        members = [registered(self[0], "organizer")] + [registered(self[0]) for _ in range(attendees)]
+        event_id = published_event(self[0], members[0][0], *[token for token, _ in members[1:]])
+        return event_id, [({"id": user_id}, token) for token, user_id in members]
 
     async def connect(self, server, event_id, token):
-        return await ChatClient.connect(f"http://127.0.0.1:{server.port}", VALIDATOR, event_id, token)
+        return await ChatClient.connect(base_url(server), VALIDATOR, event_id, token)
 
     def stored(self, event_id, token):
         """The room's messages in stored order, read through the REST history."""
-        status, reply = self.servers[-1].request("GET", f"/api/v1/events/{event_id}/messages?limit=100",
-                                                 headers={"Authorization": f"Bearer {token}"})
+        status, reply = self[-1].request("GET", f"/api/v1/events/{event_id}/messages?limit=100",
+                                         headers=bearer(token))
         assert status == 200, reply
         return [message["id"] for message in reply["data"]["items"]][::-1]
 
 
 @pytest.fixture
-def cluster(redis_server, tmp_path):
-    running = Cluster(redis_server, tmp_path, 3)
-    yield running
-    running.close()
+def cluster(redis_server):
+    with Cluster(3, redis_server.url, {"CHAT_MESSAGES_PER_SECOND": "1000", "CHAT_BURST": "1000"}) as running:
+        yield running
 
 
 def ready(server):
@@ -99,7 +57,7 @@ def metric(server, name):
 async def test_members_on_three_processes_receive_every_message_in_one_order_the_stored_one(cluster):
     event_id, members = cluster.event_with_members(attendees=2)
     clients = []
-    for server, (_, token) in zip(cluster.servers, members):
+    for server, (_, token) in zip(cluster, members):
         client = await cluster.connect(server, event_id, token)
         await client.join()
         clients.append(client)
@@ -116,7 +74,7 @@ async def test_members_on_three_processes_receive_every_message_in_one_order_the
 async def test_a_client_reconnecting_with_since_to_another_process_gets_exactly_what_it_missed(cluster):
     event_id, members = cluster.event_with_members(attendees=2)
     (_, talker_token), (_, other_token), (_, listener_token) = members
-    a, b, c = cluster.servers
+    a, b, c = cluster
     talker, other = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, other_token)
     await talker.join()
     await other.join()
@@ -137,7 +95,7 @@ async def test_a_client_reconnecting_with_since_to_another_process_gets_exactly_
 
 async def test_joining_on_one_process_while_two_others_send_misses_nothing_and_doubles_nothing(cluster):
     event_id, members = cluster.event_with_members(attendees=3)
-    a, b, c = cluster.servers
+    a, b, c = cluster
     talkers = [await cluster.connect(server, event_id, token) for server, (_, token) in zip((a, b), members)]
     witness = await cluster.connect(c, event_id, members[2][1])
     for client in (*talkers, witness):
@@ -157,7 +115,7 @@ async def test_joining_on_one_process_while_two_others_send_misses_nothing_and_d
 async def test_presence_counts_a_user_once_across_processes(cluster):
     event_id, members = cluster.event_with_members(attendees=1)
     (_, watcher_token), (user, token) = members
-    a, b, _ = cluster.servers
+    a, b, _ = cluster
     watcher = await cluster.connect(a, event_id, watcher_token)
     await watcher.join()
     on_a = await cluster.connect(a, event_id, token)
@@ -178,7 +136,7 @@ async def test_presence_counts_a_user_once_across_processes(cluster):
 async def test_a_process_killed_with_kill_9_leaves_no_ghost_presence_past_the_bound(cluster):
     event_id, members = cluster.event_with_members(attendees=1)
     (_, watcher_token), (user, token) = members
-    a, doomed, _ = cluster.servers
+    a, doomed, _ = cluster
     watcher = await cluster.connect(a, event_id, watcher_token)
     await watcher.join()
     ghost = await cluster.connect(doomed, event_id, token)
@@ -198,7 +156,7 @@ async def test_a_process_killed_with_kill_9_leaves_no_ghost_presence_past_the_bo
 async def test_redis_stopped_and_restarted_during_traffic_loses_nothing_and_everyone_catches_up(
         cluster, redis_server):
     event_id, members = cluster.event_with_members(attendees=2)
-    a, b, c = cluster.servers
+    a, b, c = cluster
     on_a, on_b = await cluster.connect(a, event_id, members[0][1]), await cluster.connect(b, event_id, members[1][1])
     for client in (on_a, on_b):
         await client.join()
