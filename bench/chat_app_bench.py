@@ -15,6 +15,11 @@ CPU printed beside the server's), measures:
    per connection (users and events are created before the baseline is taken).
 
     python -m bench.chat_app_bench [--part fanout|storage|idle|all] [--idle-connections N]
+                                   [--scenario room1000 ...] [--reference DIR]
+
+`--reference DIR`: the fan-out tables also measure the application in DIR, another checkout of
+this repository (e.g. `git worktree add DIR main`), first, as the baseline of the comparison line:
+a change's cost beside today's figure, in the same run on the same machine.
 
 Figures only, no assertions.
 """
@@ -149,6 +154,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=["all", "fanout", "storage", "idle"], default="all")
     parser.add_argument("--idle-connections", type=int, default=10_000)
+    parser.add_argument("--scenario", choices=list(SCENARIOS), action="append",
+                        help="fan-out scenarios to run (repeatable; default: all)")
+    parser.add_argument("--reference", metavar="DIR", help="another checkout whose application is measured too")
     args = parser.parse_args()
     limit = raise_open_file_limit()
     pin = (os.cpu_count() or 1) >= 2
@@ -161,9 +169,14 @@ def main():
     app_slow_store = ("app+2ms", APP_SLOW_STORE, app_roster)
 
     if args.part in ("all", "fanout"):
-        for scenario in SCENARIOS.values():
+        # The checkout's own server script, which puts its checkout first on sys.path.
+        reference = (("app@ref", f"{PYTHON} {shlex.quote(os.path.join(args.reference, 'bench', 'chat_app_server.py'))}"
+                      " --port {port}", app_roster),) if args.reference else ()
+        servers = (*reference, app) if reference else (bare, app)
+        for name in args.scenario or SCENARIOS:
+            scenario = SCENARIOS[name]
             print_fanout_table(scenario, [bench_server(name, command, scenario, roster, pin)
-                                          for name, command, roster in (bare, app)])
+                                          for name, command, roster in servers])
             sys.stdout.flush()
     if args.part in ("all", "storage"):
         print_fanout_table(BUSY_ROOM, [bench_busy_room(*server, pin) for server in (bare, app, app_slow_store)])

@@ -536,8 +536,8 @@ def print_fanout_table(scenario: Scenario, results: list[ServerResult]) -> None:
             other.max_rate.delivered_per_server_cpu_s / base.max_rate.delivered_per_server_cpu_s
         )
         print(
-            f"{other.server}/{base.server} at max rate: {ratio:.1f}x deliveries per second, "
-            f"{efficiency:.1f}x deliveries per server CPU-second"
+            f"{other.server}/{base.server} at max rate: {ratio:.2f}x deliveries per second, "
+            f"{efficiency:.2f}x deliveries per server CPU-second"
         )
 
 

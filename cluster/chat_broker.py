@@ -67,8 +67,9 @@ class RedisBroker:
         self.feed.offer(event_id, previous_id, items)
         self._send(BATCH + event_id, f"{self.process} {previous_id or '-'} {json.dumps(items, separators=(',', ':'))}")
 
-    def relay(self, event_id, payload):
-        self.hub.broadcast(event_id, payload)
+    def relay(self, event_id, payload, skip=None):
+        # `skip` is a connection of this process; on the others the sender has none to skip.
+        self.hub.broadcast(event_id, payload, skip=skip)
         self._send(RELAY + event_id, f"{self.process} {encode_json(payload)}")
 
     def joined(self, event_id, user):

@@ -1,6 +1,7 @@
 """Endings of sockets on every process: a logout or password reset (tokens revoked), an RSVP
-cancelled and an event deleted close the affected sockets, and refuse the handshakes in progress,
-on whichever process they are open, with the same close codes (4401, 4403, 4404).
+cancelled, a removal from an event's chat by its organizer and an event deleted close the affected
+sockets, and refuse the handshakes in progress, on whichever process they are open, with the same
+close codes (4401, 4403, 4404).
 
 The process where the ending happens applies it at once through its own listeners, as one process
 alone does, and publishes it on the `endings` channel (cluster/channel.py); every other process
@@ -16,6 +17,7 @@ channel.RETRY_SECONDS and one pass over the open sockets.
 import logging
 
 from cluster.channel import Channel
+from domain.times import parse_iso, to_iso
 
 log = logging.getLogger("cluster")
 
@@ -25,8 +27,8 @@ class ClusterEndings:
     to endings from other processes. `recheck`: an async callable closing what endings missed
     meanwhile would have closed. `failures`: a counter (prometheus) of Redis failures by part."""
 
-    def __init__(self, client, revoked, left, deleted, recheck, failures):
-        self.listeners = {"revoked": revoked, "left": left, "deleted": deleted}
+    def __init__(self, client, revoked, left, deleted, moderated, recheck, failures):
+        self.listeners = {"revoked": revoked, "left": left, "deleted": deleted, "moderated": moderated}
         self.channel = Channel(client, "endings", self._apply, failures, "endings", resubscribed=recheck)
         self.start, self.stop = self.channel.start, self.channel.stop
 
@@ -42,7 +44,14 @@ class ClusterEndings:
     def deleted(self, event_id):
         self.channel.publish({"kind": "deleted", "args": [event_id], "kwargs": {}})
 
+    def moderated(self, event_id, user_id, action, until):
+        # A removal closes the user's sockets on every process; a mute's end goes as text.
+        self.channel.publish({"kind": "moderated", "args": [event_id, user_id, action],
+                              "kwargs": {"until": to_iso(until)}})
+
     def _apply(self, ending):
+        if ending["kind"] == "moderated":
+            ending["kwargs"]["until"] = parse_iso(ending["kwargs"]["until"])
         for listener in self.listeners[ending["kind"]]:
             try:
                 listener(*ending["args"], **ending["kwargs"])

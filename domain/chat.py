@@ -1,17 +1,20 @@
 """Chat history: who may chat in an event, the rule for a message's text, and the message log.
 
-A message record (domain/repositories.py, `Messages`): id, event_id, user_id, username, text,
-timestamp, client_msg_id. A room's order is the order of ids, which the store hands out
-increasing in the order messages are stored, so "everything after message X" is `after(X)`.
+A room's log (domain/repositories.py, `Messages`) holds its messages and the changes to them
+(edits, deletions), each an entry with an id from one sequence. A room's order is the order of
+ids, which the store hands out increasing in the order entries are stored, so "everything
+after entry X" is `after(X)`.
 
 Contract of the log, enforced by one writer task per busy room in a process (`MessageLog._write`):
-- a batch is published only after it is stored, with the id of the room's message stored just
-  before it (read by the store in the same atomic step that drew the batch's ids), and one
-  process publishes a room's batches in the order of their ids;
+- a batch (of messages, or of changes) is published only after it is stored, as the frames
+  `new_message`, `message_edited`, `message_deleted`, with the id of the room's entry stored
+  just before it (read by the store in the same atomic step that drew the batch's ids), and
+  one process publishes a room's batches in the order of their ids;
 - a `client_msg_id` is stored once per sender and room (`Messages.append` keeps that across
   restarts); sending it again gives back the stored message instead of a second one.
 Delivery in one order on every process, and replays that meet it exactly, are the room feed's
-(domain/chat_feed.py), which follows that chain of "stored just before" ids.
+(domain/chat_feed.py), which follows that chain of "stored just before" ids, messages and
+changes alike.
 """
 import asyncio
 import dataclasses
@@ -33,6 +36,11 @@ MAX_CATCH_UP = 500
 MAX_BATCH = 500
 NOT_STORED = "The message was not stored; send it again with the same client_msg_id."
 NOT_A_MEMBER = "Only the organizer and RSVPed users can read and write this chat."
+REMOVED = "The organizer removed you from this chat."
+# GET /api/v1/users/me/chats: the user's newest events, and how far each unread count is counted
+# (a count of the index range after the marker, stopped here, so it costs at most this much).
+MAX_CHATS = 200
+MAX_UNREAD_COUNT = 999
 
 
 def clean_text(text):
@@ -57,7 +65,8 @@ def _storable(text):
 
 
 def message_json(message):
-    """The contract's Message object from a message record."""
+    """The contract's Message object from a message record: a deleted one is a tombstone, its
+    text empty."""
     shown = {
         "id": message["id"],
         "event_id": message["event_id"],
@@ -68,17 +77,61 @@ def message_json(message):
     }
     if message["client_msg_id"] is not None:
         shown["client_msg_id"] = message["client_msg_id"]
+    if message.get("edited_at") is not None:
+        shown["edited_at"] = to_iso(message["edited_at"])
+    if message.get("deleted_at") is not None:
+        shown["deleted"] = True
+        shown["deleted_at"] = to_iso(message["deleted_at"])
     return shown
+
+
+def entry_frame(record):
+    """The server frame announcing a log entry: new_message, message_edited or message_deleted.
+    The one rendering of the live path (MessageLog) and of reads from the store (the room feed's
+    gap fills), so both give the same frames."""
+    if record.get("kind", "message") == "message":
+        return {"type": "new_message", "message": message_json(record)}
+    return change_json(record)
+
+
+def entry_id(frame):
+    """The id of the log entry a frame of `entry_frame` announces: the room feed's chain."""
+    return frame["message"]["id"] if frame["type"] == "new_message" else frame["id"]
+
+
+def change_json(change):
+    """The server frame of a change record: message_edited or message_deleted."""
+    if change["kind"] == "edit":
+        return {"type": "message_edited", "id": change["id"], "event_id": change["event_id"],
+                "message_id": change["message_id"], "text": change["text"] or "",
+                "edited_at": to_iso(change["timestamp"])}
+    return {"type": "message_deleted", "id": change["id"], "event_id": change["event_id"],
+            "message_id": change["message_id"], "deleted_by": change["user_id"] or "",
+            "deleted_at": to_iso(change["timestamp"])}
+
+
+async def chats_of(store, user_id):
+    """The user's event chats (GET /api/v1/users/me/chats), those with the newest message first,
+    then the silent ones, newest event first."""
+    chats = await store.messages.chats(user_id, MAX_CHATS, MAX_UNREAD_COUNT)
+    items = [{"event_id": chat["event_id"], "title": chat["title"] or "", "last_read_id": chat["last_read_id"],
+              "unread_count": chat["unread_count"],
+              "last_message": None if chat["last_message"] is None else message_json(chat["last_message"])}
+             for chat in chats]
+    items.sort(key=lambda chat: chat["last_message"]["id"] if chat["last_message"] else "", reverse=True)
+    return {"items": items}
 
 
 async def check_chat_member(store, event_id, user_id):
     """Raises NotFound or Forbidden unless `user_id` may use the event's chat: its organizer
-    or an RSVPed user."""
+    or an RSVPed user, not removed from the chat by the organizer (domain/moderation.py)."""
     member = await store.events.is_member(event_id, user_id)
     if member is None:
         raise NotFound("There is no such event.", code="event_not_found")
     if not member:
         raise Forbidden(NOT_A_MEMBER, code="not_a_member")
+    if (await store.messages.standing(event_id, user_id, utcnow()))["removed"]:
+        raise Forbidden(REMOVED, code="removed_from_chat")
 
 
 @dataclasses.dataclass(eq=False)
@@ -95,17 +148,27 @@ class _Post:
 
 
 @dataclasses.dataclass(eq=False)
+class _Change:
+    kind: str
+    message_id: str
+    author_id: str
+    text: str
+    result: asyncio.Future
+
+
+@dataclasses.dataclass(eq=False)
 class _Room:
     posts: list = dataclasses.field(default_factory=list)
     task: asyncio.Task = None
 
 
 class MessageLog:
-    """Each room's messages: stored in batches, published in stored order.
+    """Each room's log: stored in batches, published in stored order.
 
-    `publish(event_id, messages, previous_id)` is called with each stored batch (Message
-    objects, in order) and the id of the room's message stored just before it (None: the
-    first), before anything else happens in the room; it must not block.
+    `publish(event_id, frames, previous_id)` is called with each stored batch, as the server
+    frames that announce it (`new_message`, `message_edited`, `message_deleted`, in stored order,
+    see `entry_frame`) and the id of the room's entry stored just before it, before anything else
+    happens in the room; it must not block. Replays are the room feed's (domain/chat_feed.py).
     """
 
     def __init__(self, store, publish, clock=utcnow, batch_size=MAX_BATCH):
@@ -128,14 +191,26 @@ class MessageLog:
         self._room(event_id).posts.append(_Post(author_id, username, text, client_msg_id, result))
         return result
 
+    def change(self, event_id, kind, message_id, user_id, text=None):
+        """Queues an edit ("edit", with its new text) or a deletion ("delete") of a message,
+        in the room's one order with its messages. The future gives (frame, repeated) once it is
+        stored and published: the message_edited / message_deleted frame, `repeated` being True
+        when the change was already done (a retry), the frame then being the earlier change's.
+        Refusals (not the author's, no such message, ...) fail the future; bad text raises at once."""
+        if kind == "edit":
+            text = clean_text(text)
+        result = asyncio.get_running_loop().create_future()
+        self._room(event_id).posts.append(_Change(kind, message_id, user_id, text, result))
+        return result
+
     def discard(self, event_id):
         """Drops what the room has queued (its event is gone); a batch being written finishes."""
         room = self._rooms.get(event_id)
         if room is None:
             return
         gone = NotFound("The event was deleted.", code="event_not_found")
-        for post in room.posts:
-            _settle(post.result, error=gone)
+        for item in room.posts:
+            _settle(item.result, error=gone)
         room.posts = []
 
     async def drain(self):
@@ -164,11 +239,12 @@ class MessageLog:
         return room
 
     async def _write(self, event_id, room):
-        """The room's one writer in this process: batch after batch."""
+        """The room's one writer: batches of posts and changes, one after the other."""
         try:
             while room.posts:
                 batch, room.posts = room.posts[:self.batch_size], room.posts[self.batch_size:]
-                await self._store(event_id, batch)
+                for run in _runs(batch):
+                    await (self._store if isinstance(run[0], _Post) else self._apply)(event_id, run)
         finally:
             # No await between the loop's last check and here, so nothing queued is left behind.
             del self._rooms[event_id]
@@ -195,10 +271,13 @@ class MessageLog:
             for post in posts:
                 _settle(post.result, error=Unavailable(NOT_STORED))
             return
-        stored, known = [], {}
+        stored, known, refused = [], {}, {}
         for post, result in zip(fresh, results):
             if result is None:
                 log.error("the database refused a chat message")
+                continue
+            if isinstance(result, Exception):  # the sender is muted, or removed from the chat
+                refused[post.key or post] = result
                 continue
             record, repeated = result
             message = message_json(record)
@@ -208,7 +287,8 @@ class MessageLog:
                 known[post.key] = message
         try:
             if stored:
-                self.publish(event_id, [message for _, message in stored], results.previous_id)
+                self.publish(event_id, [{"type": "new_message", "message": message} for _, message in stored],
+                             results.previous_id)
         except Exception:
             log.exception("publishing chat messages failed")  # they are stored: history has them
         for post, message in stored:
@@ -218,7 +298,45 @@ class MessageLog:
             if post.key in known:
                 _settle(post.result, (known[post.key], True))
             else:
-                _settle(post.result, error=Unavailable(NOT_STORED))
+                _settle(post.result, error=refused.get(post.key or post, Unavailable(NOT_STORED)))
+
+    async def _apply(self, event_id, changes):
+        drafts = [{"kind": change.kind, "message_id": change.message_id, "user_id": change.author_id,
+                   "text": change.text, "timestamp": self.clock()} for change in changes]
+        try:
+            results = await self.store.messages.change(event_id, drafts)
+        except (NotFound, Conflict) as refusal:
+            for change in changes:
+                _settle(change.result, error=refusal)
+            return
+        except Exception as error:
+            if not isinstance(error, StoreUnavailable):
+                log.error("chat storage failed", exc_info=error)
+            for change in changes:
+                _settle(change.result, error=Unavailable("The change was not stored; send it again."))
+            return
+        frames = [None if isinstance(result, Exception) else (change_json(result[0]), result[1]) for result in results]
+        try:
+            published = [frame for frame, repeated in filter(None, frames) if not repeated]
+            if published:
+                self.publish(event_id, published, results.previous_id)
+        except Exception:
+            log.exception("publishing chat changes failed")  # they are stored: replays have them
+        for change, result, frame in zip(changes, results, frames):
+            if frame is None:
+                _settle(change.result, error=result)
+            else:
+                _settle(change.result, frame)
+
+def _runs(batch):
+    """The batch cut into runs of messages and runs of changes, in order: each run is one write."""
+    runs = []
+    for item in batch:
+        if runs and type(runs[-1][0]) is type(item):
+            runs[-1].append(item)
+        else:
+            runs.append([item])
+    return runs
 
 
 def _first_of_each_key(posts):

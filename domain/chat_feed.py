@@ -1,6 +1,15 @@
 """The room feed: each room's stored batches delivered in stored order, whichever process stored
 them and in whatever order they arrive, and replays that meet that delivery exactly.
 
+A room's log holds messages and changes to them (edits, deletions), with ids from one sequence
+(domain/repositories.py, `Messages`); a batch is the frames announcing its entries
+(domain/chat.py `entry_frame`: new_message, message_edited, message_deleted). "Message" below
+means any entry of the log: the chain, the gap fills and the replays' reach are over all of them.
+A gap fill renders what the store holds with the same `entry_frame` as the live path, so the frames
+are the same, but for one thing: a message read from the store is as it is now, so a message
+edited or deleted since shows that already, and its change frames follow (applied again, they
+change nothing).
+
 How one order per room holds across processes. The store draws a batch's ids above the room's
 newest message inside one atomic step (SQLite: the write transaction, under the file's write lock;
 MongoDB: under a lease on the event's head document, see storage/mongo/messages.py), and reads
@@ -32,7 +41,7 @@ import asyncio
 import dataclasses
 import logging
 
-from domain.chat import MAX_CATCH_UP, RECENT_COUNT, message_json
+from domain.chat import MAX_CATCH_UP, RECENT_COUNT, change_json, entry_frame, entry_id, message_json
 from domain.errors import Conflict, InvalidInput, NotFound
 
 log = logging.getLogger("chat")
@@ -75,7 +84,7 @@ class _Room:
 
 
 class RoomFeed:
-    """`deliver(event_id, items)`: hands items (Message objects, in stored order) to the room's
+    """`deliver(event_id, frames)`: hands frames (`entry_frame`s, in stored order) to the room's
     members in this process; it must not block. `following(event_id)`: whether this process still
     has members in the room (the feed forgets a room when it has none). `read_from_store()`: told
     each time a room reads from the store what did not arrive in order."""
@@ -88,8 +97,8 @@ class RoomFeed:
         self._rooms = {}
 
     def offer(self, event_id, previous_id, items):
-        """A stored batch of the room (`items` in id order, `previous_id` the id stored just
-        before the first), from this process or another, in any order, possibly twice."""
+        """A stored batch of the room (`items`: frames in id order, `previous_id` the id stored
+        just before the first), from this process or another, in any order, possibly twice."""
         room = self._rooms.get(event_id)
         if room is None or not items:
             return
@@ -101,12 +110,14 @@ class RoomFeed:
         self._run(event_id, room)
 
     async def replay(self, event_id, since, subscribe):
-        """Calls `subscribe(messages)` between two deliveries of the room, with the last
-        RECENT_COUNT messages (oldest first) or, given a message id `since`, every message after
-        it. A `since` that is not a message of this room fails, as does a gap longer than
-        MAX_CATCH_UP: a replay never silently leaves a hole."""
+        """Calls `subscribe({messages, changes})` between two deliveries of the room: with the
+        last RECENT_COUNT messages (oldest first) as they are now, or, given the id `since` of an
+        entry (a message or a change), every message after it as it is now and, in order, the
+        changes after it to messages at or before it (`changes`, as their frames). A `since` that
+        is not an entry of this room fails, as does a gap longer than MAX_CATCH_UP entries: a
+        replay never silently leaves a hole."""
         if since is not None and not await self.store.messages.exists(event_id, since):
-            raise InvalidInput("`since` is not a message of this chat.", code="unknown_since")
+            raise InvalidInput("`since` is not a message (nor a change) of this chat.", code="unknown_since")
         result = asyncio.get_running_loop().create_future()
         room = self._rooms.get(event_id)
         if room is None:
@@ -153,8 +164,7 @@ class RoomFeed:
         try:
             while True:
                 if not room.known:
-                    newest = await self.store.messages.latest(event_id, 1)
-                    room.last_id, room.known = (newest[-1]["id"] if newest else None), True
+                    room.last_id, room.known = await self._newest_entry(event_id), True
                 self._take_arrived(event_id, room)
                 if room.waiting and not room.behind:
                     await self._wait_for_gap(event_id, room)
@@ -202,16 +212,17 @@ class RoomFeed:
         """Delivers what continues the chain from last_id; keeps what is further on."""
         arrived, room.arrived = room.arrived, []
         for previous_id, items in arrived:
-            if not _later(items[-1]["id"], room.last_id):
+            if not _later(entry_id(items[-1]), room.last_id):
                 continue  # delivered already
             room.waiting[previous_id] = items
         while room.last_id in room.waiting:
             self._deliver(event_id, room, room.waiting.pop(room.last_id))
-        for previous_id in [key for key, items in room.waiting.items() if not _later(items[-1]["id"], room.last_id)]:
+        for previous_id in [key for key, items in room.waiting.items()
+                            if not _later(entry_id(items[-1]), room.last_id)]:
             del room.waiting[previous_id]
 
     def _deliver(self, event_id, room, items):
-        room.last_id = items[-1]["id"]
+        room.last_id = entry_id(items[-1])
         self.deliver(event_id, items)
 
     async def _read_on(self, event_id, room):
@@ -220,7 +231,7 @@ class RoomFeed:
         while True:
             records = await self.store.messages.after(event_id, room.last_id, CATCH_UP_PAGE)
             if records:
-                self._deliver(event_id, room, [message_json(record) for record in records])
+                self._deliver(event_id, room, [entry_frame(record) for record in records])
             if len(records) < CATCH_UP_PAGE:
                 return
 
@@ -233,8 +244,9 @@ class RoomFeed:
                 histories[since] = await self._history(event_id, since)
             except Exception as error:
                 histories[since] = error
-        reach = max((self._reach(since, history) for since, history in histories.items()
-                     if not isinstance(history, Exception)), default=None, key=lambda value: value or "")
+        reach = max((reach for _, reach in (history for history in histories.values()
+                                            if not isinstance(history, Exception))),
+                    default=None, key=lambda value: value or "")
         if _later(reach, room.last_id):
             await self._read_on(event_id, room)
         for replay in replays:
@@ -242,12 +254,12 @@ class RoomFeed:
             if isinstance(history, Exception):
                 _settle(replay.result, error=history)
                 continue
-            end = self._reach(replay.since, history)
+            history, end = history
             if _later(room.last_id, end):
                 # Delivered by the catch-up above, after what this replay read: added to it.
-                history = history + [message_json(record) for record in
-                                     await self.store.messages.after(event_id, end, MAX_CATCH_UP + 1)
-                                     if not _later(record["id"], room.last_id)]
+                later = await self.store.messages.after(event_id, end, MAX_CATCH_UP + 1)
+                history = _replayed([record for record in later if not _later(record["id"], room.last_id)],
+                                    history)
             try:
                 replay.subscribe(history)
             except Exception as error:
@@ -256,21 +268,58 @@ class RoomFeed:
                 continue
             _settle(replay.result, None)
 
-    @staticmethod
-    def _reach(since, history):
-        """The last message a replay covers."""
-        return history[-1]["id"] if history else since
+    async def _newest_entry(self, event_id):
+        """The id of the room's newest entry: its newest message, or a change after it."""
+        newest = await self.store.messages.latest(event_id, 1)
+        last_id = newest[-1]["id"] if newest else None
+        while last_id is not None:
+            later = await self.store.messages.after(event_id, last_id, CATCH_UP_PAGE)
+            if not later:
+                break
+            last_id = later[-1]["id"]
+        return last_id
 
     async def _history(self, event_id, since):
+        """(the replay, the id of the last entry it covers)."""
         if since is None:
-            messages = await self.store.messages.latest(event_id, RECENT_COUNT)
-        else:
-            messages = await self.store.messages.after(event_id, since, MAX_CATCH_UP + 1)
-            if len(messages) > MAX_CATCH_UP:
-                raise Conflict(f"More than {MAX_CATCH_UP} messages were missed: read them with "
-                               "GET /api/v1/events/<id>/messages, then join without `since`.",
-                               code="too_far_behind")
-        return [message_json(message) for message in messages]
+            return await self._recent(event_id)
+        entries = await self.store.messages.after(event_id, since, MAX_CATCH_UP + 1)
+        if len(entries) > MAX_CATCH_UP:
+            raise Conflict(f"More than {MAX_CATCH_UP} messages were missed: read them with "
+                           "GET /api/v1/events/<id>/messages, then join without `since`.",
+                           code="too_far_behind")
+        return _replayed(entries, {"messages": [], "changes": []}), (entries[-1]["id"] if entries else since)
+
+    async def _recent(self, event_id):
+        """The last RECENT_COUNT messages as they are now, and the room's newest entry: their
+        newest, or what the log holds after it (changes to them, or a message stored
+        meanwhile). When changes follow, the messages, read before those changes, are read again
+        (up to that newest entry): a change stored between the two reads is then shown in its
+        message rather than lost. A change after that entry that the second read already shows
+        is also delivered after the replay: applying it twice changes nothing."""
+        messages = await self.store.messages.latest(event_id, RECENT_COUNT)
+        reach = messages[-1]["id"] if messages else None
+        entries = [] if reach is None else await self.store.messages.after(event_id, reach, MAX_CATCH_UP)
+        if entries:
+            reach = entries[-1]["id"]
+            if any(entry["kind"] != "message" for entry in entries):
+                messages = await self.store.messages.latest(event_id, RECENT_COUNT + len(entries))
+            else:
+                messages = messages + entries
+            messages = [message for message in messages if not _later(message["id"], reach)][-RECENT_COUNT:]
+        return {"messages": [message_json(message) for message in messages], "changes": []}, reach
+
+
+def _replayed(entries, history):
+    """`history` ({messages, changes}) followed by the log's `entries` (one read, oldest first):
+    their messages as they are now, and the changes to messages not among them. A message read
+    with its changes shows them already; an edit whose message was deleted since has lost its
+    text, and the deletion follows it."""
+    messages = [message_json(entry) for entry in entries if entry["kind"] == "message"]
+    shown = {message["id"] for message in messages}
+    changes = [change_json(entry) for entry in entries if entry["kind"] != "message"
+               and entry["message_id"] not in shown and not (entry["kind"] == "edit" and entry["text"] is None)]
+    return {"messages": history["messages"] + messages, "changes": history["changes"] + changes}
 
 
 def _settle(future, value=None, error=None):

@@ -23,7 +23,8 @@ import abc
 import dataclasses
 import datetime
 
-from domain.errors import Conflict
+from domain.errors import Conflict, Forbidden, NotFound
+from domain.times import to_iso
 
 
 class AlreadyTaken(Exception):
@@ -292,24 +293,76 @@ def cancelled_chat():
 
 
 class Appended(list):
-    """What Messages.append returns: the list of results, and `previous_id`, the id of the event's
-    newest message before the batch (None: there was none), read in the same atomic step in
-    which the batch's ids were drawn. Several processes follow a room by that chain: a batch
-    whose previous_id is not the last message they delivered has one before it still to come
-    (domain/chat_feed.py)."""
+    """What Messages.append and Messages.change return: the list of results, and `previous_id`,
+    the id of the event's newest entry (message or change) before the batch (None: there was
+    none), read in the same atomic step in which the batch's ids were drawn. Several processes
+    follow a room by that chain: a batch whose previous_id is not the last entry they delivered
+    has one before it still to come (domain/chat_feed.py)."""
 
     def __init__(self, results, previous_id):
         super().__init__(results)
         self.previous_id = previous_id
 
 
+def no_such_message():
+    return NotFound("There is no such message in this chat.", code="message_not_found")
+
+
+def unchanged_text():
+    return Conflict("The message already has this text.", code="unchanged")
+
+
+def change_refusal(target, draft, organizer_id):
+    """Why Messages.change refuses the change `draft` of the message record `target` in an event
+    organized by `organizer_id`, or None: the same rule in every adapter, applied to what the
+    adapter read in the change's own write (see Messages.change)."""
+    own = target["user_id"] == draft["user_id"]
+    if draft["kind"] == "edit":
+        if not own:
+            return Forbidden("Only its author can edit a message.", code="not_your_message")
+        if target["deleted_at"] is not None:
+            return Conflict("The message was deleted.", code="message_deleted")
+    elif not own and draft["user_id"] != organizer_id:
+        return Forbidden("Only its author or the event's organizer can delete a message.", code="not_your_message")
+    return None
+
+
+def chat_refusal(draft, muted_until, removed, now):
+    """Why a user's draft (a message, or a change as Messages.change takes it) may not be stored,
+    given their standing in the chat, or None: removed users write nothing; muted ones read, and
+    may delete their own messages, but neither send nor edit. Applied by `append` and `change`
+    to the standing read in their own write, so that a mute lands between two messages."""
+    if removed:
+        return Forbidden("You were removed from this chat by its organizer.", code="removed_from_chat")
+    if muted_until is not None and muted_until > now and draft.get("kind") != "delete":
+        left = (muted_until - now).total_seconds()
+        return Forbidden("You are muted in this chat.", code="muted", muted_until=to_iso(muted_until),
+                         retry_after=round(left, 3))
+    return None
+
+
+def change_repeats(target, draft):
+    """Whether the change is already done: a deleted message deleted again, or a message edited
+    to the text it has (a retried edit). Messages.change then gives back the earlier change."""
+    if draft["kind"] == "delete":
+        return target["deleted_at"] is not None
+    return target["text"] == draft["text"]
+
+
 class Messages(abc.ABC):
-    """Chat messages of each event. A message record: id, event_id, user_id, username, text,
-    timestamp, client_msg_id (or None). Within an event, ids increase in the order messages are
-    stored, also across restarts and across processes appending to one event at the same moment:
-    SQLite hands ids out under the file's write lock, the MongoDB adapter under a lease on the
-    event's head document (storage/mongo/messages.py). So whoever reads a message also can read
-    every message of the event with a smaller id."""
+    """Chat messages of each event, and the changes to them, in one log per event.
+
+    A message record: id, event_id, kind ("message"), user_id, username, text (None once
+    deleted), timestamp, client_msg_id (or None), edited_at (None unless edited), deleted_at (None
+    unless deleted): the message as it is now. A change record: id, event_id, kind ("edit" or
+    "delete"), message_id (the message changed), user_id (who changed it), text (the new text of
+    an edit; None for a deletion, and for an edit of a message deleted since), timestamp.
+    Changes take their ids from the same sequence as messages. Within an event, ids increase in
+    the order entries are stored, also across restarts and across processes writing to one event
+    at the same moment: SQLite hands ids out under the file's write lock, the MongoDB adapter under
+    a lease on the event's head document (storage/mongo/messages.py), for `append` and `change`
+    alike. So whoever reads an entry also can read every entry of the event with a smaller id,
+    and the entries form one chain (`Appended.previous_id`)."""
 
     @abc.abstractmethod
     async def append(self, event_id, drafts):
@@ -319,8 +372,9 @@ class Messages(abc.ABC):
 
         Returns an `Appended` list parallel to `drafts`: (message record, False) for a draft stored now,
         (the earlier message record, True) for one whose (user_id, client_msg_id) was already
-        stored in this event (a client_msg_id is stored once per sender and event), or None for
-        a draft the database refused on its own (the others are still stored).
+        stored in this event (a client_msg_id is stored once per sender and event), the
+        DomainError of `chat_refusal` for a draft of a muted or removed user (not stored), or None
+        for a draft the database refused on its own (the others are still stored).
         Raises domain.errors.NotFound, having stored nothing, when the event does not exist
         (deleted while the batch waited): SQLite checks it in the batch's transaction; MongoDB
         checks it just before inserting, so a batch racing the deletion may still be stored,
@@ -332,16 +386,35 @@ class Messages(abc.ABC):
         never a second copy."""
 
     @abc.abstractmethod
+    async def change(self, event_id, drafts):
+        """Stores the changes ({kind: "edit" or "delete", message_id, user_id, text (edits),
+        timestamp}) in their order, each with an id after every stored entry of the event, and
+        applies each to its message (an edit sets text and edited_at; a deletion clears the text
+        of the message and of its edits, and sets deleted_at).
+
+        Returns an `Appended` list parallel to `drafts` (its previous_id: the event's newest entry
+        before the batch, as for `append`): (change record, False) for a change stored now;
+        (the latest earlier change of that kind, True) for one already done (`change_repeats`);
+        or a DomainError for a change refused alone: `no_such_message`, `change_refusal`,
+        `unchanged_text` (an edit to the text the message had from the start), `chat_refusal`.
+        Who may change what is checked against the message as it is in the same write as the
+        change. A deletion of someone else's message (by the organizer) is logged as a
+        "delete_message" action (see `moderate`), in the same write on SQLite.
+        Raises NotFound / Conflict (event_cancelled) as `append` does. SQLite stores the batch
+        in one transaction; MongoDB stores each change then updates its message (see there)."""
+
+    @abc.abstractmethod
     async def exists(self, event_id, message_id):
-        """Whether `message_id` is a message of the event."""
+        """Whether `message_id` is an entry of the event's log: a message or a change."""
 
     @abc.abstractmethod
     async def latest(self, event_id, limit):
-        """The event's last `limit` messages, oldest first."""
+        """The event's last `limit` messages (not changes), oldest first."""
 
     @abc.abstractmethod
     async def after(self, event_id, message_id, limit):
-        """The event's messages with ids after `message_id` (None: from the first), oldest first."""
+        """The event's log entries (messages and changes) with ids after `message_id` (None: from
+        the first), oldest first: what a client that has seen `message_id` has missed."""
 
     @abc.abstractmethod
     async def before(self, event_id, message_id, limit):
@@ -350,6 +423,38 @@ class Messages(abc.ABC):
     @abc.abstractmethod
     async def counts(self, event_ids):
         """{event id: number of messages} for every id in `event_ids` (0 when none)."""
+
+    @abc.abstractmethod
+    async def moderate(self, event_id, action, user_id, actor_id, at, until=None):
+        """Atomic: applies an organizer's action to a user's standing in the event's chat —
+        "mute" (until `until`), "unmute", "remove", "allow" (back after a removal) — and logs it,
+        in one write. Returns the action record: id, event_id, action, user_id, actor_id,
+        message_id (None here; set for the "delete_message" actions that `change` logs when the
+        organizer deletes someone else's message), until (or None), at. Action ids increase in
+        the order actions are logged."""
+
+    @abc.abstractmethod
+    async def standing(self, event_id, user_id, now):
+        """{"muted_until": the end of the user's mute if it is after `now`, else None,
+        "removed": whether the user is removed from the event's chat}."""
+
+    @abc.abstractmethod
+    async def actions(self, event_id, before_id, limit):
+        """The event's moderation log, newest first: the action records with ids before
+        `before_id` (None: from the newest)."""
+
+    @abc.abstractmethod
+    async def mark_read(self, event_id, user_id, message_id):
+        """Atomic: the user's read marker in the event becomes `message_id` if that is after the
+        marker (a marker never moves back). Returns the marker after the call, or None when
+        `message_id` is no entry of the event's log (nothing is stored)."""
+
+    @abc.abstractmethod
+    async def chats(self, user_id, limit, unread_cap):
+        """The chats of the `limit` newest events (by id) that the user organizes or has RSVPed
+        to, newest first: {event_id, title, last_read_id (or None), unread_count, last_message
+        (message record or None)}. `unread_count` counts the messages after the marker that
+        are not the user's own nor deleted, up to `unread_cap`."""
 
 
 # --- follows and the feed -----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from domain.calendar import Calendars
 from domain.events import Events
 from domain.gallery import Gallery
 from domain.mailer import make_mailer
+from domain.moderation import ChatModeration
 from domain.notifications import Notifier
 from domain.passwords import PasswordHasher
 from domain.photo_workers import PhotoWorkers
@@ -19,8 +20,8 @@ from domain.repositories import Store
 from domain.storage import make_storage
 from domain.tokens import TokenIssuer
 from domain.validation import Validator, schema_validator
-from handlers import (attendees, auth, calendar, chat, docs_page, events, feed, messages, metrics, notifications,
-                      openapi, ops, photos, reset_page, users)
+from handlers import (attendees, auth, calendar, chat, docs_page, events, feed, messages, metrics, moderation,
+                      notifications, openapi, ops, photos, reset_page, users)
 from handlers.base import NotFoundHandler
 from handlers.logs import log_request
 from handlers.metrics import ServerMetrics
@@ -39,6 +40,7 @@ class Services:
     photo_workers: PhotoWorkers
     gallery: Gallery
     chat: chat.ChatService
+    moderation: ChatModeration
     notifications: notifications.NotificationService
     calendars: Calendars
     redis: object = None  # a redis.asyncio client when REDIS_URL is set (cluster/), else None
@@ -71,16 +73,17 @@ def build_services(settings, store=None, mailer=None):
     redis = cluster.connect(settings.redis_url)
     chat_service = chat.ChatService(settings, store, server_metrics, redis)
     revoked = [chat_service.sockets.close_revoked, notification_service.sockets.close_revoked]
-    left, deleted = [chat_service.close_member], [chat_service.close_event]
+    left, deleted, moderated = [chat_service.close_member], [chat_service.close_event], [chat_service.moderated]
     accounts.revocation_listeners.extend(revoked)
     events_service.deleted_listeners.extend(deleted)
     events_service.deleted_cleanups.append(gallery.delete_event_photos)
     events_service.left_listeners.extend(left)
     events_service.online_counter = chat_service.online_count
+    chat_moderation = ChatModeration(store, list(moderated))
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
-                        chat=chat_service, notifications=notification_service, calendars=Calendars(store, settings),
-                        redis=redis,
+                        chat=chat_service, moderation=chat_moderation, notifications=notification_service,
+                        calendars=Calendars(store, settings), redis=redis,
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.background.drain,
                                                                 notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
@@ -90,7 +93,7 @@ def build_services(settings, store=None, mailer=None):
         # The chat's broker was made Redis's by ChatService (cluster/chat_broker.py).
         services.startup_hooks.append(chat_service.broker.start)
         services.shutdown_hooks.append(chat_service.broker.close)
-        share_endings(services, revoked, left, deleted)
+        share_endings(services, revoked, left, deleted, moderated)
         share_pushes(services)
         share_limits(services)
     return services
@@ -107,7 +110,7 @@ def share_limits(services):
     services.shutdown_hooks.append(limits.stop)
 
 
-def share_endings(services, revoked, left, deleted):
+def share_endings(services, revoked, left, deleted, moderated):
     """Several processes: endings happening here are published to the others, and theirs are
     applied here through the same listeners (cluster/endings.py)."""
     async def recheck():
@@ -115,10 +118,12 @@ def share_endings(services, revoked, left, deleted):
         await services.notifications.sockets.recheck(services.accounts.still_valid)
         await services.chat.recheck_members()
 
-    endings = ClusterEndings(services.redis, revoked, left, deleted, recheck, services.metrics.redis_failures)
+    endings = ClusterEndings(services.redis, revoked, left, deleted, moderated, recheck,
+                             services.metrics.redis_failures)
     services.accounts.revocation_listeners.append(endings.revoked)
     services.events.deleted_listeners.append(endings.deleted)
     services.events.left_listeners.append(endings.left)
+    services.moderation.listeners.append(endings.moderated)
     services.startup_hooks.append(endings.start)
     services.shutdown_hooks.append(endings.stop)
 
@@ -146,7 +151,8 @@ def route_table():
     """(pattern, handler class) for every route; the OpenAPI document is built from this too."""
     # auth before users: /api/v1/users/me must win over /api/v1/users/<id>.
     return [*auth.ROUTES, *calendar.ROUTES, *users.ROUTES, *events.ROUTES, *attendees.ROUTES, *photos.ROUTES,
-            *messages.ROUTES, *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES, *openapi.ROUTES,
+            *messages.ROUTES, *moderation.ROUTES, *chat.ROUTES, *notifications.ROUTES, *feed.ROUTES, *ops.ROUTES,
+            *openapi.ROUTES,
             *metrics.ROUTES, *docs_page.ROUTES, *reset_page.ROUTES]
 
 

@@ -10,15 +10,18 @@ What the chat's socket shares with the other user-level sockets (handshake check
 registry and cap, token endings, pings, bounded writes) is in handlers/sockets.py.
 """
 import asyncio
+import datetime
 import functools
 import json
 import logging
 
-from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, MessageLog,
+from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, REMOVED, MessageLog,
                          check_chat_member)
 from domain.chat_feed import RoomFeed
 from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
 from domain.ratelimit import SharedLimitsDown, TokenBucketLimiter
+from domain.repositories import chat_refusal
+from domain.times import utcnow
 from handlers.chat_broker import LocalBroker
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
@@ -27,10 +30,16 @@ from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY,
 log = logging.getLogger("chat")
 
 CLOSE_NOT_A_MEMBER, CLOSE_EVENT_DELETED = 4403, 4404
-FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend"}
+FRAME_SCHEMAS = {"join_chat": "ChatJoin", "leave_chat": "ChatLeave", "send_message": "ChatSend",
+                 "edit_message": "ChatEdit", "delete_message": "ChatDelete", "mark_read": "ChatMarkRead",
+                 "typing": "ChatTyping"}
 SEND_FIELDS = frozenset(("type", "text", "client_msg_id"))
 MAX_CLIENT_MSG_ID = 64  # as in schemas/ChatSend.json
 IDLE, JOINING, JOINED = "idle", "joining", "joined"
+# A typing indicator: shown by the others for TYPING_EXPIRES seconds unless renewed; at most one
+# relayed per connection per TYPING_EVERY seconds (the ones between are absorbed), so a client
+# may send one per keystroke and the room still gets one every few seconds.
+TYPING_EXPIRES, TYPING_EVERY = 6, 3
 
 
 def _frame_error(code, message, **extra):
@@ -60,10 +69,10 @@ class ChatService:
         self._by_event = {}
         self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
-    def _deliver(self, event_id, messages):
-        for message in messages:
-            self.hub.broadcast(event_id, {"type": "new_message", "message": message})
-        self.metrics.chat_messages_out.inc(len(messages) * len(self.hub.members(event_id)))
+    def _deliver(self, event_id, frames):
+        for frame in frames:
+            self.hub.broadcast(event_id, frame)
+        self.metrics.chat_messages_out.inc(len(frames) * len(self.hub.members(event_id)))
 
     def _following(self, event_id):
         return self.hub.online_count(event_id) > 0
@@ -160,17 +169,41 @@ class ChatService:
         self.metrics.open_websockets.dec()
         self.metrics.rooms.set(len(self._by_event))
 
-    # --- endings ------------------------------------------------------------------------
+    # --- read markers ------------------------------------------------------------------
 
-    def close_member(self, event_id, user_id):
-        """Events' RSVP-cancelled listener: the user's sockets in that event close (4403), their
-        handshakes in progress are refused (403)."""
+    async def mark_read(self, event_id, user_id, message_id):
+        """Stores the user's marker, then tells each of their sockets in the event (the other
+        devices too) where it stands now: `read_marker`, not a room frame."""
+        marker = await self.store.messages.mark_read(event_id, user_id, message_id)
+        if marker is None:
+            raise NotFound("There is no such message in this chat.", code="message_not_found", message_id=message_id)
+        frame = encode_json({"type": "read_marker", "event_id": event_id, "last_read_id": marker})
         for socket in self.sockets.of_user(user_id):
             if socket.event_id == event_id:
-                socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
+                socket.write_frame(frame)
+
+    # --- endings ------------------------------------------------------------------------
+
+    def close_member(self, event_id, user_id, reason="RSVP cancelled", refusal=None):
+        """Events' RSVP-cancelled listener (and moderation's removal, see `moderated`): the user's
+        sockets in that event close (4403), their handshakes in progress are refused (403)."""
+        for socket in self.sockets.of_user(user_id):
+            if socket.event_id == event_id:
+                socket.close(CLOSE_NOT_A_MEMBER, reason)
         for socket in self.sockets.handshakes:
             if socket.user_id == user_id and socket.event_id == event_id:
-                socket.refuse(Forbidden(NOT_A_MEMBER, code="not_a_member"))
+                socket.refuse(refusal or Forbidden(NOT_A_MEMBER, code="not_a_member"))
+
+    def moderated(self, event_id, user_id, action, until):
+        """Moderation's listener: a removed user's sockets in the event close as in close_member
+        (reason `removed from chat`); a muted or unmuted user's sockets learn until when (the
+        store refuses their messages by itself; the sockets stop relaying their typing)."""
+        if action == "remove":
+            self.close_member(event_id, user_id, "removed from chat", Forbidden(REMOVED, code="removed_from_chat"))
+        elif action in ("mute", "unmute"):
+            for socket in self.sockets.of_user(user_id):
+                if socket.event_id == event_id:
+                    socket.muted_until = until
 
     def close_event(self, event_id):
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404);
@@ -183,8 +216,8 @@ class ChatService:
                 socket.refuse(NotFound("There is no such event.", code="event_not_found"))
 
     async def recheck_members(self):
-        """After RSVP cancellations and deletions on other processes may have been missed (Redis
-        was away): closes what they would have closed, as the store tells it now."""
+        """After RSVP cancellations, removals and deletions on other processes may have been missed
+        (Redis was away): closes what they would have closed, as the store tells it now."""
         for event_id, sockets in list(self._by_event.items()):
             for socket in list(sockets):
                 try:
@@ -192,8 +225,9 @@ class ChatService:
                 except NotFound:
                     self.close_event(event_id)
                     break
-                except Forbidden:
-                    socket.close(CLOSE_NOT_A_MEMBER, "RSVP cancelled")
+                except Forbidden as refusal:
+                    removed = refusal.code == "removed_from_chat"
+                    socket.close(CLOSE_NOT_A_MEMBER, "removed from chat" if removed else "RSVP cancelled")
 
     async def shutdown(self, timeout=5.0):
         """Stops admitting connections and messages, stores and publishes everything queued,
@@ -230,6 +264,8 @@ class ChatSocket(UserSocket):
         super().initialize(services, route)
         self.chat = services.chat
         self.state = IDLE
+        self.muted_until = None  # as far as this process knows: the store decides for messages
+        self.typing_quiet_until = 0.0
 
     # --- the handshake: every refusal is an HTTP answer before the upgrade ---------------
 
@@ -311,14 +347,14 @@ class ChatSocket(UserSocket):
         joining = asyncio.ensure_future(self.chat.feed.replay(self.event_id, frame.get("since"), self._subscribe))
         joining.add_done_callback(self._join_settled)
 
-    def _subscribe(self, messages):
+    def _subscribe(self, history):
         # Called by the room feed between two delivered batches, so the replay and what the
         # room delivers from now on meet without a gap or an overlap.
         if self.state != JOINING or self.ws_connection is None:
             return
         self.state = JOINED
         first = self.chat.hub.join(self.event_id, self, self.user_id)
-        self._send({"type": "recent_messages", "messages": messages})
+        self._send({"type": "recent_messages", **history})
         if first:
             self.chat.user_joined(self)
 
@@ -348,11 +384,61 @@ class ChatSocket(UserSocket):
     def _posted(self, client_msg_id, posted):
         error = posted.exception()
         if error is not None:
+            if getattr(error, "code", None) == "muted":  # muted by another process, perhaps
+                self.muted_until = utcnow() + datetime.timedelta(seconds=error.extra["retry_after"])
             self._send_error(error, client_msg_id)
             return
         message, repeated = posted.result()
         if repeated:  # a retry: the original goes back to the sender only; the room has it
             self._send({"type": "new_message", "message": message})
+
+    def _on_edit_message(self, frame):
+        self._change("edit", frame["id"], frame["text"])
+
+    def _on_delete_message(self, frame):
+        self._change("delete", frame["id"])
+
+    def _change(self, kind, message_id, text=None):
+        # Through the message log, like a send: stored, then published in the room's one order.
+        if self.state == IDLE:
+            raise _frame_error("not_joined", "Send join_chat before changing a message.")
+        if not self.chat.accepting:
+            raise Unavailable("The server is restarting; send it again once reconnected.", code="shutting_down")
+        changed = self.chat.log.change(self.event_id, kind, message_id, self.user_id, text)
+        changed.add_done_callback(functools.partial(self._changed, message_id))
+
+    def _changed(self, message_id, changed):
+        error = changed.exception()
+        if error is not None:
+            self._send_error(error, message_id=message_id)
+            return
+        frame, repeated = changed.result()
+        if repeated:  # a retry: the change it repeats goes back to the sender only
+            self._send(frame)
+
+    def _on_typing(self, frame):
+        # Not stored and not in the room's order: relayed to every process, to everyone but the typist.
+        if self.state == IDLE:
+            raise _frame_error("not_joined", "Send join_chat before typing.")
+        refusal = chat_refusal({"kind": "typing"}, self.muted_until, False, utcnow())
+        if refusal is not None:
+            raise refusal
+        now = asyncio.get_running_loop().time()
+        if self.state != JOINED or now < self.typing_quiet_until:
+            return  # absorbed: the others' indicator is still running
+        self.typing_quiet_until = now + TYPING_EVERY
+        typing = {"type": "typing", "user": {"id": self.user_id, "username": self.username},
+                  "expires_in": TYPING_EXPIRES}
+        self.chat.broker.relay(self.event_id, typing, skip=self)  # to the room's members in every process
+
+    def _on_mark_read(self, frame):
+        marking = asyncio.ensure_future(self.chat.mark_read(self.event_id, self.user_id, frame["id"]))
+        marking.add_done_callback(self._marked)
+
+    def _marked(self, marking):
+        error = None if marking.cancelled() else marking.exception()
+        if error is not None:
+            self._send_error(error)
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -361,7 +447,7 @@ class ChatSocket(UserSocket):
         if joined and self.chat.hub.leave(self.event_id, self):
             self.chat.user_left(self)
 
-    def _send_error(self, error, client_msg_id=None):
+    def _send_error(self, error, client_msg_id=None, message_id=None):
         if not isinstance(error, DomainError):
             log.error("chat frame failed", exc_info=error)
         # Frames have one code for every backing-service failure (schemas/ChatError.json).
@@ -372,11 +458,16 @@ class ChatSocket(UserSocket):
         frame = {"type": "error", "code": error.code, "message": error.message, **error.extra}
         if client_msg_id is not None:
             frame["client_msg_id"] = client_msg_id
+        if message_id is not None:  # the error may be shared by the changes of a batch
+            frame["message_id"] = message_id
         self._send(frame)
 
     def _send(self, payload):
         """Writes to this connection alone, bounded like the hub's writes."""
-        self._send_bounded(encode_json(payload), self.chat.hub.max_buffer_bytes)
+        self.write_frame(encode_json(payload))
+
+    def write_frame(self, text):
+        self._send_bounded(text, self.chat.hub.max_buffer_bytes)
 
 
 def _json_object(message):
@@ -408,13 +499,16 @@ CHAT_PROTOCOL = {
     "client_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in FRAME_SCHEMAS.items()},
     "server_frames": {name: {"$ref": f"#/components/schemas/{schema}"} for name, schema in (
         ("recent_messages", "ChatRecentMessages"), ("user_joined", "ChatUserJoined"),
-        ("user_left", "ChatUserLeft"), ("new_message", "ChatNewMessage"), ("error", "ChatError"))},
+        ("user_left", "ChatUserLeft"), ("new_message", "ChatNewMessage"), ("message_edited", "ChatMessageEdited"),
+        ("message_deleted", "ChatMessageDeleted"), ("read_marker", "ChatReadMarker"), ("typing", "ChatUserTyping"),
+        ("error", "ChatError"))},
     "description": f"""## Live chat: WebSocket `/ws/chat/{{event_id}}`
 
 **Handshake.** `GET /ws/chat/{{event_id}}?token=<jwt>` (or `Authorization: Bearer <jwt>`) with the
 usual WebSocket upgrade headers. Refusals are plain HTTP answers with the JSON error body, before
 any upgrade: 401 (no, bad, expired or revoked token), 403 (neither the organizer nor RSVPed:
-`not_a_member`; or a browser `Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
+`not_a_member`; removed from the chat by the organizer: `removed_from_chat`; or a browser
+`Origin` that is not allowed: `origin_not_allowed`), 404 (unknown
 event), 429 (`too_many_connections`: the per-user cap on open chat sockets; `Retry-After`), 503
 (`shutting_down`, or the database is unavailable), 400 (`websocket_required`: not an upgrade
 request; `unknown_query_parameter`: a query parameter other than `token`). Requests without
@@ -422,16 +516,22 @@ request; `unknown_query_parameter`: a query parameter other than `token`). Reque
 `chat_ping_interval_seconds` (default 30 s) and closes a connection whose pong does not come back
 within that time.
 
-**Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`
-from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNewMessage`,
-`ChatError` from the server).
+**Frames** are JSON text objects with a `type` (schemas: `ChatJoin`, `ChatLeave`, `ChatSend`,
+`ChatEdit`, `ChatDelete`, `ChatMarkRead`, `ChatTyping` from the client; `ChatRecentMessages`,
+`ChatUserJoined`, `ChatUserLeft`, `ChatNewMessage`, `ChatMessageEdited`, `ChatMessageDeleted`,
+`ChatReadMarker`, `ChatUserTyping`, `ChatError` from the server).
 
-- `{{"type": "join_chat", "since": "<message id>"?}}` → `recent_messages` to this connection: the
-  last {RECENT_COUNT} messages oldest first, or with `since` every message after that one (at most
-  {MAX_CATCH_UP}; beyond that `too_far_behind`: read `GET /api/v1/events/{{event_id}}/messages`
-  and join without `since`). Then `user_joined` to the room if this is the user's first
-  connection there. A `since` that is not a message of this chat is refused (`unknown_since`):
-  recovery never silently skips anything.
+- `{{"type": "join_chat", "since": "<entry id>"?}}` → `recent_messages` to this connection: the
+  last {RECENT_COUNT} messages oldest first, as they are now (`edited_at`; a deleted message is a
+  tombstone: `deleted`, `deleted_at`, empty text), or with `since` every message after that entry
+  as it is now, and in `changes` (oldest first) the `message_edited` / `message_deleted` frames
+  after `since` of the messages at or before it, which the client already has (at most
+  {MAX_CATCH_UP} entries in all; beyond that `too_far_behind`: read
+  `GET /api/v1/events/{{event_id}}/messages` and join without `since`). `since` is the id of the
+  last entry the client saw: a message's (`new_message`) or a change's (`message_edited`,
+  `message_deleted`: their `id`), all from one increasing sequence. Then `user_joined` to the
+  room if this is the user's first connection there. A `since` that is not an entry of this chat
+  is refused (`unknown_since`): recovery never silently skips anything.
 - `{{"type": "leave_chat"}}` → `user_left` to the room if it was the user's last connection there;
   the connection stays open.
 - `{{"type": "send_message", "text": "...", "client_msg_id": "..."?}}` → stored, then `new_message`
@@ -440,12 +540,30 @@ from the client; `ChatRecentMessages`, `ChatUserJoined`, `ChatUserLeft`, `ChatNe
   `client_msg_id` again (a retry after a lost echo, also after a reconnect) echoes the stored
   message to the sender only and stores nothing. `client_msg_id` is unique per sender and event.
   Sends are accepted from `join_chat` on, before its answer too.
+- `{{"type": "edit_message", "id": "<message id>", "text": "..."}}` (your own messages) → stored,
+  then `message_edited` {{id (the change's), message_id, text, edited_at}} to everyone joined, the
+  sender included (the acknowledgement). An edit already done (the message has that text: a
+  retry) sends the earlier `message_edited` to the sender only and stores nothing.
+- `{{"type": "delete_message", "id": "<message id>"}}` (your own; the event's organizer may delete
+  any) → stored, then `message_deleted` {{id, message_id, deleted_by, deleted_at}} to everyone
+  joined. The message stays in history as a tombstone; its text, and its edits' texts, are
+  erased. Deleting it again sends the earlier `message_deleted` to the sender only.
+- `{{"type": "mark_read", "id": "<entry id>"}}` → the user's read marker in this chat (kept by the
+  server, the same on every device; it never moves back) → `read_marker` {{event_id,
+  last_read_id}} to each of the user's connections to this chat. `GET /api/v1/users/me/chats`
+  lists the user's chats with the messages unread after their marker. Allowed before `join_chat`.
+- `{{"type": "typing"}}` → `typing` {{user: {{id, username}}, expires_in: {TYPING_EXPIRES}}} to the others
+  joined, not to the typist: show it for `expires_in` seconds unless renewed (a `new_message` from
+  that user ends it). Not stored, not replayed, outside the room's order. At most one is relayed
+  per connection every {TYPING_EVERY} s; those between are absorbed without an answer, so a client may
+  send one per keystroke (they still count against the frame rate limit). A muted user's are
+  refused (`muted`).
 
-**Order.** Every member receives a room's `new_message` frames in one order, the order in which
-they were stored (message ids increase in that order), whichever server process each member is
-connected to. `recent_messages` and the `new_message` frames after it meet exactly: nothing
-missed, nothing twice, also when a client reconnects with `since` to another process.
-`online_count` counts each user once, however many connections and processes they use.
+**Order.** Every member receives a room's `new_message`, `message_edited` and `message_deleted`
+frames in one order, the order in which they were stored (their ids increase in that order),
+whichever server process each member is connected to. `recent_messages` and the frames after it
+meet exactly: nothing missed, nothing twice, also when a client reconnects with `since` to another
+process. `online_count` counts each user once, however many connections and processes they use.
 
 **Errors** (`{{"type": "error", "code", "message"}}`, plus `client_msg_id` when a send was
 refused, `errors` for a malformed frame, `retry_after` in seconds for `rate_limited`); the
@@ -454,8 +572,13 @@ connection stays open: `invalid_frame` (not a JSON object, or not the frame's sh
 sustained rate and burst from settings; every frame counts; a new connection takes over the
 bucket a closed one of the same user left, until it has refilled), `invalid_text`, `unknown_since`,
 `too_far_behind`, `unavailable` (not stored: send it again with the same `client_msg_id`),
-`shutting_down`, `event_not_found`, `event_cancelled` (a send to the chat of a cancelled event,
-which stays readable).
+`shutting_down`, `event_not_found`, `event_cancelled` (a send, edit or deletion in the chat of a
+cancelled event, which stays readable); for edit_message, delete_message and mark_read (with
+`message_id`): `message_not_found` (no such message in this chat), `not_your_message` (someone
+else's message; only the organizer may delete those), `message_deleted` (an edit of a deleted
+message), `unchanged` (an edit to the text the message has had from the start); `muted` (with
+`muted_until` and `retry_after`, the time left: the organizer muted the sender, who can read
+but not send or edit), `removed_from_chat`.
 
 **Close codes.** 1001 server shutting down (queued messages are stored and echoed first: no
 acknowledged message is lost); 1009 a frame over {MAX_FRAME_BYTES // 1024} KiB; 1013 the client
@@ -463,7 +586,9 @@ does not read fast enough (its unsent backlog passed the `chat_max_buffer_bytes`
 4401 the token was revoked (logout, password reset) or has expired (reason `token expired`: the
 socket lives no longer than the token it was opened with; connect again with a fresh token and
 `join_chat` with `since` the last message seen, which misses nothing); 4403 the user cancelled
-their RSVP (and is not the organizer); 4404 the event was deleted. A logout, password reset, RSVP
+their RSVP (and is not the organizer), or the organizer removed them from the chat (reason
+`removed from chat`; until allowed back, the handshake is refused with 403 `removed_from_chat`);
+4404 the event was deleted. A logout, password reset, RSVP
 cancel or deletion that lands while a handshake is in progress refuses it (401, 403, 404).
 """,
 }

@@ -6,8 +6,9 @@ methods; the room hub and the message log know neither.
   publish(event_id, items, previous_id)  the message log's stored batch (items with ids, in stored
                                          order, opaque otherwise; previous_id: the id stored just
                                          before), for the room feed of every process
-  relay(event_id, payload)               a frame for every member of the room, not ordered with the
-                                         batches (presence; typing indicators may use it too)
+  relay(event_id, payload, skip=None)    a frame for every member of the room, not ordered with the
+                                         batches (presence, typing indicators); `skip`: a connection
+                                         of this process left out (the typist's own)
   joined(event_id, user) / left(...)     the user's first / last connection to the room in this
                                          process: announces user_joined / user_left when it is the
                                          user's first / last anywhere, with the room's online_count
@@ -35,8 +36,8 @@ class LocalBroker:
     def publish(self, event_id, items, previous_id):
         self.feed.offer(event_id, previous_id, items)
 
-    def relay(self, event_id, payload):
-        self.hub.broadcast(event_id, payload)
+    def relay(self, event_id, payload, skip=None):
+        self.hub.broadcast(event_id, payload, skip=skip)
 
     def joined(self, event_id, user):
         self.relay(event_id, presence_frame("user_joined", user, self.hub.online_count(event_id)))

@@ -81,7 +81,7 @@ class _Member:
 
 
 class _Room:
-    __slots__ = ("members", "user_connections", "targets", "pending")
+    __slots__ = ("members", "user_connections", "targets", "pending", "skipping")
 
     def __init__(self) -> None:
         self.members: dict[Any, _Member] = {}
@@ -89,8 +89,10 @@ class _Room:
         # Rebuilt on the first flush after a change, so that a burst of joins costs one
         # rebuild and a flush loops over a snapshot that nothing can mutate.
         self.targets: tuple[_Target, ...] | None = None
-        # (JSON text, frame) per broadcast not yet written, in broadcast order.
-        self.pending: list[tuple[str, bytes]] = []
+        # (JSON text, frame, connection left out or None) per broadcast not yet written, in
+        # broadcast order; `skipping` says whether any leaves one out (see RoomHub._flush).
+        self.pending: list[tuple[str, bytes, Any]] = []
+        self.skipping = False
 
 
 class RoomHub:
@@ -174,15 +176,18 @@ class RoomHub:
                 _close_quietly(conn, code, reason)
         return len(room.members)
 
-    def broadcast(self, room_id: Hashable, payload: dict[str, Any]) -> None:
-        """Queues ``payload``, encoded once as JSON and framed once, for every member."""
+    def broadcast(self, room_id: Hashable, payload: dict[str, Any], skip: Any = None) -> None:
+        """Queues ``payload``, encoded once as JSON and framed once, for every member but
+        ``skip`` (a connection: the sender of a typing indicator)."""
         room = self._rooms.get(room_id)
         if room is None:
             return
         if not room.pending:
             asyncio.get_running_loop().call_soon(self._flush, room)
         text = encode_json(payload)
-        room.pending.append((text, encode_text_frame(text.encode("ascii"))))
+        room.pending.append((text, encode_text_frame(text.encode("ascii")), skip))
+        if skip is not None:
+            room.skipping = True
 
     def _flush(self, room: _Room) -> None:
         """Writes the room's queued frames to every member, in one piece per member.
@@ -200,15 +205,35 @@ class RoomHub:
         if not pending:
             return
         room.pending = []
+        targets = room.targets if room.targets is not None else self._rebuild_targets(room)
+        slow: list[Any] = []
+        broken: list[tuple[Any, Any, Exception]] = []
+        if room.skipping:
+            # Rare (typing indicators): the connections left out of some frames get the others,
+            # framed as one piece too; everyone else gets all of them as usual.
+            room.skipping = False
+            skipped = {skip for _, _, skip in pending if skip is not None}
+            for conn in skipped:
+                own = [entry for entry in pending if entry[2] is not conn]
+                mine = tuple(target for target in targets if target[0] is conn)
+                if own and mine:
+                    self._write(mine, own, slow, broken)
+            targets = tuple(target for target in targets if target[0] not in skipped)
+        self._write(targets, pending, slow, broken)
+        if slow:
+            self._drop_slow(room, slow)
+        if broken:
+            self._drop_broken(room, broken)
+
+    def _write(self, targets: tuple[_Target, ...], pending: list[tuple[str, bytes, Any]],
+               slow: list[Any], broken: list[tuple[Any, Any, Exception]]) -> None:
+        """Writes the frames to each target in one piece; collects the slow and broken ones."""
         if len(pending) == 1:
             data = pending[0][1]
         else:
-            data = b"".join([frame for _, frame in pending])
-        targets = room.targets if room.targets is not None else self._rebuild_targets(room)
+            data = b"".join([frame for _, frame, _ in pending])
         size = len(data)
         limit = self.max_buffer_bytes - size
-        slow: list[Any] = []
-        broken: list[tuple[Any, Any, Exception]] = []
         for conn, proto, stream, mode in targets:
             try:
                 if mode == _DIRECT:
@@ -235,14 +260,10 @@ class RoomHub:
                 elif stream is not None and _buffered(stream) > limit:
                     slow.append(conn)
                 else:
-                    for text, _ in pending:
+                    for text, _, _ in pending:
                         conn.write_message(text)
             except Exception as error:  # one member must never stop the others
                 broken.append((conn, stream, error))
-        if slow:
-            self._drop_slow(room, slow)
-        if broken:
-            self._drop_broken(room, broken)
 
     def _rebuild_targets(self, room: _Room) -> tuple[_Target, ...]:
         room.targets = tuple(

@@ -14,7 +14,9 @@ from tests.event_builders import publish
 
 WAIT_SECONDS = 10  # a bound on every wait, never a timing assertion
 SERVER_FRAME_SCHEMAS = {"recent_messages": "ChatRecentMessages", "user_joined": "ChatUserJoined",
-                        "user_left": "ChatUserLeft", "new_message": "ChatNewMessage", "error": "ChatError"}
+                        "user_left": "ChatUserLeft", "new_message": "ChatNewMessage", "error": "ChatError",
+                        "message_edited": "ChatMessageEdited", "message_deleted": "ChatMessageDeleted",
+                        "read_marker": "ChatReadMarker", "typing": "ChatUserTyping"}
 
 
 async def write_history(store, event_id, author, texts):
@@ -74,8 +76,18 @@ class ChatClient:
 
     async def join(self, since=None):
         """Joins and returns the replayed messages."""
+        return (await self.join_frame(since))["messages"]
+
+    async def join_frame(self, since=None):
+        """Joins and returns the whole recent_messages frame (messages and changes)."""
         await self.send({"type": "join_chat", **({"since": since} if since else {})})
-        return (await self.receive_type("recent_messages"))["messages"]
+        return await self.receive_type("recent_messages")
+
+    async def edit(self, message_id, text):
+        await self.send({"type": "edit_message", "id": message_id, "text": text})
+
+    async def delete(self, message_id):
+        await self.send({"type": "delete_message", "id": message_id})
 
     async def say(self, text, client_msg_id=None):
         await self.send({"type": "send_message", "text": text,

@@ -144,6 +144,26 @@ async def test_every_member_receives_every_broadcast_in_the_same_order(
 
 
 @pytest.mark.gen_test
+async def test_a_broadcast_can_leave_one_connection_out_and_keeps_the_order_for_it(
+    hub, connect, http_server, http_port, sockets
+):
+    clients = [await connect(http_port, f"u{i}") for i in range(3)]
+    typist = sockets["u0"]
+    # In one IOLoop iteration: frames for everyone around one that skips u0.
+    hub.broadcast(ROOM, {"seq": 0})
+    hub.broadcast(ROOM, {"seq": 1, "typing": True}, skip=typist)
+    hub.broadcast(ROOM, {"seq": 2})
+    await asyncio.sleep(0)
+    hub.broadcast(ROOM, {"seq": 3, "typing": True}, skip=typist)  # first in its flush
+    hub.broadcast(ROOM, {"seq": 4})
+    await asyncio.sleep(0)
+
+    assert [(await read_json(clients[0]))["seq"] for _ in range(3)] == [0, 2, 4]
+    for client in clients[1:]:
+        assert [(await read_json(client))["seq"] for _ in range(5)] == [0, 1, 2, 3, 4]
+
+
+@pytest.mark.gen_test
 async def test_payloads_of_every_length_form_decode_on_a_real_client(
     hub, connect, http_server, http_port
 ):

@@ -112,6 +112,71 @@ async def test_joining_on_one_process_while_two_others_send_misses_nothing_and_d
     assert replay + live == everything[already - len(replay):]
 
 
+LOG_FRAMES = ("new_message", "message_edited", "message_deleted")
+
+
+def entry_id(frame):
+    return frame["message"]["id"] if frame["type"] == "new_message" else frame["id"]
+
+
+async def log_frames(client, count):
+    """The next `count` frames of the room's log (messages, edits, deletions) as (type, entry id)."""
+    return [(frame["type"], entry_id(frame)) for frame in [await client.receive_type(*LOG_FRAMES)
+                                                           for _ in range(count)]]
+
+
+async def test_edits_and_deletions_reach_the_other_processes_in_the_rooms_order_and_in_since_replays(cluster):
+    event_id, members = cluster.event_with_members(attendees=2)
+    (_, author_token), (_, other_token), (_, reader_token) = members
+    a, b, c = cluster
+    author, other = await cluster.connect(a, event_id, author_token), await cluster.connect(c, event_id, other_token)
+    reader = await cluster.connect(b, event_id, reader_token)
+    for client in (author, other, reader):
+        await client.join()
+    await author.say("first")
+    await author.say("second")
+    first, second = await reader.messages(2)
+    # Changes from process a and a message from process c, interleaved: every process sees one order.
+    await author.edit(first["id"], "first, edited")
+    await other.say("between")
+    await author.delete(second["id"])
+    seen_by_author = (await log_frames(author, 5))[2:]
+    seen_by_reader = await log_frames(reader, 3)
+    assert seen_by_reader == seen_by_author
+    assert [frame_type for frame_type, _ in seen_by_reader].count("new_message") == 1
+    assert {"message_edited", "message_deleted"} <= {frame_type for frame_type, _ in seen_by_reader}
+    assert [entry for _, entry in seen_by_reader] == sorted(entry for _, entry in seen_by_reader)
+    last_seen = seen_by_reader[-1][1]
+    # Away, then back on the third process with `since`: the changes to what it had, and the rest.
+    reader.close()
+    await author.say("third")
+    [third] = await author.messages(1)
+    await author.edit(third["id"], "third, edited")
+    await author.delete(first["id"])
+    edited_third = await author.receive_type("message_edited")
+    deleted_first = await author.receive_type("message_deleted")
+    back = await cluster.connect(c, event_id, reader_token)
+    replay = await back.join_frame(since=last_seen)
+    assert [(m["id"], m["text"]) for m in replay["messages"]] == [(third["id"], "third, edited")]
+    assert replay["changes"] == [deleted_first] and edited_third["message_id"] == third["id"]
+    await author.edit(third["id"], "third, edited again")
+    assert (await back.receive_type(*LOG_FRAMES))["text"] == "third, edited again"
+
+
+async def test_typing_reaches_members_on_the_other_processes_but_not_the_typist(cluster):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (typist_user, typist_token), (_, watcher_token) = members
+    a, b, _ = cluster
+    typist, watcher = await cluster.connect(a, event_id, typist_token), await cluster.connect(b, event_id, watcher_token)
+    await typist.join()
+    await watcher.join()
+    await typist.send({"type": "typing"})
+    typing = await watcher.receive_type("typing")
+    assert typing["user"]["id"] == typist_user["id"] and typing["expires_in"] > 0
+    await typist.say("done typing")
+    assert (await typist.receive_type("typing", "new_message"))["type"] == "new_message"
+
+
 async def test_presence_counts_a_user_once_across_processes(cluster):
     event_id, members = cluster.event_with_members(attendees=1)
     (_, watcher_token), (user, token) = members

@@ -79,6 +79,19 @@ async def test_an_rsvp_cancelled_on_one_process_closes_the_members_chat_on_anoth
         assert frame["message"]["text"] == "still here"
 
 
+async def test_a_removal_from_the_chat_on_one_process_closes_the_users_chat_on_another_with_4403(redis_server):
+    with ServerProcesses(2, redis_server.url) as (first, second):
+        organizer, _ = registered(first, "organizer")
+        removed, removed_id = registered(first)
+        event_id = published_event(first, organizer, removed)
+        chat = await joined_chat(second, event_id, removed)
+        status, _ = first.request("POST", f"/api/v1/events/{event_id}/moderation",
+                                  {"action": "remove", "user_id": removed_id}, headers=bearer(organizer))
+        assert status in (200, 201)
+        assert await closed(chat) == 4403
+        assert chat.close_reason == "removed from chat"
+
+
 async def test_an_event_deleted_on_one_process_closes_its_chat_on_every_process_with_4404(redis_server):
     with ServerProcesses(3, redis_server.url) as servers:
         organizer, _ = registered(servers[0], "organizer")

@@ -316,6 +316,14 @@ EVERY_METHOD = {
     ("messages", "after"): lambda s: s.messages.after(EVENT, MESSAGE, 10),
     ("messages", "before"): lambda s: s.messages.before(EVENT, None, 10),
     ("messages", "counts"): lambda s: s.messages.counts([EVENT]),
+    ("messages", "change"): lambda s: s.messages.change(EVENT, [{"kind": "delete", "message_id": MESSAGE,
+                                                                  "user_id": USER, "text": None,
+                                                                  "timestamp": NOW}]),
+    ("messages", "mark_read"): lambda s: s.messages.mark_read(EVENT, USER, MESSAGE),
+    ("messages", "chats"): lambda s: s.messages.chats(USER, 10, 100),
+    ("messages", "moderate"): lambda s: s.messages.moderate(EVENT, "remove", USER, USER, NOW),
+    ("messages", "standing"): lambda s: s.messages.standing(EVENT, USER, NOW),
+    ("messages", "actions"): lambda s: s.messages.actions(EVENT, None, 10),
     ("follows", "follow"): lambda s: s.follows.follow(USER, some_id(9)),
     ("follows", "unfollow"): lambda s: s.follows.unfollow(USER, some_id(9)),
     ("follows", "is_following"): lambda s: s.follows.is_following(USER, some_id(9)),
@@ -430,7 +438,8 @@ async def test_messages_of_the_old_backend_without_a_timestamp_take_their_ids_ti
     [message] = await store.messages.latest(str(event), 10)
 
     assert message == {"id": str(old_id), "event_id": str(event), "user_id": str(user), "username": "ana",
-                       "text": "from the old backend", "timestamp": written, "client_msg_id": None}
+                       "text": "from the old backend", "timestamp": written, "client_msg_id": None,
+                       "kind": "message", "edited_at": None, "deleted_at": None}
     assert message["timestamp"].utcoffset() == datetime.timedelta(0)
 
 

@@ -919,6 +919,23 @@ async def test_delete_leaves_other_events_and_their_chat_alone(store):
     assert (await store.events.get(kept, ATTENDEE))["is_rsvped"] is True
 
 
+async def test_delete_takes_the_chats_markers_standings_and_moderation_log_with_it(store):
+    deleted, kept = await add_event(store), await add_event(store)
+    for event_id in (deleted, kept):
+        [(message, _)] = await store.messages.append(event_id, [draft(ATTENDEE, "hello")])
+        await store.messages.mark_read(event_id, STRANGER, message["id"])
+        await store.messages.moderate(event_id, "mute", ATTENDEE, ORGANIZER, NOW, until=NOW + HOUR)
+        await store.messages.moderate(event_id, "remove", STRANGER, ORGANIZER, NOW)
+
+    assert await store.events.delete(deleted, ORGANIZER)
+
+    assert await store.messages.actions(deleted, None, 10) == []
+    assert await store.messages.standing(deleted, ATTENDEE, NOW) == {"muted_until": None, "removed": False}
+    assert await store.messages.standing(deleted, STRANGER, NOW) == {"muted_until": None, "removed": False}
+    assert len(await store.messages.actions(kept, None, 10)) == 2
+    assert await store.messages.standing(kept, ATTENDEE, NOW) == {"muted_until": NOW + HOUR, "removed": False}
+
+
 async def test_a_seat_in_a_deleted_event_cannot_be_taken(store):
     event_id = await add_event(store)
     assert await store.events.delete(event_id, ORGANIZER)
@@ -1799,6 +1816,216 @@ async def test_counts_gives_every_asked_event_its_number_of_messages(store):
 
     assert await store.messages.counts([event_id, silent, some_id(99)]) == {event_id: 4, silent: 0, some_id(99): 0}
     assert await store.messages.counts([]) == {}
+
+
+def edit(user_id, message_id, text, timestamp=NOW + MINUTE):
+    return {"kind": "edit", "message_id": message_id, "user_id": user_id, "text": text, "timestamp": timestamp}
+
+
+def deletion(user_id, message_id, timestamp=NOW + MINUTE):
+    return {"kind": "delete", "message_id": message_id, "user_id": user_id, "text": None, "timestamp": timestamp}
+
+
+async def test_change_stores_an_edit_in_the_log_and_on_its_message(store):
+    event_id, stored = await history(store, 2)
+
+    [(change, repeated)] = await store.messages.change(event_id, [edit(ATTENDEE, stored[0]["id"], "m0, fixed")])
+
+    assert repeated is False
+    assert change == {"id": change["id"], "event_id": event_id, "kind": "edit", "message_id": stored[0]["id"],
+                      "user_id": ATTENDEE, "text": "m0, fixed", "timestamp": NOW + MINUTE}
+    assert change["id"] > stored[1]["id"]  # the room's one sequence
+    [first, second] = await store.messages.latest(event_id, 10)
+    assert (first["text"], first["edited_at"], first["deleted_at"]) == ("m0, fixed", NOW + MINUTE, None)
+    assert second["edited_at"] is None
+    # History is messages only; the log after a point holds the change, in order.
+    assert texts(await store.messages.before(event_id, None, 10)) == ["m1", "m0, fixed"]
+    assert await store.messages.counts([event_id]) == {event_id: 2}
+    assert [entry["kind"] for entry in await store.messages.after(event_id, stored[0]["id"], 10)] == ["message", "edit"]
+    assert await store.messages.exists(event_id, change["id"]) is True
+
+
+async def test_change_names_the_entry_stored_just_before_its_batch_as_append_does(store):
+    # Messages and changes form one chain (domain/chat_feed.py): each batch of either names the
+    # event's newest entry before it.
+    event_id, stored = await history(store, 2)
+    changes = await store.messages.change(event_id, [edit(ATTENDEE, stored[0]["id"], "m0, fixed"),
+                                                     deletion(ATTENDEE, stored[1]["id"])])
+    after = await append(store, event_id, draft(ATTENDEE, "m2"))
+    retried = await store.messages.change(event_id, [deletion(ATTENDEE, stored[1]["id"]),
+                                                     edit(ATTENDEE, stored[0]["id"], "m0, again")])
+
+    assert changes.previous_id == stored[1]["id"]
+    assert after.previous_id == changes[-1][0]["id"]
+    assert retried[0][1] is True and retried.previous_id == after[0][0]["id"]
+
+
+async def test_a_deletion_leaves_a_tombstone_and_blanks_the_earlier_edits(store):
+    event_id, stored = await history(store, 1)
+    target = stored[0]["id"]
+    await store.messages.change(event_id, [edit(ATTENDEE, target, "second thoughts")])
+
+    [(change, repeated)] = await store.messages.change(event_id, [deletion(ATTENDEE, target, NOW + HOUR)])
+
+    assert repeated is False
+    assert change == {"id": change["id"], "event_id": event_id, "kind": "delete", "message_id": target,
+                      "user_id": ATTENDEE, "text": None, "timestamp": NOW + HOUR}
+    [tombstone] = await store.messages.latest(event_id, 10)
+    assert tombstone["text"] is None and tombstone["deleted_at"] == NOW + HOUR
+    entries = await store.messages.after(event_id, target, 10)
+    assert [(entry["kind"], entry["text"]) for entry in entries] == [("edit", None), ("delete", None)]
+
+
+async def test_changes_done_already_give_back_the_earlier_change(store):
+    event_id, stored = await history(store, 1)
+    target = stored[0]["id"]
+    [(edited, _)] = await store.messages.change(event_id, [edit(ATTENDEE, target, "new")])
+
+    results = await store.messages.change(event_id, [edit(ATTENDEE, target, "new"), deletion(ATTENDEE, target),
+                                                     deletion(ATTENDEE, target)])
+
+    assert results[0] == (edited, True)
+    deleted, repeated = results[1]
+    assert repeated is False and results[2] == (deleted, True)
+    assert len(await store.messages.after(event_id, target, 10)) == 2
+
+
+async def test_change_refuses_others_messages_and_unknown_ones_alone(store):
+    event_id, stored = await history(store, 1)
+    target = stored[0]["id"]
+    [(deleted_other, _)] = await append(store, event_id, draft(STRANGER, "to delete"))
+    results = await store.messages.change(event_id, [
+        edit(STRANGER, target, "hijacked"), deletion(STRANGER, target), edit(ATTENDEE, some_id(99), "x"),
+        edit(ATTENDEE, target, "m0"), edit(ORGANIZER, target, "organizer edit"),
+        deletion(ORGANIZER, deleted_other["id"]), edit(STRANGER, deleted_other["id"], "too late")])
+
+    codes = [getattr(result, "code", None) for result in results]
+    assert codes == ["not_your_message", "not_your_message", "message_not_found", "unchanged", "not_your_message",
+                     None, "message_deleted"]
+    assert results[5][0]["user_id"] == ORGANIZER  # the organizer deletes any message
+    assert texts(await store.messages.latest(event_id, 10)) == ["m0", None]
+
+
+async def test_a_change_entry_is_not_a_message_to_change(store):
+    event_id, stored = await history(store, 1)
+    [(change, _)] = await store.messages.change(event_id, [edit(ATTENDEE, stored[0]["id"], "new")])
+
+    [refusal] = await store.messages.change(event_id, [deletion(ATTENDEE, change["id"])])
+
+    assert refusal.code == "message_not_found"
+
+
+async def test_change_in_a_deleted_or_cancelled_event_is_refused(store):
+    event_id, stored = await history(store, 1)
+    assert await store.events.update(event_id, ORGANIZER, {"cancelled_at": NOW}, {}) == []
+    with pytest.raises(Conflict):
+        await store.messages.change(event_id, [deletion(ATTENDEE, stored[0]["id"])])
+    gone = await add_event(store)
+    assert await store.events.delete(gone, ORGANIZER)
+    with pytest.raises(NotFound):
+        await store.messages.change(gone, [deletion(ATTENDEE, stored[0]["id"])])
+
+
+async def test_a_read_marker_only_moves_forward_and_names_an_entry_of_the_event(store):
+    event_id, stored = await history(store, 3)
+
+    assert await store.messages.mark_read(event_id, ATTENDEE, stored[1]["id"]) == stored[1]["id"]
+    assert await store.messages.mark_read(event_id, ATTENDEE, stored[0]["id"]) == stored[1]["id"]
+    assert await store.messages.mark_read(event_id, ATTENDEE, some_id(99)) is None
+    assert await store.messages.mark_read(event_id, ATTENDEE, "junk") is None
+    assert await store.messages.mark_read(event_id, STRANGER, stored[0]["id"]) == stored[0]["id"]
+    assert await asyncio.gather(*[store.messages.mark_read(event_id, ORGANIZER, message["id"])
+                                  for message in stored]) is not None
+    assert await store.messages.mark_read(event_id, ORGANIZER, stored[0]["id"]) == stored[2]["id"]
+
+
+async def test_chats_count_the_unread_messages_of_others_after_the_marker(store):
+    reader = (await add_user(store, "ana"))["id"]
+    quiet = await add_event(store, title="quiet")
+    busy = await add_event(store, title="busy")
+    mine = await add_event(store, organizer_id=reader, title="mine")
+    await add_event(store, title="not mine")
+    await rsvped(store, quiet, reader)
+    await rsvped(store, busy, reader)
+    results = await append(store, busy, *(draft(ATTENDEE, f"b{n}") for n in range(5)), draft(reader, "own"))
+    busy_messages = [record for record, _ in results]
+    await store.messages.change(busy, [deletion(ATTENDEE, busy_messages[4]["id"])])
+    await store.messages.mark_read(busy, reader, busy_messages[0]["id"])
+    [(in_mine, _)] = await append(store, mine, draft(ATTENDEE, "hello organizer"))
+
+    chats = await store.messages.chats(reader, 10, 100)
+
+    assert [chat["title"] for chat in chats] == ["mine", "busy", "quiet"]  # newest event first
+    by_title = {chat["title"]: chat for chat in chats}
+    # b1, b2, b3: b4 is deleted and "own" is the reader's.
+    assert (by_title["busy"]["unread_count"], by_title["busy"]["last_read_id"]) == (3, busy_messages[0]["id"])
+    assert by_title["busy"]["last_message"] == busy_messages[5] and by_title["busy"]["event_id"] == busy
+    assert (by_title["mine"]["unread_count"], by_title["mine"]["last_message"]) == (1, in_mine)
+    assert by_title["quiet"] == {"event_id": quiet, "title": "quiet", "last_read_id": None, "unread_count": 0,
+                                 "last_message": None}
+    assert (await store.messages.chats(reader, 10, 2))[1]["unread_count"] == 2  # counted up to the cap
+    assert [chat["title"] for chat in await store.messages.chats(reader, 2, 100)] == ["mine", "busy"]
+    assert await store.messages.chats(some_id(98), 10, 100) == []
+
+
+async def test_moderate_changes_a_standing_and_logs_the_action(store):
+    event_id = await add_event(store)
+    other_event = await add_event(store)
+
+    muted = await store.messages.moderate(event_id, "mute", ATTENDEE, ORGANIZER, NOW, until=NOW + HOUR)
+
+    assert muted == {"id": muted["id"], "event_id": event_id, "action": "mute", "user_id": ATTENDEE,
+                     "actor_id": ORGANIZER, "message_id": None, "until": NOW + HOUR, "at": NOW}
+    assert await store.messages.standing(event_id, ATTENDEE, NOW) == {"muted_until": NOW + HOUR, "removed": False}
+    assert await store.messages.standing(event_id, ATTENDEE, NOW + HOUR) == {"muted_until": None, "removed": False}
+    assert await store.messages.standing(other_event, ATTENDEE, NOW) == {"muted_until": None, "removed": False}
+    removed = await store.messages.moderate(event_id, "remove", ATTENDEE, ORGANIZER, NOW + MINUTE)
+    assert await store.messages.standing(event_id, ATTENDEE, NOW) == {"muted_until": NOW + HOUR, "removed": True}
+    unmuted = await store.messages.moderate(event_id, "unmute", ATTENDEE, ORGANIZER, NOW + MINUTE)
+    allowed = await store.messages.moderate(event_id, "allow", ATTENDEE, ORGANIZER, NOW + MINUTE)
+    assert await store.messages.standing(event_id, ATTENDEE, NOW) == {"muted_until": None, "removed": False}
+    assert ids_of(await store.messages.actions(event_id, None, 10)) == ids_of([allowed, unmuted, removed, muted])
+    assert ids_of(await store.messages.actions(event_id, unmuted["id"], 10)) == ids_of([removed, muted])
+    assert await store.messages.actions(other_event, None, 10) == []
+
+
+async def test_a_muted_user_neither_sends_nor_edits_but_may_delete(store):
+    event_id, stored = await history(store, 1)
+    await store.messages.moderate(event_id, "mute", ATTENDEE, ORGANIZER, NOW, until=NOW + HOUR)
+
+    [refused, (other, _)] = await append(store, event_id, draft(ATTENDEE, "let me talk"), draft(STRANGER, "fine"))
+    assert refused.code == "muted" and refused.extra["retry_after"] == 3600
+    assert other["text"] == "fine"
+    [refused_edit] = await store.messages.change(event_id, [edit(ATTENDEE, stored[0]["id"], "edited", NOW)])
+    assert refused_edit.code == "muted"
+    [(deleted, _)] = await store.messages.change(event_id, [deletion(ATTENDEE, stored[0]["id"], NOW)])
+    # Once the mute is over, they write again.
+    [(later, _)] = await append(store, event_id, draft(ATTENDEE, "back", timestamp=NOW + HOUR))
+    assert texts(await store.messages.latest(event_id, 10)) == [None, "fine", "back"]
+
+
+async def test_a_removed_user_writes_nothing_until_allowed_back(store):
+    event_id, stored = await history(store, 1)
+    await store.messages.moderate(event_id, "remove", ATTENDEE, ORGANIZER, NOW)
+
+    [refused] = await append(store, event_id, draft(ATTENDEE, "still here?"))
+    [refused_delete] = await store.messages.change(event_id, [deletion(ATTENDEE, stored[0]["id"])])
+
+    assert (refused.code, refused_delete.code) == ("removed_from_chat", "removed_from_chat")
+    await store.messages.moderate(event_id, "allow", ATTENDEE, ORGANIZER, NOW)
+    assert (await append(store, event_id, draft(ATTENDEE, "thanks")))[0][0]["text"] == "thanks"
+
+
+async def test_the_organizer_deleting_someone_elses_message_is_logged(store):
+    event_id, stored = await history(store, 1)
+    [(own, _)] = await append(store, event_id, draft(ORGANIZER, "mine"))
+    await store.messages.change(event_id, [deletion(ORGANIZER, own["id"])])
+
+    [(deleted, _)] = await store.messages.change(event_id, [deletion(ORGANIZER, stored[0]["id"], NOW + HOUR)])
+
+    [logged] = await store.messages.actions(event_id, None, 10)
+    assert logged == {"id": logged["id"], "event_id": event_id, "action": "delete_message", "user_id": ATTENDEE,
+                      "actor_id": ORGANIZER, "message_id": stored[0]["id"], "until": None, "at": NOW + HOUR}
 
 
 async def test_message_ids_keep_increasing_in_a_second_store_on_the_same_database(store, twin):

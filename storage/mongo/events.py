@@ -197,6 +197,8 @@ class Events(Repository, repositories.Events):
         self._users = db["users"]
         self._messages = db["messages"]
         self._message_heads = db["message_heads"]
+        # The chat's other collections (storage/mongo/messages.py), emptied with the event.
+        self._chat = [db[name] for name in ("chat_reads", "chat_mutes", "chat_removals", "chat_moderation")]
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -466,6 +468,8 @@ class Events(Repository, repositories.Events):
         # still name the event.
         await self._messages.delete_many({"event_id": event})
         await self._message_heads.delete_one({"_id": event})  # the chat's lease (storage/mongo/messages.py)
+        for collection in self._chat:
+            await collection.delete_many({"event_id": event})
         await self._users.update_one({"_id": organizer},
                                      [{"$set": {"created_events": pulled("created_events", event)}}])
         await self._users.update_many({"_id": {"$in": deleted.get("rsvps") or []}},

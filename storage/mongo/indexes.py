@@ -77,6 +77,18 @@ PLAN = (
     # "at most once" rests on it.
     Index("messages", (("event_id", ASCENDING), ("user_id", ASCENDING), ("client_msg_id", ASCENDING)),
           {"unique": True, "partialFilterExpression": {"client_msg_id": {"$exists": True}}}, required=True),
+    # A message's edits and deletions (Messages.change: the earlier change a retry repeats);
+    # sparse: messages have no target_id.
+    Index("messages", (("event_id", ASCENDING), ("target_id", ASCENDING), ("_id", ASCENDING)), {"sparse": True}),
+    # A user's mute in an event's chat, one per (event, user); each goes once its `until` has
+    # passed (TTL, expireAfterSeconds 0: "expire at a specific clock time" in MongoDB's manual).
+    Index("chat_mutes", (("event_id", ASCENDING), ("user_id", ASCENDING)), {"unique": True}, required=True),
+    Index("chat_mutes", (("until", ASCENDING),), {"expireAfterSeconds": 0}),
+    Index("chat_removals", (("event_id", ASCENDING), ("user_id", ASCENDING)), {"unique": True}, required=True),
+    # An event's moderation log, newest first.
+    Index("chat_moderation", (("event_id", ASCENDING), ("_id", ASCENDING))),
+    # One read marker per user and event: the upsert of two first markers at once stores one.
+    Index("chat_reads", (("event_id", ASCENDING), ("user_id", ASCENDING)), {"unique": True}, required=True),
     # The feed sorts on (timestamp, _id) under actor_id $in; the old (actor_id, timestamp) is its prefix.
     Index("activities", (("actor_id", ASCENDING), ("timestamp", DESCENDING), ("_id", DESCENDING))),
     Index("activities", (("timestamp", DESCENDING),)),

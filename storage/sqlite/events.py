@@ -356,7 +356,8 @@ def _delete(connection, event_id, organizer_id):
     deleted = connection.execute("DELETE FROM events WHERE id = ? AND organizer_id = ?", (event_id, organizer_id))
     if deleted.rowcount != 1:
         return False
-    for table in ("rsvps", "waitlist", "arrivals", "photos", "messages"):
+    for table in ("rsvps", "waitlist", "arrivals", "photos", "messages", "chat_reads", "chat_restrictions",
+                  "chat_moderation"):
         connection.execute(f"DELETE FROM {table} WHERE event_id = ?", (event_id,))
     return True
 

@@ -311,10 +311,54 @@ CALENDAR = (
     "CREATE INDEX rsvps_by_user ON rsvps (user_id, event_id)",
 )
 
+# Edits, deletions and read markers of the chat (domain/repositories.py, Messages). A change is a
+# row of `messages` with a `kind` ('edit' or 'delete') and the `target_id` of the message it
+# changes, so that it takes its id from the room's one increasing sequence and `since` replays it;
+# a message's own row has kind NULL and shows its current state (`edited_at`, `deleted_at`).
+# `messages_by_target` finds a message's changes (the repeat of a retried edit or deletion).
+# `chat_reads` holds each user's read marker per event: the last message id they have read.
+CHAT_CHANGES = (
+    "ALTER TABLE messages ADD COLUMN kind TEXT",
+    "ALTER TABLE messages ADD COLUMN target_id TEXT",
+    "ALTER TABLE messages ADD COLUMN edited_at INTEGER",
+    "ALTER TABLE messages ADD COLUMN deleted_at INTEGER",
+    "CREATE INDEX messages_by_target ON messages (event_id, target_id) WHERE target_id IS NOT NULL",
+    """CREATE TABLE chat_reads (
+        user_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        last_read_id TEXT NOT NULL,
+        PRIMARY KEY (event_id, user_id)
+    ) WITHOUT ROWID""",
+)
+
+# Chat moderation (domain/repositories.py, Messages.moderate): who is muted until when and who is
+# removed from an event's chat (an expired mute is a row whose muted_until is past: every reader
+# compares it with the time), and the log of what organizers did, by event in id order.
+CHAT_MODERATION = (
+    """CREATE TABLE chat_restrictions (
+        event_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        muted_until INTEGER,
+        removed_at INTEGER,
+        PRIMARY KEY (event_id, user_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE chat_moderation (
+        event_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        action TEXT NOT NULL,
+        user_id TEXT,
+        actor_id TEXT,
+        message_id TEXT,
+        until INTEGER,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (event_id, id)
+    ) WITHOUT ROWID""",
+)
+
 # Each a tuple of statements (SQL text, or a function given the connection); the file's
 # user_version is how many have run.
 MIGRATIONS = [INITIAL_SCHEMA, EVENT_TEXT_INDEX, FOLLOW_COUNTS, ACTIVITY_SUBJECTS, IDENTITY_KEYS, WAITLIST,
-              ATTENDANCE, NOTIFICATIONS, CALENDAR]
+              ATTENDANCE, NOTIFICATIONS, CALENDAR, CHAT_CHANGES, CHAT_MODERATION]
 
 
 class SchemaTooNew(Exception):
