@@ -244,8 +244,7 @@ class RoomFeed:
                 histories[since] = await self._history(event_id, since)
             except Exception as error:
                 histories[since] = error
-        reach = max((reach for _, reach in (history for history in histories.values()
-                                            if not isinstance(history, Exception))),
+        reach = max((history[1] for history in histories.values() if not isinstance(history, Exception)),
                     default=None, key=lambda value: value or "")
         if _later(reach, room.last_id):
             await self._read_on(event_id, room)
