@@ -248,7 +248,12 @@ class RedisBroker:
                     continue
                 for (change, event_id, user), (announce, count) in zip(work, results):
                     if self.hub.online_count(event_id):
-                        self._counts[event_id] = count
+                        # The count changes only with an announcement. An unannounced result (the
+                        # user is held by another process too) can come back after another
+                        # process's later announcement reached us over pub/sub: it only starts
+                        # a room's count here, never overwrites one.
+                        if announce or event_id not in self._counts:
+                            self._counts[event_id] = count
                     else:
                         self._counts.pop(event_id, None)
                     if announce:
