@@ -1,6 +1,7 @@
 """The application itself as a chat benchmark server (bench/chat_app_bench.py starts it).
 
     python -m bench.chat_app_server --port 8003 [--store sqlite|mongomock] [--store-delay-ms 2]
+                                    [--sqlite-path FILE]
 
 It is `server.serve`, as `python server.py` runs it, with these differences, each for the
 benchmark's sake:
@@ -9,13 +10,14 @@ benchmark's sake:
   default);
 - the per-connection rate limit raised out of the way, as the load generator's few publishers
   send far faster than a person; bcrypt at cost 4 (`--bcrypt-rounds`) and no limit of
-  registrations per address, so that registering thousands of members from one client is quick; log level WARNING (no
-  access log line per handshake);
-- pings every 300 s rather than 30, since the load generator does not answer them (the ping
-  task each connection carries is there all the same); a 2 s shutdown grace period;
-- a listen backlog of 1024 rather than Tornado's 128, for the idle run's bursts of handshakes;
+  registrations per address, so that registering thousands of members from one client is quick;
+  log level WARNING (no access log line per handshake);
+- pings every 300 s rather than 30, since the load generator does not answer them; a 2 s
+  shutdown grace period;
 - `--store-delay-ms`: every `messages.append` (one per batch of chat messages) first waits that
-  long, as a database across a network would.
+  long, as a database across a network would;
+- `--sqlite-path`: that SQLite file instead of the temporary one, for several processes sharing it
+  (bench/cluster_chat_bench.py; REDIS_URL and JWT_SECRET_KEY come from the environment as usual).
 """
 import argparse
 import asyncio
@@ -27,15 +29,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import tornado.tcpserver  # noqa: E402
-
 import server  # noqa: E402
 from bench.bare_broadcast_server import raise_open_file_limit  # noqa: E402
 from domain.settings import load_settings  # noqa: E402
 from domain.systemd import SystemdNotifier  # noqa: E402
 from handlers.logs import configure_logging  # noqa: E402
-
-BACKLOG = 1024
 
 
 class DelayedAppend:
@@ -52,35 +50,27 @@ class DelayedAppend:
         return await self._messages.append(event_id, drafts)
 
 
-def with_large_backlog():
-    listen = tornado.tcpserver.TCPServer.listen
-
-    def listen_with_backlog(self, port, address=None, *args, **kwargs):
-        kwargs.setdefault("backlog", BACKLOG)
-        return listen(self, port, address, *args, **kwargs)
-    tornado.tcpserver.TCPServer.listen = listen_with_backlog
-
-
-def make_store(kind, directory):
+def make_store(kind, path):
     if kind == "mongomock":
         import mongomock_motor
 
         from storage.mongo import MongoStore
         return MongoStore(mongomock_motor.AsyncMongoMockClient(tz_aware=True), "bench")
     from storage.sqlite import SqliteStore
-    return SqliteStore(os.path.join(directory, "events.sqlite3"))
+    return SqliteStore(path)
 
 
 async def serve(args, directory):
     settings = load_settings(
         ROOT / "settings.yaml", environ=os.environ, port=args.port, address=args.address, mongo_uri="",
-        sqlite_path=os.path.join(directory, "events.sqlite3"), bcrypt_rounds=args.bcrypt_rounds, log_level="WARNING",
+        sqlite_path=args.sqlite_path or os.path.join(directory, "events.sqlite3"), bcrypt_rounds=args.bcrypt_rounds,
+        log_level="WARNING",
         chat_messages_per_second=1e6, chat_burst=10**6, chat_ping_interval_seconds=300,
         # Every client of the bench is on loopback: it opens 200 handshakes at a time and registers
         # every user from one address.
         max_connections_per_address=10**6, registrations_per_address=10**9, shutdown_grace_seconds=2)
     configure_logging(settings.log_level)
-    store = make_store(args.store, directory)
+    store = make_store(args.store, settings.sqlite_path)
     if args.store_delay_ms:
         store.messages = DelayedAppend(store.messages, args.store_delay_ms / 1000)
     await server.serve(settings, SystemdNotifier.from_environment(), store=store)
@@ -93,9 +83,9 @@ def main():
     parser.add_argument("--store", choices=["sqlite", "mongomock"], default="sqlite")
     parser.add_argument("--store-delay-ms", type=float, default=0.0)
     parser.add_argument("--bcrypt-rounds", type=int, default=4, help="4 registers thousands quickly; 12 is the default")
+    parser.add_argument("--sqlite-path", default="")
     args = parser.parse_args()
     raise_open_file_limit()
-    with_large_backlog()
     with tempfile.TemporaryDirectory(prefix="chat_app_server_") as directory:
         try:
             asyncio.run(serve(args, directory))

@@ -5,14 +5,16 @@ A room's log (domain/repositories.py, `Messages`) holds its messages and the cha
 ids, which the store hands out increasing in the order entries are stored, so "everything
 after entry X" is `after(X)`.
 
-Contract of the log, enforced by one writer task per busy room (`MessageLog._write`):
-- an entry is published only after it is stored, and a room's entries are published in
-  the order of their ids, as the frames `new_message`, `message_edited`, `message_deleted`;
-- a replay (the recent messages, or everything after one) and the subscription it hands them
-  to happen between two published batches, never during one, so a subscriber gets each
-  message exactly once: in the replay, or published after it;
+Contract of the log, enforced by one writer task per busy room in a process (`MessageLog._write`):
+- a batch (of messages, or of changes) is published only after it is stored, as the frames
+  `new_message`, `message_edited`, `message_deleted`, with the id of the room's entry stored
+  just before it (read by the store in the same atomic step that drew the batch's ids), and
+  one process publishes a room's batches in the order of their ids;
 - a `client_msg_id` is stored once per sender and room (`Messages.append` keeps that across
   restarts); sending it again gives back the stored message instead of a second one.
+Delivery in one order on every process, and replays that meet it exactly, are the room feed's
+(domain/chat_feed.py), which follows that chain of "stored just before" ids, messages and
+changes alike.
 """
 import asyncio
 import dataclasses
@@ -83,6 +85,20 @@ def message_json(message):
     return shown
 
 
+def entry_frame(record):
+    """The server frame announcing a log entry: new_message, message_edited or message_deleted.
+    The one rendering of the live path (MessageLog) and of reads from the store (the room feed's
+    gap fills), so both give the same frames."""
+    if record.get("kind", "message") == "message":
+        return {"type": "new_message", "message": message_json(record)}
+    return change_json(record)
+
+
+def entry_id(frame):
+    """The id of the log entry a frame of `entry_frame` announces: the room feed's chain."""
+    return frame["message"]["id"] if frame["type"] == "new_message" else frame["id"]
+
+
 def change_json(change):
     """The server frame of a change record: message_edited or message_deleted."""
     if change["kind"] == "edit":
@@ -141,25 +157,18 @@ class _Change:
 
 
 @dataclasses.dataclass(eq=False)
-class _Replay:
-    since: str
-    subscribe: object
-    result: asyncio.Future
-
-
-@dataclasses.dataclass(eq=False)
 class _Room:
     posts: list = dataclasses.field(default_factory=list)
-    replays: list = dataclasses.field(default_factory=list)
     task: asyncio.Task = None
 
 
 class MessageLog:
-    """Each room's log: stored in batches, published in stored order, replayed exactly.
+    """Each room's log: stored in batches, published in stored order.
 
-    `publish(event_id, frames)` is called with each stored batch, as the server frames that
-    announce it (`new_message`, `message_edited`, `message_deleted`, in stored order), before
-    anything else happens in the room; it must not block.
+    `publish(event_id, frames, previous_id)` is called with each stored batch, as the server
+    frames that announce it (`new_message`, `message_edited`, `message_deleted`, in stored order,
+    see `entry_frame`) and the id of the room's entry stored just before it, before anything else
+    happens in the room; it must not block. Replays are the room feed's (domain/chat_feed.py).
     """
 
     def __init__(self, store, publish, clock=utcnow, batch_size=MAX_BATCH):
@@ -194,28 +203,15 @@ class MessageLog:
         self._room(event_id).posts.append(_Change(kind, message_id, user_id, text, result))
         return result
 
-    async def replay(self, event_id, since, subscribe):
-        """Calls `subscribe({messages, changes})` between two published batches of the room:
-        with the last RECENT_COUNT messages (oldest first) as they are now, or, given the id
-        `since` of an entry (a message or a change), every message after it as it is now and, in
-        order, the changes after it to messages at or before it (`changes`, as their frames).
-        A `since` that is not an entry of this room fails, as does a gap longer than
-        MAX_CATCH_UP entries: a replay never silently leaves a hole."""
-        if since is not None and not await self.store.messages.exists(event_id, since):
-            raise InvalidInput("`since` is not a message (nor a change) of this chat.", code="unknown_since")
-        result = asyncio.get_running_loop().create_future()
-        self._room(event_id).replays.append(_Replay(since, subscribe, result))
-        await result
-
     def discard(self, event_id):
         """Drops what the room has queued (its event is gone); a batch being written finishes."""
         room = self._rooms.get(event_id)
         if room is None:
             return
         gone = NotFound("The event was deleted.", code="event_not_found")
-        for item in room.posts + room.replays:
+        for item in room.posts:
             _settle(item.result, error=gone)
-        room.posts, room.replays = [], []
+        room.posts = []
 
     async def drain(self):
         """Returns once everything queued is stored and published (at shutdown)."""
@@ -233,23 +229,6 @@ class MessageLog:
         items = [message_json(message) for message in messages[:limit]]
         return {"items": items, "next_cursor": items[-1]["id"] if len(messages) > limit else None}
 
-    async def _history(self, event_id, since):
-        if since is None:
-            messages = await self.store.messages.latest(event_id, RECENT_COUNT)
-            return {"messages": [message_json(message) for message in messages], "changes": []}
-        entries = await self.store.messages.after(event_id, since, MAX_CATCH_UP + 1)
-        if len(entries) > MAX_CATCH_UP:
-            raise Conflict(f"More than {MAX_CATCH_UP} messages were missed: read them with "
-                           "GET /api/v1/events/<id>/messages, then join without `since`.",
-                           code="too_far_behind")
-        messages = [entry for entry in entries if entry["kind"] == "message"]
-        # A message replayed here shows its changes already; an edit whose message was deleted
-        # since has lost its text, and the deletion follows it.
-        replayed = {message["id"] for message in messages}
-        changes = [change_json(entry) for entry in entries if entry["kind"] != "message"
-                   and entry["message_id"] not in replayed and not (entry["kind"] == "edit" and entry["text"] is None)]
-        return {"messages": [message_json(message) for message in messages], "changes": changes}
-
     # --- the writer ----------------------------------------------------------------------
 
     def _room(self, event_id):
@@ -260,16 +239,12 @@ class MessageLog:
         return room
 
     async def _write(self, event_id, room):
-        """The room's one writer: batches of posts and of replays, one after the other."""
+        """The room's one writer: batches of posts and changes, one after the other."""
         try:
-            while room.posts or room.replays:
-                if room.posts:
-                    batch, room.posts = room.posts[:self.batch_size], room.posts[self.batch_size:]
-                    for run in _runs(batch):
-                        await (self._store if isinstance(run[0], _Post) else self._apply)(event_id, run)
-                if room.replays:
-                    replays, room.replays = room.replays, []
-                    await self._replay(event_id, replays)
+            while room.posts:
+                batch, room.posts = room.posts[:self.batch_size], room.posts[self.batch_size:]
+                for run in _runs(batch):
+                    await (self._store if isinstance(run[0], _Post) else self._apply)(event_id, run)
         finally:
             # No await between the loop's last check and here, so nothing queued is left behind.
             del self._rooms[event_id]
@@ -311,7 +286,9 @@ class MessageLog:
             if post.key is not None:
                 known[post.key] = message
         try:
-            self.publish(event_id, [{"type": "new_message", "message": message} for _, message in stored])
+            if stored:
+                self.publish(event_id, [{"type": "new_message", "message": message} for _, message in stored],
+                             results.previous_id)
         except Exception:
             log.exception("publishing chat messages failed")  # they are stored: history has them
         for post, message in stored:
@@ -340,7 +317,9 @@ class MessageLog:
             return
         frames = [None if isinstance(result, Exception) else (change_json(result[0]), result[1]) for result in results]
         try:
-            self.publish(event_id, [frame for frame, repeated in filter(None, frames) if not repeated])
+            published = [frame for frame, repeated in filter(None, frames) if not repeated]
+            if published:
+                self.publish(event_id, published, results.previous_id)
         except Exception:
             log.exception("publishing chat changes failed")  # they are stored: replays have them
         for change, result, frame in zip(changes, results, frames):
@@ -348,29 +327,6 @@ class MessageLog:
                 _settle(change.result, error=result)
             else:
                 _settle(change.result, frame)
-
-    async def _replay(self, event_id, replays):
-        # Failures (too_far_behind, the database) go to the replays that asked; the chat
-        # transport says what they mean to its clients.
-        histories = {}
-        for since in {replay.since for replay in replays}:
-            try:
-                histories[since] = await self._history(event_id, since)
-            except Exception as error:
-                histories[since] = error
-        for replay in replays:
-            history = histories[replay.since]
-            if isinstance(history, Exception):
-                _settle(replay.result, error=history)
-                continue
-            try:
-                replay.subscribe(history)
-            except Exception as error:
-                # The subscriber's own failure goes back to it; the room goes on.
-                _settle(replay.result, error=error)
-                continue
-            _settle(replay.result, None)
-
 
 def _runs(batch):
     """The batch cut into runs of messages and runs of changes, in order: each run is one write."""

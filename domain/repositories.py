@@ -292,6 +292,18 @@ def cancelled_chat():
     return Conflict("The event is cancelled: its chat takes no new messages.", code="event_cancelled")
 
 
+class Appended(list):
+    """What Messages.append and Messages.change return: the list of results, and `previous_id`,
+    the id of the event's newest entry (message or change) before the batch (None: there was
+    none), read in the same atomic step in which the batch's ids were drawn. Several processes
+    follow a room by that chain: a batch whose previous_id is not the last entry they delivered
+    has one before it still to come (domain/chat_feed.py)."""
+
+    def __init__(self, results, previous_id):
+        super().__init__(results)
+        self.previous_id = previous_id
+
+
 def no_such_message():
     return NotFound("There is no such message in this chat.", code="message_not_found")
 
@@ -345,11 +357,12 @@ class Messages(abc.ABC):
     unless deleted): the message as it is now. A change record: id, event_id, kind ("edit" or
     "delete"), message_id (the message changed), user_id (who changed it), text (the new text of
     an edit; None for a deletion, and for an edit of a message deleted since), timestamp.
-    Changes take their ids from the same sequence as messages. Within an event, ids increase in the order messages are
-    stored, also across restarts. Across processes appending to one event at the same moment,
-    SQLite keeps that order (ids are handed out under the file's write lock); the MongoDB adapter
-    keeps it only for one writing process per event, which is how rooms must be routed once
-    several processes serve (the multi-process issue)."""
+    Changes take their ids from the same sequence as messages. Within an event, ids increase in
+    the order entries are stored, also across restarts and across processes writing to one event
+    at the same moment: SQLite hands ids out under the file's write lock, the MongoDB adapter under
+    a lease on the event's head document (storage/mongo/messages.py), for `append` and `change`
+    alike. So whoever reads an entry also can read every entry of the event with a smaller id,
+    and the entries form one chain (`Appended.previous_id`)."""
 
     @abc.abstractmethod
     async def append(self, event_id, drafts):
@@ -357,7 +370,7 @@ class Messages(abc.ABC):
         client_msg_id or None}; no two with the same (user_id, client_msg_id)) in their order,
         giving them increasing ids after every stored message of the event.
 
-        Returns a list parallel to `drafts`: (message record, False) for a draft stored now,
+        Returns an `Appended` list parallel to `drafts`: (message record, False) for a draft stored now,
         (the earlier message record, True) for one whose (user_id, client_msg_id) was already
         stored in this event (a client_msg_id is stored once per sender and event), the
         DomainError of `chat_refusal` for a draft of a muted or removed user (not stored), or None
@@ -379,7 +392,8 @@ class Messages(abc.ABC):
         applies each to its message (an edit sets text and edited_at; a deletion clears the text
         of the message and of its edits, and sets deleted_at).
 
-        Returns a list parallel to `drafts`: (change record, False) for a change stored now;
+        Returns an `Appended` list parallel to `drafts` (its previous_id: the event's newest entry
+        before the batch, as for `append`): (change record, False) for a change stored now;
         (the latest earlier change of that kind, True) for one already done (`change_repeats`);
         or a DomainError for a change refused alone: `no_such_message`, `change_refusal`,
         `unchanged_text` (an edit to the text the message had from the start), `chat_refusal`.
@@ -399,8 +413,8 @@ class Messages(abc.ABC):
 
     @abc.abstractmethod
     async def after(self, event_id, message_id, limit):
-        """The event's log entries (messages and changes) with ids after `message_id`, oldest
-        first: what a client that has seen `message_id` has missed."""
+        """The event's log entries (messages and changes) with ids after `message_id` (None: from
+        the first), oldest first: what a client that has seen `message_id` has missed."""
 
     @abc.abstractmethod
     async def before(self, event_id, message_id, limit):

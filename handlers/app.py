@@ -70,7 +70,8 @@ def build_services(settings, store=None, mailer=None):
     notification_service = notifications.NotificationService(settings, Notifier(store, mailer))
     events_service = Events(store, settings, notification_service.notifier)
     server_metrics = ServerMetrics()
-    chat_service = chat.ChatService(settings, store, server_metrics)
+    redis = cluster.connect(settings.redis_url)
+    chat_service = chat.ChatService(settings, store, server_metrics, redis)
     revoked = [chat_service.sockets.close_revoked, notification_service.sockets.close_revoked]
     left, deleted, moderated = [chat_service.close_member], [chat_service.close_event], [chat_service.moderated]
     accounts.revocation_listeners.extend(revoked)
@@ -82,14 +83,16 @@ def build_services(settings, store=None, mailer=None):
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,
                         chat=chat_service, moderation=chat_moderation, notifications=notification_service,
-                        calendars=Calendars(store, settings),
-                        redis=cluster.connect(settings.redis_url),
+                        calendars=Calendars(store, settings), redis=redis,
                         metrics=server_metrics, shutdown_hooks=[chat_service.shutdown, events_service.background.drain,
                                                                 notification_service.shutdown],
                         openapi=openapi.build_openapi(route_table(), validator.schemas, websocket=chat.CHAT_PROTOCOL,
                                                       notifications_websocket=notifications.NOTIFICATIONS_PROTOCOL))
     services.metrics.in_flight.set_function(lambda: services.inflight)
     if services.redis is not None:
+        # The chat's broker was made Redis's by ChatService (cluster/chat_broker.py).
+        services.startup_hooks.append(chat_service.broker.start)
+        services.shutdown_hooks.append(chat_service.broker.close)
         share_endings(services, revoked, left, deleted, moderated)
         share_pushes(services)
         share_limits(services)

@@ -1,11 +1,13 @@
 """Live chat over WebSocket at /ws/chat/<event_id>: the handshake, per-connection limits, frames.
 
-Chat is three units: this transport (who may connect, what a frame may be, how a connection
-ends), the room hub (handlers/chat_hub.py: presence and fan-out) and the message log
-(domain/chat.py: storage, order, replay). `ChatService` holds the live state of the process
-that ties them together: the open sockets by user and by event. What the chat's socket shares with
-the other user-level sockets (handshake checks, the per-user registry and cap, token endings, pings,
-bounded writes) is in handlers/sockets.py.
+Chat is five units: this transport (who may connect, what a frame may be, how a connection
+ends), the room hub (handlers/chat_hub.py: this process's members and fan-out), the message log
+(domain/chat.py: storage and order), the room feed (domain/chat_feed.py: delivery in stored order
+and exact replays, whichever process stored a batch) and the broker (handlers/chat_broker.py:
+this process alone, or every process through Redis, cluster/chat_broker.py). `ChatService` holds
+the live state of the process that ties them together: the open sockets by user and by event.
+What the chat's socket shares with the other user-level sockets (handshake checks, the per-user
+registry and cap, token endings, pings, bounded writes) is in handlers/sockets.py.
 """
 import asyncio
 import datetime
@@ -15,10 +17,12 @@ import logging
 
 from domain.chat import (MAX_CATCH_UP, MAX_TEXT_CHARS, NOT_A_MEMBER, RECENT_COUNT, REMOVED, MessageLog,
                          check_chat_member)
+from domain.chat_feed import RoomFeed
 from domain.errors import DomainError, Forbidden, InvalidInput, NotFound, StoreUnavailable, Unavailable
 from domain.ratelimit import SharedLimitsDown, TokenBucketLimiter
 from domain.repositories import chat_refusal
 from domain.times import utcnow
+from handlers.chat_broker import LocalBroker
 from handlers.chat_hub import RoomHub, encode_json
 from handlers.sockets import (CLOSE_GOING_AWAY, CLOSE_TOO_SLOW, HANDSHAKE_QUERY, MAX_FRAME_BYTES,
                               RETRY_PROTOCOL, SHUTDOWN_REASON, UserSocket, UserSockets)
@@ -46,12 +50,18 @@ class ChatService:
     """The live side of chat in this process: open sockets by user and by event, the rooms,
     the message log, and their figures in the server's metrics."""
 
-    def __init__(self, settings, store, metrics):
+    def __init__(self, settings, store, metrics, redis=None):
         self.settings = settings
         self.metrics = metrics
         self.store = store
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
-        self.log = MessageLog(store, self._publish)
+        self.feed = RoomFeed(store, self._deliver, self._following, metrics.chat_catch_ups.inc)
+        if redis is None:
+            self.broker = LocalBroker(self.feed, self.hub)
+        else:
+            from cluster.chat_broker import RedisBroker  # only with REDIS_URL: several processes
+            self.broker = RedisBroker(redis, self.feed, self.hub, metrics)
+        self.log = MessageLog(store, self.broker.publish)
         self.accepting = True
         # By user, and the handshakes in progress: an ending that lands during one (logout, RSVP
         # cancelled, event deleted) refuses it when it resumes.
@@ -59,14 +69,25 @@ class ChatService:
         self._by_event = {}
         self._refilling = {}  # user id -> frame buckets of closed sockets, kept until full again
 
-    def _publish(self, event_id, frames):
+    def _deliver(self, event_id, frames):
         for frame in frames:
             self.hub.broadcast(event_id, frame)
         self.metrics.chat_messages_out.inc(len(frames) * len(self.hub.members(event_id)))
 
+    def _following(self, event_id):
+        return self.hub.online_count(event_id) > 0
+
     def online_count(self, event_id):
-        """Users in the event's live chat now."""
-        return self.hub.online_count(event_id)
+        """Users in the event's live chat now (in every process)."""
+        return self.broker.online_count(event_id)
+
+    def user_joined(self, socket):
+        self.broker.joined(socket.event_id, {"id": socket.user_id, "username": socket.username})
+
+    def user_left(self, socket):
+        self.broker.left(socket.event_id, {"id": socket.user_id, "username": socket.username})
+        if not self._following(socket.event_id):
+            self.feed.release(socket.event_id)
 
     # --- admission and bookkeeping ------------------------------------------------------
 
@@ -188,6 +209,7 @@ class ChatService:
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404);
         handshakes in progress are refused (404)."""
         self.log.discard(event_id)
+        self.feed.discard(event_id)
         self._close_sockets_of(event_id, CLOSE_EVENT_DELETED, "event deleted")
         for socket in self.sockets.handshakes:
             if socket.event_id == event_id:
@@ -227,6 +249,8 @@ class ChatService:
     def _close_sockets_of(self, event_id, code, reason):
         # The whole room at once, without a user_left per member to those still there.
         self.hub.close_room(event_id, code, reason)
+        self.broker.room_closed(event_id)
+        self.feed.release(event_id)
         for socket in list(self._by_event.get(event_id, ())):
             socket.close(code, reason)  # those that never joined; a no-op for the others
 
@@ -318,19 +342,19 @@ class ChatSocket(UserSocket):
         if self.state != IDLE:
             raise _frame_error("already_joined", "This connection has joined already; send leave_chat first.")
         self.state = JOINING
-        joining = asyncio.ensure_future(self.chat.log.replay(self.event_id, frame.get("since"), self._subscribe))
+        joining = asyncio.ensure_future(self.chat.feed.replay(self.event_id, frame.get("since"), self._subscribe))
         joining.add_done_callback(self._join_settled)
 
     def _subscribe(self, history):
-        # Called by the message log between two published batches, so the replay and what the
-        # room publishes from now on meet without a gap or an overlap.
+        # Called by the room feed between two delivered batches, so the replay and what the
+        # room delivers from now on meet without a gap or an overlap.
         if self.state != JOINING or self.ws_connection is None:
             return
         self.state = JOINED
         first = self.chat.hub.join(self.event_id, self, self.user_id)
         self._send({"type": "recent_messages", **history})
         if first:
-            self._announce("user_joined")
+            self.chat.user_joined(self)
 
     def _join_settled(self, joining):
         error = None if joining.cancelled() else joining.exception()
@@ -391,7 +415,7 @@ class ChatSocket(UserSocket):
             self._send(frame)
 
     def _on_typing(self, frame):
-        # Not stored and not in the room's order: straight to the hub, to everyone but the typist.
+        # Not stored and not in the room's order: relayed to every process, to everyone but the typist.
         if self.state == IDLE:
             raise _frame_error("not_joined", "Send join_chat before typing.")
         refusal = chat_refusal({"kind": "typing"}, self.muted_until, False, utcnow())
@@ -403,7 +427,7 @@ class ChatSocket(UserSocket):
         self.typing_quiet_until = now + TYPING_EVERY
         typing = {"type": "typing", "user": {"id": self.user_id, "username": self.username},
                   "expires_in": TYPING_EXPIRES}
-        self.chat.hub.broadcast(self.event_id, typing, skip=self)
+        self.chat.broker.relay(self.event_id, typing, skip=self)  # to the room's members in every process
 
     def _on_mark_read(self, frame):
         marking = asyncio.ensure_future(self.chat.mark_read(self.event_id, self.user_id, frame["id"]))
@@ -419,12 +443,7 @@ class ChatSocket(UserSocket):
     def _leave_room(self):
         joined, self.state = self.state == JOINED, IDLE
         if joined and self.chat.hub.leave(self.event_id, self):
-            self._announce("user_left")
-
-    def _announce(self, kind):
-        self.chat.hub.broadcast(self.event_id, {
-            "type": kind, "user": {"id": self.user_id, "username": self.username},
-            "online_count": self.chat.hub.online_count(self.event_id)})
+            self.chat.user_left(self)
 
     def _send_error(self, error, client_msg_id=None, message_id=None):
         if not isinstance(error, DomainError):
@@ -540,8 +559,10 @@ within that time.
   refused (`muted`).
 
 **Order.** Every member receives a room's `new_message`, `message_edited` and `message_deleted`
-frames in one order, the order in which they were stored (their ids increase in that order).
-`recent_messages` and the frames after it meet exactly: nothing missed, nothing twice.
+frames in one order, the order in which they were stored (their ids increase in that order),
+whichever server process each member is connected to. `recent_messages` and the frames after it
+meet exactly: nothing missed, nothing twice, also when a client reconnects with `since` to another
+process. `online_count` counts each user once, however many connections and processes they use.
 
 **Errors** (`{{"type": "error", "code", "message"}}`, plus `client_msg_id` when a send was
 refused, `errors` for a malformed frame, `retry_after` in seconds for `rate_limited`); the

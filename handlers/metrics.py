@@ -23,6 +23,7 @@ class ServerMetrics:
       chat_messages_in.inc()               a message accepted from a client
       chat_messages_out.inc(n)             a message written to n sockets
       slow_consumers_dropped.inc()         a socket closed with 1013 for falling behind
+      redis_up.set(1 or 0), redis_disconnects.inc(), chat_catch_ups.inc()   several processes
       rate_limit_refusals.labels(route).inc()   a chat message refused by the rate limit
       database_errors.labels(route).inc()       the database did not answer
       connections_refused.labels(reason).inc()  a connection refused before its request (handlers/connections.py)
@@ -50,6 +51,14 @@ class ServerMetrics:
         self.slow_consumers_dropped = Counter("chat_slow_consumers_dropped",
                                               "Chat connections closed (1013) because they could not keep up",
                                               registry=registry)
+        self.redis_up = Gauge("redis_up", "1 while Redis is reached (several processes, REDIS_URL set), else 0",
+                              registry=registry)
+        self.redis_disconnects = Counter("redis_disconnects", "Times Redis stopped answering (REDIS_URL set)",
+                                         registry=registry)
+        self.chat_catch_ups = Counter("chat_catch_ups",
+                                      "Times a chat room read from the database batches that had not arrived "
+                                      "in order (another process's, or missed while Redis was away)",
+                                      registry=registry)
         self.redis_failures = Counter("cluster_redis_failures",
                                       "Redis commands of several processes that failed, by part: endings (a "
                                       "socket ending not shared), notifications (a push not shared), limits "

@@ -14,8 +14,8 @@ class HealthHandler(BaseHandler):
 
 class ReadyHandler(BaseHandler):
     authentication = "none"
-    docs = {"get": operation("Readiness: 200 when the database answers and is fully prepared", response="Status",
-                             errors=[503], public=True)}
+    docs = {"get": operation("Readiness: 200 when the database answers and is fully prepared, and Redis answers "
+                             "when several processes share it", response="Status", errors=[503], public=True)}
 
     async def get(self):
         store = self.services.store
@@ -27,6 +27,11 @@ class ReadyHandler(BaseHandler):
         problems = store.problems()
         if problems:
             self._not_ready(f"The database is not ready: {'; '.join(problems)}.", "database_not_ready")
+            return
+        problem = self.services.chat.broker.problem()
+        if problem is not None:
+            # The chat still serves this process's members, but not the other processes' ones.
+            self._not_ready(problem, "redis_unavailable")
             return
         self.reply({"status": "ready", "database": store.kind}, "Ready.")
 

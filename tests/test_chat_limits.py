@@ -324,8 +324,10 @@ async def test_send_frames_passed_without_the_schema_are_ones_the_schema_accepts
 @pytest.mark.gen_test(timeout=30)  # 3 s alone: 501 stored messages and a 12 MB replay; more on a busy machine
 async def test_a_client_that_does_not_read_its_own_answers_is_disconnected(room):
     await room.create(attendees=0)
-    await room.joined(room.organizer_token)  # so that the stuck connection's join announces nothing
+    # Stored before anyone joins: stored later, behind the message log's back as another process
+    # would, the room feed would deliver it to the room before the replay (domain/chat_feed.py).
     history = await room.write_history(["\U0001F600" * 2000] * (MAX_CATCH_UP + 1))
+    await room.joined(room.organizer_token)  # so that the stuck connection's join announces nothing
     stuck = await StuckClient.connect(room.base_url, room.event_id, room.organizer_token,
                                       since=history[0]["id"])  # a 12 MB replay, never read
     await stuck.stream.write(masked_frame({"type": "dance"}))  # its answer finds that backlog

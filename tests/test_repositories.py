@@ -1785,6 +1785,20 @@ async def test_after_gives_the_messages_following_an_id_oldest_first(store):
     assert texts(await store.messages.after(event_id, stored[2]["id"], 2)) == ["m3", "m4"]
     assert await store.messages.after(event_id, stored[6]["id"], 100) == []
     assert texts(await store.messages.after(event_id, "0" * 24, 100)) == [f"m{n}" for n in range(7)]
+    assert texts(await store.messages.after(event_id, None, 3)) == ["m0", "m1", "m2"]
+
+
+async def test_append_names_the_message_stored_just_before_the_batch(store):
+    # The chain several processes follow a room by (domain/chat_feed.py): each batch names the
+    # event's newest message before it.
+    event_id = await add_event(store)
+    first = await append(store, event_id, draft(ATTENDEE, "a"), draft(ATTENDEE, "b"))
+    second = await append(store, event_id, draft(ATTENDEE, "c", "c-1"))
+    repeat = await append(store, event_id, draft(ATTENDEE, "c again", "c-1"), draft(ATTENDEE, "d"))
+
+    assert first.previous_id is None
+    assert second.previous_id == first[-1][0]["id"]
+    assert repeat.previous_id == second[0][0]["id"] and repeat[0][1] is True
 
 
 async def test_before_gives_the_messages_preceding_an_id_newest_first(store):
@@ -1829,6 +1843,21 @@ async def test_change_stores_an_edit_in_the_log_and_on_its_message(store):
     assert await store.messages.counts([event_id]) == {event_id: 2}
     assert [entry["kind"] for entry in await store.messages.after(event_id, stored[0]["id"], 10)] == ["message", "edit"]
     assert await store.messages.exists(event_id, change["id"]) is True
+
+
+async def test_change_names_the_entry_stored_just_before_its_batch_as_append_does(store):
+    # Messages and changes form one chain (domain/chat_feed.py): each batch of either names the
+    # event's newest entry before it.
+    event_id, stored = await history(store, 2)
+    changes = await store.messages.change(event_id, [edit(ATTENDEE, stored[0]["id"], "m0, fixed"),
+                                                     deletion(ATTENDEE, stored[1]["id"])])
+    after = await append(store, event_id, draft(ATTENDEE, "m2"))
+    retried = await store.messages.change(event_id, [deletion(ATTENDEE, stored[1]["id"]),
+                                                     edit(ATTENDEE, stored[0]["id"], "m0, again")])
+
+    assert changes.previous_id == stored[1]["id"]
+    assert after.previous_id == changes[-1][0]["id"]
+    assert retried[0][1] is True and retried.previous_id == after[0][0]["id"]
 
 
 async def test_a_deletion_leaves_a_tombstone_and_blanks_the_earlier_edits(store):
@@ -2012,9 +2041,6 @@ async def test_message_ids_keep_increasing_in_a_second_store_on_the_same_databas
 async def test_a_reader_following_after_misses_no_message_appended_through_two_stores(store, twin):
     # What replay on reconnect relies on: ids increase in the order messages are stored, even
     # when two processes append to one event at the same moment.
-    if store.kind == "mongodb":
-        pytest.skip("the MongoDB adapter orders one process's appends only; see Messages in "
-                    "domain/repositories.py (one writer per event across processes comes with Redis)")
     event_id = await add_event(store)
     [(start, _)] = await append(store, event_id, draft(ATTENDEE, "start"))
     writers_done = asyncio.Event()

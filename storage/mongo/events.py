@@ -196,6 +196,7 @@ class Events(Repository, repositories.Events):
         self._events = db["events"]
         self._users = db["users"]
         self._messages = db["messages"]
+        self._message_heads = db["message_heads"]
         # The chat's other collections (storage/mongo/messages.py), emptied with the event.
         self._chat = [db[name] for name in ("chat_reads", "chat_mutes", "chat_removals", "chat_moderation")]
 
@@ -466,6 +467,7 @@ class Events(Repository, repositories.Events):
         # (chat history is read only for an event that exists) and only the old backend's lists
         # still name the event.
         await self._messages.delete_many({"event_id": event})
+        await self._message_heads.delete_one({"_id": event})  # the chat's lease (storage/mongo/messages.py)
         for collection in self._chat:
             await collection.delete_many({"event_id": event})
         await self._users.update_one({"_id": organizer},

@@ -3,23 +3,41 @@
 wrote may lack a timestamp: their ObjectId's creation time stands in.
 
 Order: an event's order is `_id` order. Each batch's ids are drawn above the newest id stored
-for the event, read just before the batch is written (one indexed find_one), and one batch per
-event at a time is written by this process. So ids increase in the order batches are stored:
-across restarts, with a clock that went back, and across processes that take turns. Only two
-processes writing to one event at the same moment can store their batches in the opposite
-order of their ids; making that impossible would take a counter document per event, a second
-write per batch.
+for the event, read just before the batch is written (one indexed find_one), and the read, the
+insert and nothing else of the event happen while this process holds the event's lease: its
+document in `message_heads` ({_id: event id, owner, until}). So ids increase in the order batches
+are stored, across restarts, with a clock that went back, and across processes writing to one
+event at the same moment: a batch becomes readable only after every batch with smaller ids did.
 
-"One batch per event at a time" is this adapter's own per-event lock (`_one_append_at_a_time`),
-although domain/chat.py's MessageLog already appends from one writer task per room. Both stay:
-the contract (domain/repositories.py, Messages) promises the order to every caller within one
-process, not to MessageLog alone (tests/test_repositories.py appends to one event concurrently),
-and MessageLog's writer is there for its own reasons (publishing in stored order, batching,
-replays between batches). Under MessageLog the lock is never contended and costs no wait.
+Why the lease is sound, from MongoDB's documentation:
+- Taking it is one `findOneAndUpdate` with `upsert`, filtered on {_id, owner null or lease
+  expired}. A single-document write is atomic, so of two processes racing for a free or expired
+  lease one matches and sets `owner`; the other either sees the new owner (no match) or, its
+  upsert inserting a second document with the same `_id`, gets a duplicate key error (E11000)
+  from the unique `_id` index ("Upsert with Unique Index": MongoDB retries such an upsert itself
+  only when the filter is equalities on the unique index alone, which this one is not). Both
+  mean "held": wait and try again.
+- Releasing it is `updateOne({_id, owner: our token}, {$set: {owner: null}})`: it matches only if
+  nobody took the lease over. With the majority write concern (the default since 5.0), an
+  acknowledged insert is visible to every later read on the primary, so the next holder's read of
+  the newest id sees this batch.
+- The fence: a holder stalled past LEASE_SECONDS may find its lease taken over when it releases
+  (no match); its batch may then have landed after the next holder drew its ids, so it deletes
+  the batch and reports it unstored (StoreUnavailable: the senders resend with their
+  client_msg_id). Until that delete a reader may see those messages; it takes a stall of
+  LEASE_SECONDS (30 s) of one process.
+The cost: two more round trips per batch (take, release), uncontended under one writer per
+process and room (domain/chat.py's MessageLog).
+
+The in-process lock (`_one_append_at_a_time`) stays in front of the lease: concurrent appends of
+one process to one event queue in memory instead of polling the lease document, and the contract
+(domain/repositories.py, Messages) promises the order to every caller, not to MessageLog alone.
+`change` takes the same lock and the same lease as `append`: its ids come from the same sequence,
+so messages and changes of an event form one chain across processes (`Appended.previous_id`).
 
 Edits and deletions (Messages.change) are documents of the same collection, with a `kind`
 ("edit" or "delete") and the `target_id` of the message, and ids drawn like messages' under the
-same lock, so one `_id` range of an event is its whole log. The old backend's documents have no
+same lock and lease, so one `_id` range of an event is its whole log. The old backend's documents have no
 `kind`: `{"kind": None}` matches them (a query for null matches a missing field, "Query for Null
 or Missing Fields" in MongoDB's manual), so they stay messages. A change is two writes, the
 change's document then its message's update, as MongoDB has no multi-document atomicity here
@@ -33,19 +51,23 @@ value is greater, comparing ObjectIds by their bytes, which is our id order).
 """
 import asyncio
 import contextlib
+import datetime
 import logging
 
 import bson
 from pymongo import errors as driver_errors
 
 from domain import repositories
-from domain.errors import NotFound
+from domain.errors import NotFound, StoreUnavailable
+from domain.times import utcnow
 from storage.mongo.repository import Repository, found
 from storage.mongo.values import aware, id_text, object_id, stored_id
 
 log = logging.getLogger("store")
 
 DUPLICATE_KEY = 11000
+LEASE_SECONDS = 30  # a holder stalled longer than this loses the event's lease (module docstring)
+LEASE_WAIT_SECONDS = 10  # an append waiting longer for the lease gives up (StoreUnavailable)
 
 
 MESSAGES_ONLY = {"kind": None}
@@ -75,6 +97,7 @@ class Messages(Repository, repositories.Messages):
     def __init__(self, db):
         self._messages = db["messages"]
         self._events = db["events"]
+        self._heads = db["message_heads"]
         self._users = db["users"]
         self._reads = db["chat_reads"]
         self._mutes = db["chat_mutes"]
@@ -91,16 +114,23 @@ class Messages(Repository, repositories.Messages):
         stored before a connection fails stays stored, as the contract says."""
         event = stored_id(event_id)
         if not drafts:
-            return []
+            return repositories.Appended([], None)
         async with self._one_append_at_a_time(event):
             # Checked before, not with, the insert (no transaction): a batch racing the event's
             # deletion may still be stored after it, where no reader reaches it.
             await self._open_event(event)
             refusals = await self._refusals(event, drafts)
             allowed = [draft for draft, refusal in zip(drafts, refusals) if refusal is None]
-            ids = await self._ids_above_newest(event, len(allowed))
-            documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, allowed)]
-            refused = await self._insert(documents) if documents else {}
+            lease = await self._take_lease(event)
+            try:
+                previous, ids = await self._ids_above_newest(event, len(allowed))
+                documents = [_document(event, message_id, draft) for message_id, draft in zip(ids, allowed)]
+                refused = await self._insert(documents) if documents else {}
+            finally:
+                kept = await self._release_lease(event, lease)
+            if not kept:
+                await self._messages.delete_many({"_id": {"$in": ids}})
+                raise StoreUnavailable("The chat message lease was lost while the batch was written.")
         repeated = [documents[index] for index, code in refused.items()
                     if code == DUPLICATE_KEY and "client_msg_id" in documents[index]]
         originals = await self._originals(event, repeated)
@@ -113,7 +143,33 @@ class Messages(Repository, repositories.Messages):
             else:
                 stored.append(None)
         stored = iter(stored)
-        return [next(stored) if refusal is None else refusal for refusal in refusals]
+        return repositories.Appended([next(stored) if refusal is None else refusal for refusal in refusals],
+                                     previous and str(previous))
+
+    async def _take_lease(self, event):
+        """The event's lease (module docstring); returns the token that holds it."""
+        token = bson.ObjectId()
+        loop = asyncio.get_running_loop()
+        give_up, pause = loop.time() + LEASE_WAIT_SECONDS, 0.002
+        while True:
+            now = utcnow()
+            try:
+                await self._heads.find_one_and_update(
+                    {"_id": event, "$or": [{"owner": None}, {"until": {"$lt": now}}]},
+                    {"$set": {"owner": token, "until": now + datetime.timedelta(seconds=LEASE_SECONDS)}},
+                    upsert=True)
+                return token
+            except driver_errors.DuplicateKeyError:
+                pass  # held by another process
+            if loop.time() > give_up:
+                raise StoreUnavailable("Another process holds this chat's lease too long.")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    async def _release_lease(self, event, token):
+        """Whether the lease was still ours (nobody took it over after it expired)."""
+        released = await self._heads.update_one({"_id": event, "owner": token}, {"$set": {"owner": None}})
+        return released.matched_count == 1
 
     async def _refusals(self, event, drafts):
         """repositories.chat_refusal of each draft, from its author's standing read just before
@@ -186,18 +242,32 @@ class Messages(Repository, repositories.Messages):
         return id_text(found.get("organizer_id"))
 
     async def change(self, event_id, drafts):
-        """Each change in turn under the event's append lock: the message read, the change's
-        document inserted, the message updated (see the module's docstring for the window
-        between the two writes)."""
+        """Each change in turn under the event's append lock and lease, like `append`: the
+        message read, the change's document inserted, the message updated (see the module's
+        docstring for the window between the two writes). A lease lost meanwhile (a stall past
+        LEASE_SECONDS) deletes the batch's change documents and reports it unstored, as `append`
+        does; the messages' updates stay (history may show such a change without its entry: the
+        client's retry then finds it done)."""
         event = stored_id(event_id)
         if not drafts:
-            return []
+            return repositories.Appended([], None)
         results = []
         async with self._one_append_at_a_time(event):
             organizer_id = await self._open_event(event)
-            for draft, refusal in zip(drafts, await self._refusals(event, drafts)):
-                results.append(refusal or await self._change(event, draft, organizer_id))
-        return results
+            refusals = await self._refusals(event, drafts)
+            lease = await self._take_lease(event)
+            try:
+                previous, _ = await self._ids_above_newest(event, 0)
+                for draft, refusal in zip(drafts, refusals):
+                    results.append(refusal or await self._change(event, draft, organizer_id))
+            finally:
+                kept = await self._release_lease(event, lease)
+            if not kept:
+                written = [object_id(result[0]["id"]) for result in results
+                           if isinstance(result, tuple) and not result[1]]
+                await self._messages.delete_many({"_id": {"$in": written}})
+                raise StoreUnavailable("The chat message lease was lost while the changes were written.")
+        return repositories.Appended(results, previous and str(previous))
 
     async def _change(self, event, draft, organizer_id):
         kind, target_id = draft["kind"], object_id(draft["message_id"])
@@ -216,7 +286,7 @@ class Messages(Repository, repositories.Messages):
                 return message_record(earlier), True
             if kind == "edit":
                 return repositories.unchanged_text()
-        [change_id] = await self._ids_above_newest(event, 1)
+        _, [change_id] = await self._ids_above_newest(event, 1)
         document = {"_id": change_id, "event_id": event, "kind": kind, "target_id": target_id,
                     "user_id": stored_id(draft["user_id"]), "text": draft["text"] if kind == "edit" else None,
                     "timestamp": draft["timestamp"]}
@@ -303,10 +373,10 @@ class Messages(Repository, repositories.Messages):
         return {_key(document): document for document in stored}
 
     async def _ids_above_newest(self, event, count):
-        """`count` increasing ids above every stored message of the event: fresh ObjectIds, or the
-        floor plus one while the clock is behind it."""
+        """(the newest stored id of the event or None, `count` increasing ids above it): fresh
+        ObjectIds, or the floor plus one while the clock is behind it."""
         newest = await self._messages.find_one({"event_id": event}, {"_id": 1}, sort=[("_id", -1)])
-        floor = newest["_id"] if newest else None
+        previous = floor = newest["_id"] if newest else None
         ids = []
         for _ in range(count):
             candidate = bson.ObjectId()
@@ -314,7 +384,7 @@ class Messages(Repository, repositories.Messages):
                 candidate = bson.ObjectId((int.from_bytes(floor.binary, "big") + 1).to_bytes(12, "big"))
             ids.append(candidate)
             floor = candidate
-        return ids
+        return previous, ids
 
     async def exists(self, event_id, message_id):
         event, message = object_id(event_id), object_id(message_id)
@@ -328,9 +398,12 @@ class Messages(Repository, repositories.Messages):
 
     async def after(self, event_id, message_id, limit):
         event, message = object_id(event_id), object_id(message_id)
-        if event is None or message is None:
+        if event is None or (message_id is not None and message is None):
             return []
-        cursor = self._messages.find({"event_id": event, "_id": {"$gt": message}}).sort("_id", 1)  # changes too
+        match = {"event_id": event}
+        if message is not None:
+            match["_id"] = {"$gt": message}
+        cursor = self._messages.find(match).sort("_id", 1)
         return [message_record(document) for document in await found(cursor, limit)]
 
     async def before(self, event_id, message_id, limit):

@@ -76,7 +76,7 @@ def _append(connection, event_id, drafts):
     messages could never be read or deleted. Deleting an event takes the same write lock, so no
     deletion can come between this check and the insert."""
     _open_event(connection, event_id)
-    newest_id = _newest_id(connection, event_id)
+    newest_id = previous_id = _newest_id(connection, event_id)
     refusals = _refusals(connection, event_id, drafts)
     results, rows = [], []
     for draft, refusal in zip(drafts, refusals):
@@ -100,7 +100,7 @@ def _append(connection, event_id, drafts):
         results.append((message_record(row), False))
     connection.executemany(
         f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-    return results
+    return repositories.Appended(results, previous_id or None)
 
 
 def _open_event(connection, event_id):
@@ -125,7 +125,7 @@ def _change(connection, event_id, drafts):
     agree whatever fails). A deletion also blanks the text of the message's earlier edits: a
     deleted text is kept nowhere."""
     organizer_id = _open_event(connection, event_id)
-    newest_id = _newest_id(connection, event_id)
+    newest_id = previous_id = _newest_id(connection, event_id)
     refusals = _refusals(connection, event_id, drafts)
     results = []
     for draft, refusal in zip(drafts, refusals):
@@ -171,7 +171,7 @@ def _change(connection, event_id, drafts):
                 _log_action(connection, event_id, "delete_message", target["user_id"], draft["user_id"], at,
                             message_id=target_id)
         results.append((message_record(row), False))
-    return results
+    return repositories.Appended(results, previous_id or None)
 
 
 def _refusals(connection, event_id, drafts):
@@ -282,7 +282,7 @@ def _latest(connection, event_id, limit):
 
 def _after(connection, event_id, message_id, limit):
     rows = connection.execute(f"{ENTRY} WHERE event_id = ? AND id > ? ORDER BY id LIMIT ?",
-                              (event_id, message_id, sql_limit(limit)))
+                              (event_id, message_id or "", sql_limit(limit)))
     return [message_record(row) for row in rows]
 
 

@@ -1,0 +1,290 @@
+"""The chat broker of several processes (handlers/chat_broker.py has the seam and the one-process
+broker): Redis pub/sub carries each stored batch and each room frame to every process.
+
+Channels: `chat:batch:<event>` carries a stored batch as "<process> <previous id or -> <JSON items>";
+`chat:relay:<event>` carries a frame for the room's members as "<process> <JSON frame>". Each
+process subscribes to both patterns on a connection of its own and skips what it sent itself and
+rooms it has no member in, before decoding anything.
+
+Order is not Redis's job. Pub/sub delivers at most once, and two processes' PUBLISHes may cross;
+each batch names the message stored just before it, and the room feed (domain/chat_feed.py)
+delivers batches in that chain order and reads whatever is missing from the store. A batch is also
+offered to this process's own feed at once, without the round trip. So:
+- Redis unreachable (at start or later): the process serves on; its own rooms' messages are
+  stored, acknowledged and delivered here; other processes' messages reach this process's members
+  as soon as a batch of the room is stored here (the gap is read from the store), and when Redis
+  is back every followed room reads what it missed (`RoomFeed.catch_up`). Nothing acknowledged is
+  lost (it is stored before it is acknowledged) and a client reconnecting with `since`, to any
+  process, replays from the store. `/readyz` answers 503 (`problem()`), a log line says when Redis
+  went away and came back, and the metrics show it (`redis_up`, `redis_disconnects`).
+- Presence is counted in Redis (cluster/presence.py); while Redis is away, frames announce this
+  process's own count, and on its return this process's holdings are put right.
+"""
+import asyncio
+import json
+import logging
+import uuid
+
+from redis.exceptions import RedisError
+
+from cluster.presence import HEARTBEAT_SECONDS, RedisPresence
+from handlers.chat_broker import presence_frame
+from handlers.chat_hub import encode_json
+
+log = logging.getLogger("cluster")
+
+BATCH, RELAY = "chat:batch:", "chat:relay:"
+_KIND = {"hold": "user_joined", "drop": "user_left"}
+RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # between attempts to reach Redis again, then the last
+
+
+class RedisBroker:
+    def __init__(self, redis, feed, hub, metrics):
+        self.redis = redis
+        self.feed = feed
+        self.hub = hub
+        self.metrics = metrics
+        self.process = uuid.uuid4().hex
+        self._origin = self.process.encode()
+        self.presence = RedisPresence(redis, self.process)
+        # Readiness: the subscription is up, and the last command did not fail (a command on a
+        # connection pooled before Redis restarted may fail once; the next one succeeds).
+        self._subscribed = False
+        self._error = "Redis has not been reached yet"  # the last failure, None after a success
+        self._reported_away = False  # a log line said Redis is unreachable, none yet that it is back
+        self._outbox = []  # (channel, data) to PUBLISH, in order
+        self._sending = None
+        self._here = {}  # (event id, user id) -> user: the users this process has in each room
+        self._presence_work = []  # ("hold" or "drop", event id, user), in order
+        self._presence_task = None
+        self._counts = {}  # event id -> the room's last known online count
+        self._tasks = []
+        metrics.redis_up.set(0)
+
+    # --- the seam ------------------------------------------------------------------------
+
+    def publish(self, event_id, items, previous_id):
+        self.feed.offer(event_id, previous_id, items)
+        self._send(BATCH + event_id, f"{self.process} {previous_id or '-'} {json.dumps(items, separators=(',', ':'))}")
+
+    def relay(self, event_id, payload, skip=None):
+        # `skip` is a connection of this process; on the others the sender has none to skip.
+        self.hub.broadcast(event_id, payload, skip=skip)
+        self._send(RELAY + event_id, f"{self.process} {encode_json(payload)}")
+
+    def joined(self, event_id, user):
+        self._here[(event_id, user["id"])] = user
+        self._presence_change("hold", event_id, user)
+
+    def left(self, event_id, user):
+        self._here.pop((event_id, user["id"]), None)
+        self._presence_change("drop", event_id, user)
+
+    def online_count(self, event_id):
+        count = self._counts.get(event_id)
+        return count if count is not None else self.hub.online_count(event_id)
+
+    def room_closed(self, event_id):
+        for key in [key for key in self._here if key[0] == event_id]:
+            self._presence_work.append(("drop", event_id, self._here.pop(key)))
+        self._counts.pop(event_id, None)
+        self._run_presence()
+
+    def problem(self):
+        if self._subscribed and self._error is None:
+            return None
+        return f"Redis is not answering: {self._error or 'subscription lost'}."
+
+    async def start(self):
+        self._tasks = [asyncio.ensure_future(self._listen()), asyncio.ensure_future(self._heartbeat())]
+
+    async def close(self):
+        for task in self._tasks:
+            task.cancel()
+        for task in (self._sending, self._presence_task):
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+        try:
+            for event_id, user, count in await self.presence.leave_all():
+                self._send(RELAY + event_id, f"{self.process} {encode_json(presence_frame('user_left', user, count))}")
+            if self._sending is not None:
+                await self._sending
+        except RedisError as error:
+            log.warning("could not take this process's chat presence out of Redis: %s", error)
+
+    # --- sending ---------------------------------------------------------------------------
+
+    def _send(self, channel, data):
+        self._outbox.append((channel, data))
+        if self._sending is None:
+            self._sending = asyncio.ensure_future(self._flush())
+
+    async def _flush(self):
+        """One sender, so this process's PUBLISHes go out in order, as many as queued in one
+        pipeline. When Redis cannot take them they are dropped: the batches are stored, and the
+        other processes read them from the store (module docstring)."""
+        try:
+            while self._outbox:
+                outbox, self._outbox = self._outbox, []
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for channel, data in outbox:
+                            pipe.publish(channel, data)
+                        await pipe.execute()
+                except (RedisError, OSError) as error:
+                    self._went_away(error)
+                else:
+                    self._answered()
+        finally:
+            self._sending = None
+
+    # --- receiving -------------------------------------------------------------------------
+
+    async def _listen(self):
+        attempt = 0
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.psubscribe(BATCH + "*", RELAY + "*")
+                async for message in pubsub.listen():
+                    # Both patterns confirmed: from now on nothing published is missed. Also after
+                    # redis-py reconnected the subscription by itself, subscribing again.
+                    if message["type"] == "psubscribe" and message["data"] == 2:
+                        attempt = 0
+                        await self._came_back()
+                    elif message["type"] == "pmessage":
+                        self._received(message["channel"], message["data"])
+                raise ConnectionError("the subscription ended")
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as error:
+                self._subscribed = False
+                self._went_away(error)
+            finally:
+                await asyncio.shield(_close_quietly(pubsub))
+            await asyncio.sleep(RETRY_SECONDS[min(attempt, len(RETRY_SECONDS) - 1)])
+            attempt += 1
+
+    def _received(self, channel, data):
+        origin, _, rest = data.partition(b" ")
+        if origin == self._origin:
+            return  # our own, offered to our feed when published
+        if channel.startswith(BATCH.encode()):
+            event_id = channel[len(BATCH):].decode()
+            if not self.feed.follows(event_id):
+                return
+            previous, _, items = rest.partition(b" ")
+            self.feed.offer(event_id, None if previous == b"-" else previous.decode(), json.loads(items))
+        else:
+            event_id = channel[len(RELAY):].decode()
+            if not self.hub.online_count(event_id):
+                return
+            payload = json.loads(rest)
+            if "online_count" in payload:
+                self._counts[event_id] = payload["online_count"]
+            self.hub.broadcast(event_id, payload)
+
+    def _went_away(self, error):
+        self._error = str(error).rstrip(".") or type(error).__name__
+        self._report()
+
+    def _answered(self):
+        self._error = None
+        self._report()
+
+    def _report(self):
+        """One log line when Redis goes away, one when it is back; the metrics follow."""
+        away = self.problem() is not None
+        if away and not self._reported_away:
+            log.error("%s: chat serves this process's members alone and catches up from the database "
+                      "when Redis is back", self.problem().rstrip("."))
+            self.metrics.redis_disconnects.inc()
+        elif not away and self._reported_away:
+            log.info("Redis reachable again: chat rooms catch up on what they missed")
+        self._reported_away = away
+        self.metrics.redis_up.set(0 if away else 1)
+
+    async def _came_back(self):
+        self._subscribed = True
+        self._answered()
+        self.feed.catch_up()
+        try:
+            await self._reconcile_presence()
+        except (RedisError, OSError) as error:
+            self._went_away(error)
+
+    # --- presence --------------------------------------------------------------------------
+
+    def _presence_change(self, change, event_id, user):
+        self._presence_work.append((change, event_id, user))
+        self._run_presence()
+
+    def _run_presence(self):
+        if self._presence_task is None and self._presence_work:
+            self._presence_task = asyncio.ensure_future(self._apply_presence())
+
+    async def _apply_presence(self):
+        """In order, what queued meanwhile in one pipeline: a user's leave never overtakes the join
+        before it, and a burst of joins (or a room closing) costs one round trip."""
+        try:
+            while self._presence_work:
+                work, self._presence_work = self._presence_work, []
+                try:
+                    async with self.redis.pipeline(transaction=False) as pipe:
+                        for change, event_id, user in work:
+                            if change == "hold":
+                                await self.presence.hold(pipe, event_id, user)
+                            else:
+                                await self.presence.drop(pipe, event_id, user["id"])
+                        results = await pipe.execute()
+                    self._answered()
+                except (RedisError, OSError) as error:
+                    # Put right by _reconcile_presence once Redis is back; meanwhile the room here
+                    # hears of it with this process's own count.
+                    self._went_away(error)
+                    for change, event_id, user in work:
+                        count = self.hub.online_count(event_id)
+                        self.hub.broadcast(event_id, presence_frame(_KIND[change], user, count))
+                    continue
+                for (change, event_id, user), (announce, count) in zip(work, results):
+                    if self.hub.online_count(event_id):
+                        # The count changes only with an announcement. An unannounced result (the
+                        # user is held by another process too) can come back after another
+                        # process's later announcement reached us over pub/sub: it only starts
+                        # a room's count here, never overwrites one.
+                        if announce or event_id not in self._counts:
+                            self._counts[event_id] = count
+                    else:
+                        self._counts.pop(event_id, None)
+                    if announce:
+                        self.relay(event_id, presence_frame(_KIND[change], user, count))
+        finally:
+            self._presence_task = None
+
+    async def _reconcile_presence(self):
+        """After Redis came back (perhaps empty, after a restart): holds what this process has
+        and Redis lacks, drops what it holds and no longer has, announcing the differences."""
+        held = await self.presence.held()
+        for (event_id, user_id), username in held.items():
+            if (event_id, user_id) not in self._here:
+                self._presence_work.append(("drop", event_id, {"id": user_id, "username": username}))
+        for key in self._here.keys() - held.keys():
+            self._presence_work.append(("hold", key[0], self._here[key]))
+        self._run_presence()
+
+    async def _heartbeat(self):
+        while True:
+            try:
+                for event_id, user, count in await self.presence.heartbeat():
+                    self.relay(event_id, presence_frame("user_left", user, count))
+                self._answered()
+            except (RedisError, OSError) as error:
+                self._went_away(error)
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def _close_quietly(pubsub):
+    try:
+        await pubsub.aclose()
+    except (RedisError, OSError):
+        pass
