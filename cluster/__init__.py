@@ -1,5 +1,6 @@
-"""What several server processes share through Redis when REDIS_URL is set: the chat's rooms,
-presence, the endings of sockets (logout, RSVP cancelled, event deleted) and the limits.
+"""What several server processes share through Redis when REDIS_URL is set: the chat's rooms and
+presence, the endings of sockets (logout, password reset, RSVP cancelled, removal from a chat,
+event deleted), notification pushes, and the limits.
 
 Without REDIS_URL the server is one process and keeps all of it in memory; nothing here is used.
 """

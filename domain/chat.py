@@ -124,14 +124,17 @@ async def chats_of(store, user_id):
 
 async def check_chat_member(store, event_id, user_id):
     """Raises NotFound or Forbidden unless `user_id` may use the event's chat: its organizer
-    or an RSVPed user, not removed from the chat by the organizer (domain/moderation.py)."""
+    or an RSVPed user, not removed from the chat by the organizer (domain/moderation.py).
+    Returns the end of the user's mute, or None."""
     member = await store.events.is_member(event_id, user_id)
     if member is None:
         raise NotFound("There is no such event.", code="event_not_found")
     if not member:
         raise Forbidden(NOT_A_MEMBER, code="not_a_member")
-    if (await store.messages.standing(event_id, user_id, utcnow()))["removed"]:
+    standing = await store.messages.standing(event_id, user_id, utcnow())
+    if standing["removed"]:
         raise Forbidden(REMOVED, code="removed_from_chat")
+    return standing["muted_until"]
 
 
 @dataclasses.dataclass(eq=False)
@@ -327,6 +330,7 @@ class MessageLog:
                 _settle(change.result, error=result)
             else:
                 _settle(change.result, frame)
+
 
 def _runs(batch):
     """The batch cut into runs of messages and runs of changes, in order: each run is one write."""

@@ -2,8 +2,10 @@
 (until allowed back), and the log of every action, organizers' deletions of messages included.
 
 Where each rule is enforced:
-- muted and removed users' messages and edits are refused by the store in the write that would
-  store them (repositories.chat_refusal), so a mute lands exactly between two messages;
+- muted and removed users' messages and edits are refused by the store (repositories.chat_refusal):
+  on SQLite in the write that would store them, so a mute lands exactly between two messages; on
+  MongoDB, which has no transaction here, from the standing read just before that write, so a
+  message racing the mute by a few milliseconds may still be stored;
 - a removed user's handshake and history reads are refused (check_chat_member), and their open
   sockets are closed by the chat (4403) through the listener, which also tells a muted user's
   sockets (they stop relaying the user's typing indicators);
@@ -15,9 +17,6 @@ import re
 from domain.errors import Forbidden, InvalidInput, NotFound
 from domain.paging import ID_PATTERN
 from domain.times import to_iso, utcnow
-
-ACTIONS = ("mute", "unmute", "remove", "allow")
-MAX_MUTE_SECONDS = 30 * 24 * 3600
 
 
 def action_json(action):

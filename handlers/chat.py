@@ -275,11 +275,12 @@ class ChatSocket(UserSocket):
         self._check_request()
         self.chat.check_accepting()
         claims = self._claim_token()
-        with self.chat.sockets.handshaking(self):
-            user = await self._authenticated(claims)
-            await check_chat_member(self.services.store, event_id, user["id"])
-            await self.chat.admit_shared(self)
         try:
+            with self.chat.sockets.handshaking(self):
+                user = await self._authenticated(claims)
+                # Known from the start, so that a user muted before connecting types to no one.
+                self.muted_until = await check_chat_member(self.services.store, event_id, user["id"])
+                await self.chat.admit_shared(self)
             if self.refusal is not None:
                 raise self.refusal
             self.username = user["username"] or ""

@@ -1,8 +1,8 @@
 """In-process fan-out of chat frames to the WebSocket connections of each room.
 
-The transport handler authenticates, validates, stores, then hands the hub one dict per
-message; the hub encodes it to JSON once, builds the WebSocket frame once, and writes those
-bytes to every member. Contract with the transport:
+The chat hands the hub one dict per frame (the room feed each stored batch's frames, the broker
+presence and typing frames); the hub encodes it to JSON once, builds the WebSocket frame once,
+and writes those bytes to every member of this process. Contract with the transport:
 
 - ``join`` only while the connection is open, and ``leave`` from ``on_close`` for every room
   it joined: presence (``online_count``) is released by ``leave`` alone, including for a
@@ -17,7 +17,8 @@ bytes to every member. Contract with the transport:
 
 Members are ``tornado.websocket.WebSocketHandler`` instances, or anything with
 ``write_message(text)`` and ``close(code, reason)``; a ``ws_connection`` attribute holding an
-uncompressed server-side ``WebSocketProtocol13`` unlocks the prebuilt-frame path.
+uncompressed server-side ``WebSocketProtocol13`` (or a subclass that frames as it does, marked
+``frames_like_protocol13``: handlers/sockets.py's) unlocks the prebuilt-frame path.
 
 Tornado internals relied on, checked against 6.6.1: ``WebSocketProtocol13._compressor`` (None
 unless permessage-deflate was negotiated) and ``BaseIOStream._write_buffer`` (its length is

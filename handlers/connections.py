@@ -233,7 +233,7 @@ async def _answer_and_close(stream, answer):
     _lingering[0] += lingering
     try:
         await stream.write(answer)
-        if lingering:
+        if lingering and not stream.closed():  # a client gone meanwhile has no socket left
             stream.socket.shutdown(socket.SHUT_WR)
             async with asyncio.timeout(REFUSAL_LINGER_SECONDS):
                 while True:

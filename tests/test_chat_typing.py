@@ -78,3 +78,19 @@ async def test_typing_needs_a_joined_connection_and_an_unmuted_user(room):
     assert error["code"] == "muted" and 0 < error["retry_after"] <= 60
     await watcher.say("nobody typing")
     assert (await watcher.receive_type("typing", "new_message"))["type"] == "new_message"
+
+
+async def test_a_user_muted_before_connecting_types_to_no_one(room):
+    await room.create(attendees=1)
+    (_, _), (user, token) = room.members
+    reply = await room.api.call("POST", f"/api/v1/events/{room.event_id}/moderation",
+                                {"action": "mute", "user_id": user["id"], "duration_seconds": 60},
+                                token=room.organizer_token)
+    assert reply.status == 200, reply
+    watcher = await room.joined(room.organizer_token)
+    client = await room.joined(token)  # a socket opened after the mute, its first frame a typing one
+    await client.send({"type": "typing"})
+    error = await client.receive_type("error")
+    assert error["code"] == "muted" and 0 < error["retry_after"] <= 60
+    await watcher.say("nobody typing")
+    assert (await watcher.receive_type("typing", "new_message"))["type"] == "new_message"
