@@ -166,6 +166,14 @@ class RedisBroker:
             attempt += 1
 
     def _received(self, channel, data):
+        # One bad message (not JSON, not UTF-8) or a failure in delivering it must not end the
+        # listener: the subscription would look up while nothing is received any more.
+        try:
+            self._receive(channel, data)
+        except Exception:
+            log.exception("a chat message from Redis on %r could not be handled", channel)
+
+    def _receive(self, channel, data):
         origin, _, rest = data.partition(b" ")
         if origin == self._origin:
             return  # our own, offered to our feed when published
@@ -280,6 +288,8 @@ class RedisBroker:
                 self._answered()
             except (RedisError, OSError) as error:
                 self._went_away(error)
+            except Exception:
+                log.exception("chat heartbeat failed")  # the next one tries again
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
 

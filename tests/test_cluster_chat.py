@@ -6,6 +6,7 @@ import time
 import types
 
 import pytest
+import redis.asyncio
 
 from cluster.presence import GHOST_BOUND_SECONDS
 from domain.validation import schema_validator
@@ -293,3 +294,23 @@ async def eventually_async(check):
     async def checked():
         return check()
     return await eventually(checked)
+
+
+async def test_a_malformed_message_on_the_chat_channels_does_not_stop_a_process_listening(cluster, redis_server):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, talker_token), (_, listener_token) = members
+    a, b, _ = cluster
+    talker, listener = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, listener_token)
+    await talker.join()
+    await listener.join()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        # Not JSON, and not UTF-8: from a process that is not one of ours.
+        await client.publish(f"chat:batch:{event_id}", b"intruder - {not json")
+        await client.publish(f"chat:relay:{event_id}", b"intruder \xff\xfe")
+    finally:
+        await client.aclose()
+    await talker.say("still heard")
+    assert (await listener.receive_type("new_message"))["message"]["text"] == "still heard"
+    await talker.send({"type": "typing"})
+    assert (await listener.receive_type("typing"))["type"] == "typing"
