@@ -59,6 +59,12 @@ class RedisBroker:
         self._presence_task = None
         self._counts = {}  # event id -> the room's last known online count
         self._tasks = []
+        # What a failed command left undone while the subscription stayed up (a pooled
+        # connection refused, say): put right by the next heartbeat that reaches Redis, so other
+        # processes miss an acknowledged message, and a ghost or a missing presence lasts, no
+        # longer than HEARTBEAT_SECONDS after Redis answers again.
+        self._unsent = {}  # batch channel -> the last batch of the room not published
+        self._presence_stale = False  # a presence pipeline failed: Redis may not hold what we do
         metrics.redis_up.set(0)
 
     # --- the seam ------------------------------------------------------------------------
@@ -133,6 +139,9 @@ class RedisBroker:
                         await pipe.execute()
                 except (RedisError, OSError) as error:
                     self._went_away(error)
+                    # The room's last batch is enough: a process it reaches reads the gap before
+                    # it from the store, and drops it if delivered already.
+                    self._unsent.update((channel, data) for channel, data in outbox if channel.startswith(BATCH))
                 else:
                     self._answered()
         finally:
@@ -250,6 +259,7 @@ class RedisBroker:
                     # Put right by _reconcile_presence once Redis is back; meanwhile the room here
                     # hears of it with this process's own count.
                     self._went_away(error)
+                    self._presence_stale = True
                     for change, event_id, user in work:
                         count = self.hub.online_count(event_id)
                         self.hub.broadcast(event_id, presence_frame(_KIND[change], user, count))
@@ -272,7 +282,12 @@ class RedisBroker:
     async def _reconcile_presence(self):
         """After Redis came back (perhaps empty, after a restart): holds what this process has
         and Redis lacks, drops what it holds and no longer has, announcing the differences."""
-        held = await self.presence.held()
+        self._presence_stale = False
+        try:
+            held = await self.presence.held()
+        except BaseException:
+            self._presence_stale = True
+            raise
         for (event_id, user_id), username in held.items():
             if (event_id, user_id) not in self._here:
                 self._presence_work.append(("drop", event_id, {"id": user_id, "username": username}))
@@ -280,12 +295,21 @@ class RedisBroker:
             self._presence_work.append(("hold", key[0], self._here[key]))
         self._run_presence()
 
+    async def _put_right(self):
+        """What failed commands left undone (see `_unsent`, `_presence_stale`), once Redis answers."""
+        unsent, self._unsent = self._unsent, {}
+        for channel, data in unsent.items():
+            self._send(channel, data)
+        if self._presence_stale:
+            await self._reconcile_presence()
+
     async def _heartbeat(self):
         while True:
             try:
                 for event_id, user, count in await self.presence.heartbeat():
                     self.relay(event_id, presence_frame("user_left", user, count))
                 self._answered()
+                await self._put_right()
             except (RedisError, OSError) as error:
                 self._went_away(error)
             except Exception:

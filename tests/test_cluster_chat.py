@@ -8,7 +8,7 @@ import types
 import pytest
 import redis.asyncio
 
-from cluster.presence import GHOST_BOUND_SECONDS
+from cluster.presence import GHOST_BOUND_SECONDS, HEARTBEAT_SECONDS
 from domain.validation import schema_validator
 from tests.chat_client import ChatClient, eventually
 from tests.processes import ServerProcesses, base_url, bearer, published_event, registered
@@ -314,3 +314,23 @@ async def test_a_malformed_message_on_the_chat_channels_does_not_stop_a_process_
     assert (await listener.receive_type("new_message"))["message"]["text"] == "still heard"
     await talker.send({"type": "typing"})
     assert (await listener.receive_type("typing"))["type"] == "typing"
+
+
+async def test_a_batch_whose_publish_failed_reaches_the_other_processes_by_the_next_heartbeat(cluster, redis_server):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, talker_token), (_, listener_token) = members
+    a, b, _ = cluster
+    talker, listener = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, listener_token)
+    await talker.join()
+    await listener.join()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        # Every process's pooled command connections go, their subscriptions stay: the next
+        # PUBLISH fails while nothing looks down to the listener.
+        await client.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        await client.aclose()
+    await talker.say("published late")
+    assert (await talker.receive_type("new_message"))["message"]["text"] == "published late"
+    received = await asyncio.wait_for(listener.receive_type("new_message"), HEARTBEAT_SECONDS * 3)
+    assert received["message"]["text"] == "published late"
