@@ -306,9 +306,15 @@ class RedisBroker:
     async def _heartbeat(self):
         while True:
             try:
-                for event_id, user, count in await self.presence.heartbeat():
+                reaped, gone = await self.presence.heartbeat()
+                for event_id, user, count in gone:
                     self.relay(event_id, presence_frame("user_left", user, count))
                 self._answered()
+                if reaped:
+                    # Our loop stalled past the alive key's TTL and another process took our
+                    # holdings out of the counts: put them back.
+                    log.warning("this process's chat presence was reaped (its loop stalled?): putting it back")
+                    self._presence_stale = True
                 await self._put_right()
             except (RedisError, OSError) as error:
                 self._went_away(error)

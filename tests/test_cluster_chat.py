@@ -334,3 +334,25 @@ async def test_a_batch_whose_publish_failed_reaches_the_other_processes_by_the_n
     assert (await talker.receive_type("new_message"))["message"]["text"] == "published late"
     received = await asyncio.wait_for(listener.receive_type("new_message"), HEARTBEAT_SECONDS * 3)
     assert received["message"]["text"] == "published late"
+
+
+async def test_a_process_reaped_while_alive_puts_its_presence_back(cluster, redis_server):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, watcher_token), (_, token) = members
+    a, b, _ = cluster
+    watcher, member = await cluster.connect(a, event_id, watcher_token), await cluster.connect(b, event_id, token)
+    await watcher.join()
+    await member.join()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        assert await client.hlen(f"chat:online:{event_id}") == 2
+        # As if the processes' loops had stalled past the alive key's TTL: the next heartbeat of
+        # any of them reaps the others.
+        await client.delete(*await client.keys("chat:alive:*"))
+
+        async def back():
+            return await client.hlen(f"chat:online:{event_id}") == 2 and not await client.keys("chat:reaped:*")
+        await asyncio.sleep(HEARTBEAT_SECONDS * 2)  # one heartbeat reaps, the next puts back
+        await eventually(back)
+    finally:
+        await client.aclose()
