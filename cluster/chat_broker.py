@@ -2,8 +2,9 @@
 broker): Redis pub/sub carries each stored batch and each room frame to every process.
 
 Channels: `chat:batch:<event>` carries a stored batch as "<process> <previous id or -> <JSON items>";
-`chat:relay:<event>` carries a frame for the room's members as "<process> <JSON frame>". Each
-process subscribes to both patterns on a connection of its own and skips what it sent itself and
+`chat:relay:<event>` carries a frame for the room's members as "<process> <JSON frame>";
+`chat:user:<event>` a frame for one user's sockets in the event as "<process> <user id> <JSON frame>".
+Each process subscribes to the three patterns on a connection of its own and skips what it sent itself and
 rooms it has no member in, before decoding anything.
 
 Order is not Redis's job. Pub/sub delivers at most once, and two processes' PUBLISHes may cross;
@@ -33,16 +34,18 @@ from handlers.chat_hub import encode_json
 
 log = logging.getLogger("cluster")
 
-BATCH, RELAY = "chat:batch:", "chat:relay:"
+BATCH, RELAY, USER = "chat:batch:", "chat:relay:", "chat:user:"
+PATTERNS = (BATCH + "*", RELAY + "*", USER + "*")
 _KIND = {"hold": "user_joined", "drop": "user_left"}
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # between attempts to reach Redis again, then the last
 
 
 class RedisBroker:
-    def __init__(self, redis, feed, hub, metrics):
+    def __init__(self, redis, feed, hub, metrics, tell):
         self.redis = redis
         self.feed = feed
         self.hub = hub
+        self.tell = tell  # as LocalBroker's
         self.metrics = metrics
         self.process = uuid.uuid4().hex
         self._origin = self.process.encode()
@@ -77,6 +80,10 @@ class RedisBroker:
         # `skip` is a connection of this process; on the others the sender has none to skip.
         self.hub.broadcast(event_id, payload, skip=skip)
         self._send(RELAY + event_id, f"{self.process} {encode_json(payload)}")
+
+    def to_user(self, event_id, user_id, payload):
+        self.tell(event_id, user_id, payload)
+        self._send(USER + event_id, f"{self.process} {user_id} {encode_json(payload)}")
 
     def joined(self, event_id, user):
         self._here[(event_id, user["id"])] = user
@@ -154,11 +161,11 @@ class RedisBroker:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.psubscribe(BATCH + "*", RELAY + "*")
+                await pubsub.psubscribe(*PATTERNS)
                 async for message in pubsub.listen():
-                    # Both patterns confirmed: from now on nothing published is missed. Also after
+                    # Every pattern confirmed: from now on nothing published is missed. Also after
                     # redis-py reconnected the subscription by itself, subscribing again.
-                    if message["type"] == "psubscribe" and message["data"] == 2:
+                    if message["type"] == "psubscribe" and message["data"] == len(PATTERNS):
                         attempt = 0
                         await self._came_back()
                     elif message["type"] == "pmessage":
@@ -192,6 +199,9 @@ class RedisBroker:
                 return
             previous, _, items = rest.partition(b" ")
             self.feed.offer(event_id, None if previous == b"-" else previous.decode(), json.loads(items))
+        elif channel.startswith(USER.encode()):
+            user_id, _, payload = rest.partition(b" ")
+            self.tell(channel[len(USER):].decode(), user_id.decode(), json.loads(payload))
         else:
             event_id = channel[len(RELAY):].decode()
             if not self.hub.online_count(event_id):

@@ -356,3 +356,19 @@ async def test_a_process_reaped_while_alive_puts_its_presence_back(cluster, redi
         await eventually(back)
     finally:
         await client.aclose()
+
+
+async def test_a_read_marker_reaches_the_users_devices_on_the_other_processes(cluster):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, talker_token), (_, reader_token) = members
+    a, b, _ = cluster
+    talker = await cluster.connect(a, event_id, talker_token)
+    await talker.join()
+    await talker.say("read me")
+    said = await talker.receive_type("new_message")
+    phone, laptop = await cluster.connect(a, event_id, reader_token), await cluster.connect(b, event_id, reader_token)
+    await laptop.join()  # joined or not, each device of the user hears of it
+    await phone.send({"type": "mark_read", "id": said["message"]["id"]})
+    expected = {"type": "read_marker", "event_id": event_id, "last_read_id": said["message"]["id"]}
+    assert await phone.receive_type("read_marker") == expected
+    assert await laptop.receive_type("read_marker") == expected
