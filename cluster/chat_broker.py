@@ -93,9 +93,14 @@ class RedisBroker:
         self._here.pop((event_id, user["id"]), None)
         self._presence_change("drop", event_id, user)
 
-    def online_count(self, event_id):
-        count = self._counts.get(event_id)
-        return count if count is not None else self.hub.online_count(event_id)
+    async def online_counts(self, event_ids):
+        # Read from Redis: a room with no member here has no count here (none announced to us).
+        # Redis away: the best this process knows, its announced counts or its own members.
+        try:
+            return await self.presence.online_counts(event_ids)
+        except (RedisError, OSError) as error:
+            self._went_away(error)
+            return {event_id: self._counts.get(event_id, self.hub.online_count(event_id)) for event_id in event_ids}
 
     def room_closed(self, event_id):
         for key in [key for key in self._here if key[0] == event_id]:

@@ -97,6 +97,13 @@ class RedisPresence:
         await self._drop(keys=[f"chat:online:{event_id}", self._held_key], args=[user_id, f"{event_id} {user_id}"],
                          client=pipe)
 
+    async def online_counts(self, event_ids):
+        """{event id: the room's online count}, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hlen(f"chat:online:{event_id}")
+            return dict(zip(event_ids, await pipe.execute()))
+
     async def held(self):
         """{(event id, user id): username} of what this process holds in Redis."""
         fields = await self.redis.hgetall(self._held_key)

@@ -77,9 +77,9 @@ class ChatService:
     def _following(self, event_id):
         return self.hub.online_count(event_id) > 0
 
-    def online_count(self, event_id):
-        """Users in the event's live chat now (in every process)."""
-        return self.broker.online_count(event_id)
+    async def online_counts(self, event_ids):
+        """{event id: users in the event's live chat now, in every process}."""
+        return await self.broker.online_counts(event_ids)
 
     def user_joined(self, socket):
         self.broker.joined(socket.event_id, {"id": socket.user_id, "username": socket.username})

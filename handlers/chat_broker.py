@@ -14,7 +14,8 @@ methods; the room hub and the message log know neither.
                                          user's first / last anywhere, with the room's online_count
   to_user(event_id, user_id, payload)    a frame for the user's own sockets in the event (a read
                                          marker: their other devices), in every process
-  online_count(event_id)                 users in the room's live chat, counted once
+  online_counts(event_ids)               (awaited) {event id: users in the room's live chat,
+                                         counted once}
   room_closed(event_id)                  the room's sockets were closed at once (event deleted,
                                          shutdown): their presence goes
   problem()                              None, or why the chat cannot reach the other processes
@@ -51,8 +52,8 @@ class LocalBroker:
     def left(self, event_id, user):
         self.relay(event_id, presence_frame("user_left", user, self.hub.online_count(event_id)))
 
-    def online_count(self, event_id):
-        return self.hub.online_count(event_id)
+    async def online_counts(self, event_ids):
+        return {event_id: self.hub.online_count(event_id) for event_id in event_ids}
 
     def room_closed(self, event_id):
         pass

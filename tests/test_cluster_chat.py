@@ -372,3 +372,15 @@ async def test_a_read_marker_reaches_the_users_devices_on_the_other_processes(cl
     expected = {"type": "read_marker", "event_id": event_id, "last_read_id": said["message"]["id"]}
     assert await phone.receive_type("read_marker") == expected
     assert await laptop.receive_type("read_marker") == expected
+
+
+async def test_the_rest_online_count_is_the_same_on_a_process_without_members_in_the_room(cluster):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, organizer_token), (user, token) = members
+    a, _, c = cluster
+    member = await cluster.connect(a, event_id, token)
+    await member.join()
+    assert (await presence_of(member, user))["online_count"] == 1  # counted in Redis by now
+    for server in (a, c):  # c has no socket in the room: it was told of no count
+        status, stats = server.request("GET", f"/api/v1/events/{event_id}/stats", headers=bearer(organizer_token))
+        assert status == 200 and stats["data"]["online_count"] == 1
