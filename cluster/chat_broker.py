@@ -3,9 +3,9 @@ broker): Redis pub/sub carries each stored batch and each room frame to every pr
 
 Channels: `chat:batch:<event>` carries a stored batch as "<process> <previous id or -> <JSON items>";
 `chat:relay:<event>` carries a frame for the room's members as "<process> <JSON frame>";
-`chat:user:<event>` a frame for one user's sockets in the event as "<process> <user id> <JSON frame>".
-Each process subscribes to the three patterns on a connection of its own and skips what it sent itself and
-rooms it has no member in, before decoding anything.
+`chat:user:<event>` a frame for one user's sockets in the event as "<process> <user id> <JSON
+frame>". Each process subscribes to the three patterns on a connection of its own and skips what it
+sent itself and rooms it has no member in, before decoding anything.
 
 Order is not Redis's job. Pub/sub delivers at most once, and two processes' PUBLISHes may cross;
 each batch names the message stored just before it, and the room feed (domain/chat_feed.py)
