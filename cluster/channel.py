@@ -4,7 +4,9 @@ its own messages come back too and are skipped by their origin, as it applied th
 
 Pub/sub delivers at most once: what is published while a process is not subscribed (Redis away, the
 subscription being made again) is lost to it. The users of a channel say what bounds that loss
-(`resubscribed` is called after every subscription that follows a failure).
+(`resubscribed` is called after every subscription that follows a failure). A PUBLISH that fails
+while the subscriptions stay up (a pooled connection refused, say) would be lost to every other
+process without any of them noticing: it is tried again every RETRY_SECONDS for RESEND_SECONDS.
 """
 import asyncio
 import json
@@ -18,6 +20,7 @@ log = logging.getLogger("cluster")
 PREFIX = "event-server:"
 RETRY_SECONDS = 1.0  # between attempts to subscribe again after Redis went away
 STARTUP_WAIT_SECONDS = 2.0
+RESEND_SECONDS = 30.0  # how long a message that could not be published is tried again
 POLL_SECONDS = 1.0  # a wait for a message that lets redis-py check the connection's health
 REDIS_DOWN = (redis.exceptions.RedisError, OSError)
 
@@ -38,6 +41,7 @@ class Channel:
         self.subscribed = asyncio.Event()
         self._task = None
         self._publishing = set()
+        self._stopping = False  # at shutdown a failed publish is not tried again
 
     def publish(self, message):
         """Sends `message` (JSON-able) to the other processes; the caller does not wait for Redis."""
@@ -46,11 +50,18 @@ class Channel:
         task.add_done_callback(self._publishing.discard)
 
     async def _send(self, text):
-        try:
-            await self.client.publish(self.name, text)
-        except REDIS_DOWN as e:
-            self.failures.labels(self.part).inc()
-            log.warning("%s not published to the other processes (Redis: %s)", self.part, e)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + RESEND_SECONDS
+        while True:
+            try:
+                await self.client.publish(self.name, text)
+                return
+            except REDIS_DOWN as e:
+                self.failures.labels(self.part).inc()
+                if self._stopping or loop.time() >= until:
+                    log.warning("%s not published to the other processes (Redis: %s)", self.part, e)
+                    return
+            await asyncio.sleep(RETRY_SECONDS)
 
     async def start(self):
         """Starts listening; waits a moment for the subscription, so that a process that says it
@@ -62,6 +73,7 @@ class Channel:
             pass
 
     async def stop(self):
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)

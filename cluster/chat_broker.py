@@ -2,9 +2,10 @@
 broker): Redis pub/sub carries each stored batch and each room frame to every process.
 
 Channels: `chat:batch:<event>` carries a stored batch as "<process> <previous id or -> <JSON items>";
-`chat:relay:<event>` carries a frame for the room's members as "<process> <JSON frame>". Each
-process subscribes to both patterns on a connection of its own and skips what it sent itself and
-rooms it has no member in, before decoding anything.
+`chat:relay:<event>` carries a frame for the room's members as "<process> <JSON frame>";
+`chat:user:<event>` a frame for one user's sockets in the event as "<process> <user id> <JSON
+frame>". Each process subscribes to the three patterns on a connection of its own and skips what it
+sent itself and rooms it has no member in, before decoding anything.
 
 Order is not Redis's job. Pub/sub delivers at most once, and two processes' PUBLISHes may cross;
 each batch names the message stored just before it, and the room feed (domain/chat_feed.py)
@@ -33,16 +34,18 @@ from handlers.chat_hub import encode_json
 
 log = logging.getLogger("cluster")
 
-BATCH, RELAY = "chat:batch:", "chat:relay:"
+BATCH, RELAY, USER = "chat:batch:", "chat:relay:", "chat:user:"
+PATTERNS = (BATCH + "*", RELAY + "*", USER + "*")
 _KIND = {"hold": "user_joined", "drop": "user_left"}
 RETRY_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0)  # between attempts to reach Redis again, then the last
 
 
 class RedisBroker:
-    def __init__(self, redis, feed, hub, metrics):
+    def __init__(self, redis, feed, hub, metrics, tell):
         self.redis = redis
         self.feed = feed
         self.hub = hub
+        self.tell = tell  # as LocalBroker's
         self.metrics = metrics
         self.process = uuid.uuid4().hex
         self._origin = self.process.encode()
@@ -59,6 +62,12 @@ class RedisBroker:
         self._presence_task = None
         self._counts = {}  # event id -> the room's last known online count
         self._tasks = []
+        # What a failed command left undone while the subscription stayed up (a pooled
+        # connection refused, say): put right by the next heartbeat that reaches Redis, so other
+        # processes miss an acknowledged message, and a ghost or a missing presence lasts, no
+        # longer than HEARTBEAT_SECONDS after Redis answers again.
+        self._unsent = {}  # batch channel -> the last batch of the room not published
+        self._presence_stale = False  # a presence pipeline failed: Redis may not hold what we do
         metrics.redis_up.set(0)
 
     # --- the seam ------------------------------------------------------------------------
@@ -72,6 +81,10 @@ class RedisBroker:
         self.hub.broadcast(event_id, payload, skip=skip)
         self._send(RELAY + event_id, f"{self.process} {encode_json(payload)}")
 
+    def to_user(self, event_id, user_id, payload):
+        self.tell(event_id, user_id, payload)
+        self._send(USER + event_id, f"{self.process} {user_id} {encode_json(payload)}")
+
     def joined(self, event_id, user):
         self._here[(event_id, user["id"])] = user
         self._presence_change("hold", event_id, user)
@@ -80,9 +93,14 @@ class RedisBroker:
         self._here.pop((event_id, user["id"]), None)
         self._presence_change("drop", event_id, user)
 
-    def online_count(self, event_id):
-        count = self._counts.get(event_id)
-        return count if count is not None else self.hub.online_count(event_id)
+    async def online_counts(self, event_ids):
+        # Read from Redis: a room with no member here has no count here (none announced to us).
+        # Redis away: the best this process knows, its announced counts or its own members.
+        try:
+            return await self.presence.online_counts(event_ids)
+        except (RedisError, OSError) as error:
+            self._went_away(error)
+            return {event_id: self._counts.get(event_id, self.hub.online_count(event_id)) for event_id in event_ids}
 
     def room_closed(self, event_id):
         for key in [key for key in self._here if key[0] == event_id]:
@@ -133,6 +151,9 @@ class RedisBroker:
                         await pipe.execute()
                 except (RedisError, OSError) as error:
                     self._went_away(error)
+                    # The room's last batch is enough: a process it reaches reads the gap before
+                    # it from the store, and drops it if delivered already.
+                    self._unsent.update((channel, data) for channel, data in outbox if channel.startswith(BATCH))
                 else:
                     self._answered()
         finally:
@@ -145,11 +166,11 @@ class RedisBroker:
         while True:
             pubsub = self.redis.pubsub()
             try:
-                await pubsub.psubscribe(BATCH + "*", RELAY + "*")
+                await pubsub.psubscribe(*PATTERNS)
                 async for message in pubsub.listen():
-                    # Both patterns confirmed: from now on nothing published is missed. Also after
+                    # Every pattern confirmed: from now on nothing published is missed. Also after
                     # redis-py reconnected the subscription by itself, subscribing again.
-                    if message["type"] == "psubscribe" and message["data"] == 2:
+                    if message["type"] == "psubscribe" and message["data"] == len(PATTERNS):
                         attempt = 0
                         await self._came_back()
                     elif message["type"] == "pmessage":
@@ -166,6 +187,14 @@ class RedisBroker:
             attempt += 1
 
     def _received(self, channel, data):
+        # One bad message (not JSON, not UTF-8) or a failure in delivering it must not end the
+        # listener: the subscription would look up while nothing is received any more.
+        try:
+            self._receive(channel, data)
+        except Exception:
+            log.exception("a chat message from Redis on %r could not be handled", channel)
+
+    def _receive(self, channel, data):
         origin, _, rest = data.partition(b" ")
         if origin == self._origin:
             return  # our own, offered to our feed when published
@@ -175,6 +204,9 @@ class RedisBroker:
                 return
             previous, _, items = rest.partition(b" ")
             self.feed.offer(event_id, None if previous == b"-" else previous.decode(), json.loads(items))
+        elif channel.startswith(USER.encode()):
+            user_id, _, payload = rest.partition(b" ")
+            self.tell(channel[len(USER):].decode(), user_id.decode(), json.loads(payload))
         else:
             event_id = channel[len(RELAY):].decode()
             if not self.hub.online_count(event_id):
@@ -242,6 +274,7 @@ class RedisBroker:
                     # Put right by _reconcile_presence once Redis is back; meanwhile the room here
                     # hears of it with this process's own count.
                     self._went_away(error)
+                    self._presence_stale = True
                     for change, event_id, user in work:
                         count = self.hub.online_count(event_id)
                         self.hub.broadcast(event_id, presence_frame(_KIND[change], user, count))
@@ -264,7 +297,12 @@ class RedisBroker:
     async def _reconcile_presence(self):
         """After Redis came back (perhaps empty, after a restart): holds what this process has
         and Redis lacks, drops what it holds and no longer has, announcing the differences."""
-        held = await self.presence.held()
+        self._presence_stale = False
+        try:
+            held = await self.presence.held()
+        except BaseException:
+            self._presence_stale = True
+            raise
         for (event_id, user_id), username in held.items():
             if (event_id, user_id) not in self._here:
                 self._presence_work.append(("drop", event_id, {"id": user_id, "username": username}))
@@ -272,14 +310,31 @@ class RedisBroker:
             self._presence_work.append(("hold", key[0], self._here[key]))
         self._run_presence()
 
+    async def _put_right(self):
+        """What failed commands left undone (see `_unsent`, `_presence_stale`), once Redis answers."""
+        unsent, self._unsent = self._unsent, {}
+        for channel, data in unsent.items():
+            self._send(channel, data)
+        if self._presence_stale:
+            await self._reconcile_presence()
+
     async def _heartbeat(self):
         while True:
             try:
-                for event_id, user, count in await self.presence.heartbeat():
+                reaped, gone = await self.presence.heartbeat()
+                for event_id, user, count in gone:
                     self.relay(event_id, presence_frame("user_left", user, count))
                 self._answered()
+                if reaped:
+                    # Our loop stalled past the alive key's TTL and another process took our
+                    # holdings out of the counts: put them back.
+                    log.warning("this process's chat presence was reaped (its loop stalled?): putting it back")
+                    self._presence_stale = True
+                await self._put_right()
             except (RedisError, OSError) as error:
                 self._went_away(error)
+            except Exception:
+                log.exception("chat heartbeat failed")  # the next one tries again
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
 

@@ -278,6 +278,8 @@ class RedisLimits(SharedLimits):
                 await self.heartbeat()
             except SharedLimitsDown:
                 pass
+            except Exception:
+                log.exception("shared limits heartbeat failed")  # the next one tries again
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def heartbeat(self):

@@ -12,11 +12,14 @@ counts nothing twice), `drop` undoes it. A process killed with kill -9 stops ren
 key; the next `reap`, run by every live process every HEARTBEAT_SECONDS, finds the key expired,
 takes that process's holdings out of the counts and returns them to be announced as user_left.
 So a dead process's presence lasts at most ALIVE_TTL_SECONDS + HEARTBEAT_SECONDS (20 s).
+A live process whose loop stalled past ALIVE_TTL_SECONDS is reaped the same way; the reap leaves it
+a mark (chat:reaped:<process>), which its next heartbeat takes, to put its holdings back.
 """
 
 HEARTBEAT_SECONDS = 5
 ALIVE_TTL_SECONDS = 15
 GHOST_BOUND_SECONDS = ALIVE_TTL_SECONDS + HEARTBEAT_SECONDS
+REAPED_MARK_SECONDS = 86400  # a reaped process that never comes back: its mark goes in a day
 
 PROCESSES = "chat:processes"
 
@@ -42,8 +45,9 @@ if n <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 return {n <= 0 and 1 or 0, redis.call('HLEN', KEYS[1])}
 """
 
-# KEYS: processes. Returns a flat list of event, user id, username, online count for every user
-# who left a room everywhere because the process holding them is gone.
+# KEYS: processes. ARGV: how long a reaped process's mark lasts, s. Returns a flat list of event,
+# user id, username, online count for every user who left a room everywhere because the process
+# holding them is gone.
 _REAP = """
 local gone = {}
 for _, process in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -62,6 +66,7 @@ for _, process in ipairs(redis.call('SMEMBERS', KEYS[1])) do
     end
     redis.call('DEL', 'chat:held:' .. process)
     redis.call('SREM', KEYS[1], process)
+    redis.call('SET', 'chat:reaped:' .. process, 1, 'EX', ARGV[1])
   end
 end
 return gone
@@ -74,6 +79,7 @@ class RedisPresence:
         self.process = process
         self._held_key = f"chat:held:{process}"
         self._alive_key = f"chat:alive:{process}"
+        self._reaped_key = f"chat:reaped:{process}"
         self._hold = redis.register_script(_HOLD)
         self._drop = redis.register_script(_DROP)
         self._reap = redis.register_script(_REAP)
@@ -91,6 +97,13 @@ class RedisPresence:
         await self._drop(keys=[f"chat:online:{event_id}", self._held_key], args=[user_id, f"{event_id} {user_id}"],
                          client=pipe)
 
+    async def online_counts(self, event_ids):
+        """{event id: the room's online count}, in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for event_id in event_ids:
+                pipe.hlen(f"chat:online:{event_id}")
+            return dict(zip(event_ids, await pipe.execute()))
+
     async def held(self):
         """{(event id, user id): username} of what this process holds in Redis."""
         fields = await self.redis.hgetall(self._held_key)
@@ -98,17 +111,23 @@ class RedisPresence:
 
     async def heartbeat(self):
         """Renews this process's alive key, then takes dead processes' holdings out: returns
-        [(event id, user, online count)] of the users gone from a room everywhere."""
-        await self.redis.set(self._alive_key, 1, px=ALIVE_TTL_SECONDS * 1000)
-        return await self._reaped()
+        (whether this process was reaped since its last heartbeat, [(event id, user, online
+        count)] of the users gone from a room everywhere)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._alive_key, 1, px=ALIVE_TTL_SECONDS * 1000)
+            pipe.getdel(self._reaped_key)
+            _, reaped = await pipe.execute()
+        return reaped is not None, await self._reaped()
 
     async def leave_all(self):
         """At shutdown: this process's holdings out of the counts now, not after the TTL; returns
         what `heartbeat` does."""
         await self.redis.delete(self._alive_key)
-        return await self._reaped()
+        gone = await self._reaped()
+        await self.redis.delete(self._reaped_key)  # reaped by itself: no stall to put right
+        return gone
 
     async def _reaped(self):
-        flat = await self._reap(keys=[PROCESSES])
+        flat = await self._reap(keys=[PROCESSES], args=[REAPED_MARK_SECONDS])
         return [(flat[i].decode(), {"id": flat[i + 1].decode(), "username": flat[i + 2].decode()}, flat[i + 3])
                 for i in range(0, len(flat), 4)]

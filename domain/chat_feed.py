@@ -42,7 +42,7 @@ import dataclasses
 import logging
 
 from domain.chat import MAX_CATCH_UP, RECENT_COUNT, change_json, entry_frame, entry_id, message_json
-from domain.errors import Conflict, InvalidInput, NotFound
+from domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 
 log = logging.getLogger("chat")
 
@@ -174,7 +174,13 @@ class RoomFeed:
                     self._take_arrived(event_id, room)
                 if room.replays:
                     replays, room.replays = room.replays, []
-                    await self._replay(event_id, room, replays)
+                    try:
+                        await self._replay(event_id, room, replays)
+                    except BaseException as error:
+                        # Taken out of room.replays, these are settled by no one else: a replay
+                        # left waiting would hold its socket in JOINING for good.
+                        _settle_all(replays, self._failure(event_id, room, error))
+                        raise
                 if not (room.arrived or room.replays or room.waiting or room.behind):
                     break
         except asyncio.CancelledError:
@@ -191,6 +197,15 @@ class RoomFeed:
             room.task = None
         if self._rooms.get(event_id) is room and not room.replays and not self.following(event_id):
             del self._rooms[event_id]
+
+    def _failure(self, event_id, room, error):
+        """What a replay cut short by `error` fails with: the error itself, or on cancellation
+        (the room's task stopped by `discard`) the event's deletion, or else unavailability."""
+        if isinstance(error, Exception):
+            return error
+        if self._rooms.get(event_id) is not room:
+            return NotFound("The event was deleted.", code="event_not_found")
+        return Unavailable("The chat cannot be reached right now. Try again shortly.")
 
     def _retry(self, event_id, room):
         if self._rooms.get(event_id) is room and (room.arrived or room.waiting or room.behind):
@@ -319,6 +334,11 @@ def _replayed(entries, history):
     changes = [change_json(entry) for entry in entries if entry["kind"] != "message"
                and entry["message_id"] not in shown and not (entry["kind"] == "edit" and entry["text"] is None)]
     return {"messages": history["messages"] + messages, "changes": history["changes"] + changes}
+
+
+def _settle_all(replays, error):
+    for replay in replays:
+        _settle(replay.result, error=error)
 
 
 def _settle(future, value=None, error=None):

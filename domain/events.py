@@ -243,8 +243,9 @@ class Events:
         # Called as listener(event_id, user_id) when someone who is not the organizer cancels
         # an RSVP, so access granted by that RSVP (the event's live chat) ends with it.
         self.left_listeners = []
-        # How many people are in an event's live chat now; the chat replaces this.
-        self.online_counter = lambda event_id: 0
+        # How many people are in each of some events' live chats now ({event id: count}, awaited:
+        # with several processes the count is read from Redis); the chat replaces this.
+        self.online_counter = _no_one_online
         self.background = Background(log, "announcing promotions failed")
 
     # --- reading ---------------------------------------------------------------------------
@@ -573,9 +574,10 @@ class Events:
     async def stats(self, event_id):
         summary = await self._summary(event_id)
         counts = await self.store.messages.counts([event_id])
-        return self._stats(summary, counts[event_id])
+        online = await self.online_counter([event_id])
+        return self._stats(summary, counts[event_id], online[event_id])
 
-    def _stats(self, summary, message_count):
+    def _stats(self, summary, message_count, online_count):
         rsvps, arrivals = summary["rsvp_count"], summary["arrival_count"]
         return {
             "rsvp_count": rsvps,
@@ -584,7 +586,7 @@ class Events:
             "photo_count": summary["photo_count"],
             "waitlist_count": summary["waitlist_count"],
             "message_count": message_count,
-            "online_count": self.online_counter(summary["id"]),
+            "online_count": online_count,
         }
 
     async def organizer_events(self, organizer, limit, cursor):
@@ -593,10 +595,15 @@ class Events:
                                          include_cancelled=True).resumed_from(cursor)
         page = await discovery.find_events(self.store, query, organizer["id"])
         counts = await self.store.messages.counts([summary["id"] for summary in page.items])
+        online = await self.online_counter([summary["id"] for summary in page.items])
         shown = await self._present(page.items)
-        items = [{**event, "stats": self._stats(summary, counts[summary["id"]])}
+        items = [{**event, "stats": self._stats(summary, counts[summary["id"]], online[summary["id"]])}
                  for event, summary in zip(shown, page.items)]
         return {"items": items, "next_cursor": page.next_cursor}
+
+
+async def _no_one_online(event_ids):
+    return dict.fromkeys(event_ids, 0)
 
 
 def attendee_json(attendee):

@@ -78,7 +78,7 @@ def build_services(settings, store=None, mailer=None):
     events_service.deleted_listeners.extend(deleted)
     events_service.deleted_cleanups.append(gallery.delete_event_photos)
     events_service.left_listeners.extend(left)
-    events_service.online_counter = chat_service.online_count
+    events_service.online_counter = chat_service.online_counts
     chat_moderation = ChatModeration(store, list(moderated))
     services = Services(settings=settings, store=store, validator=validator, accounts=accounts, mailer=mailer,
                         events=events_service, storage=storage, photo_workers=photo_workers, gallery=gallery,

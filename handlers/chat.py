@@ -57,10 +57,10 @@ class ChatService:
         self.hub = RoomHub(settings.chat_max_buffer_bytes)
         self.feed = RoomFeed(store, self._deliver, self._following, metrics.chat_catch_ups.inc)
         if redis is None:
-            self.broker = LocalBroker(self.feed, self.hub)
+            self.broker = LocalBroker(self.feed, self.hub, self._tell)
         else:
             from cluster.chat_broker import RedisBroker  # only with REDIS_URL: several processes
-            self.broker = RedisBroker(redis, self.feed, self.hub, metrics)
+            self.broker = RedisBroker(redis, self.feed, self.hub, metrics, self._tell)
         self.log = MessageLog(store, self.broker.publish)
         self.accepting = True
         # By user, and the handshakes in progress: an ending that lands during one (logout, RSVP
@@ -77,9 +77,9 @@ class ChatService:
     def _following(self, event_id):
         return self.hub.online_count(event_id) > 0
 
-    def online_count(self, event_id):
-        """Users in the event's live chat now (in every process)."""
-        return self.broker.online_count(event_id)
+    async def online_counts(self, event_ids):
+        """{event id: users in the event's live chat now, in every process}."""
+        return await self.broker.online_counts(event_ids)
 
     def user_joined(self, socket):
         self.broker.joined(socket.event_id, {"id": socket.user_id, "username": socket.username})
@@ -172,14 +172,19 @@ class ChatService:
     # --- read markers ------------------------------------------------------------------
 
     async def mark_read(self, event_id, user_id, message_id):
-        """Stores the user's marker, then tells each of their sockets in the event (the other
-        devices too) where it stands now: `read_marker`, not a room frame."""
+        """Stores the user's marker, then tells each of their sockets in the event, on every
+        process (the other devices too), where it stands now: `read_marker`, not a room frame."""
         marker = await self.store.messages.mark_read(event_id, user_id, message_id)
         if marker is None:
             raise NotFound("There is no such message in this chat.", code="message_not_found", message_id=message_id)
-        frame = encode_json({"type": "read_marker", "event_id": event_id, "last_read_id": marker})
+        self.broker.to_user(event_id, user_id, {"type": "read_marker", "event_id": event_id, "last_read_id": marker})
+
+    def _tell(self, event_id, user_id, payload):
+        """The brokers' delivery of a frame to the user's sockets in the event, in this process."""
+        frame = None
         for socket in self.sockets.of_user(user_id):
             if socket.event_id == event_id:
+                frame = frame or encode_json(payload)
                 socket.write_frame(frame)
 
     # --- endings ------------------------------------------------------------------------

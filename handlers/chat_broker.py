@@ -12,7 +12,10 @@ methods; the room hub and the message log know neither.
   joined(event_id, user) / left(...)     the user's first / last connection to the room in this
                                          process: announces user_joined / user_left when it is the
                                          user's first / last anywhere, with the room's online_count
-  online_count(event_id)                 users in the room's live chat, counted once
+  to_user(event_id, user_id, payload)    a frame for the user's own sockets in the event (a read
+                                         marker: their other devices), in every process
+  online_counts(event_ids)               (awaited) {event id: users in the room's live chat,
+                                         counted once}
   room_closed(event_id)                  the room's sockets were closed at once (event deleted,
                                          shutdown): their presence goes
   problem()                              None, or why the chat cannot reach the other processes
@@ -29,9 +32,10 @@ class LocalBroker:
     """One process: batches go straight to the room feed, frames straight to the hub, presence is
     the hub's."""
 
-    def __init__(self, feed, hub):
+    def __init__(self, feed, hub, tell):
         self.feed = feed
         self.hub = hub
+        self.tell = tell  # tell(event_id, user_id, payload): to the user's sockets here in the event
 
     def publish(self, event_id, items, previous_id):
         self.feed.offer(event_id, previous_id, items)
@@ -39,14 +43,17 @@ class LocalBroker:
     def relay(self, event_id, payload, skip=None):
         self.hub.broadcast(event_id, payload, skip=skip)
 
+    def to_user(self, event_id, user_id, payload):
+        self.tell(event_id, user_id, payload)
+
     def joined(self, event_id, user):
         self.relay(event_id, presence_frame("user_joined", user, self.hub.online_count(event_id)))
 
     def left(self, event_id, user):
         self.relay(event_id, presence_frame("user_left", user, self.hub.online_count(event_id)))
 
-    def online_count(self, event_id):
-        return self.hub.online_count(event_id)
+    async def online_counts(self, event_ids):
+        return {event_id: self.hub.online_count(event_id) for event_id in event_ids}
 
     def room_closed(self, event_id):
         pass

@@ -6,8 +6,9 @@ import time
 import types
 
 import pytest
+import redis.asyncio
 
-from cluster.presence import GHOST_BOUND_SECONDS
+from cluster.presence import GHOST_BOUND_SECONDS, HEARTBEAT_SECONDS
 from domain.validation import schema_validator
 from tests.chat_client import ChatClient, eventually
 from tests.processes import ServerProcesses, base_url, bearer, published_event, registered
@@ -293,3 +294,93 @@ async def eventually_async(check):
     async def checked():
         return check()
     return await eventually(checked)
+
+
+async def test_a_malformed_message_on_the_chat_channels_does_not_stop_a_process_listening(cluster, redis_server):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, talker_token), (_, listener_token) = members
+    a, b, _ = cluster
+    talker, listener = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, listener_token)
+    await talker.join()
+    await listener.join()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        # Not JSON, and not UTF-8: from a process that is not one of ours.
+        await client.publish(f"chat:batch:{event_id}", b"intruder - {not json")
+        await client.publish(f"chat:relay:{event_id}", b"intruder \xff\xfe")
+    finally:
+        await client.aclose()
+    await talker.say("still heard")
+    assert (await listener.receive_type("new_message"))["message"]["text"] == "still heard"
+    await talker.send({"type": "typing"})
+    assert (await listener.receive_type("typing"))["type"] == "typing"
+
+
+async def test_a_batch_whose_publish_failed_reaches_the_other_processes_by_the_next_heartbeat(cluster, redis_server):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, talker_token), (_, listener_token) = members
+    a, b, _ = cluster
+    talker, listener = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, listener_token)
+    await talker.join()
+    await listener.join()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        # Every process's pooled command connections go, their subscriptions stay: the next
+        # PUBLISH fails while nothing looks down to the listener.
+        await client.client_kill_filter(_type="normal", skipme=True)
+    finally:
+        await client.aclose()
+    await talker.say("published late")
+    assert (await talker.receive_type("new_message"))["message"]["text"] == "published late"
+    received = await asyncio.wait_for(listener.receive_type("new_message"), HEARTBEAT_SECONDS * 3)
+    assert received["message"]["text"] == "published late"
+
+
+async def test_a_process_reaped_while_alive_puts_its_presence_back(cluster, redis_server):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, watcher_token), (_, token) = members
+    a, b, _ = cluster
+    watcher, member = await cluster.connect(a, event_id, watcher_token), await cluster.connect(b, event_id, token)
+    await watcher.join()
+    await member.join()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        assert await client.hlen(f"chat:online:{event_id}") == 2
+        # As if the processes' loops had stalled past the alive key's TTL: the next heartbeat of
+        # any of them reaps the others.
+        await client.delete(*await client.keys("chat:alive:*"))
+
+        async def back():
+            return await client.hlen(f"chat:online:{event_id}") == 2 and not await client.keys("chat:reaped:*")
+        await asyncio.sleep(HEARTBEAT_SECONDS * 2)  # one heartbeat reaps, the next puts back
+        await eventually(back)
+    finally:
+        await client.aclose()
+
+
+async def test_a_read_marker_reaches_the_users_devices_on_the_other_processes(cluster):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, talker_token), (_, reader_token) = members
+    a, b, _ = cluster
+    talker = await cluster.connect(a, event_id, talker_token)
+    await talker.join()
+    await talker.say("read me")
+    said = await talker.receive_type("new_message")
+    phone, laptop = await cluster.connect(a, event_id, reader_token), await cluster.connect(b, event_id, reader_token)
+    await laptop.join()  # joined or not, each device of the user hears of it
+    await phone.send({"type": "mark_read", "id": said["message"]["id"]})
+    expected = {"type": "read_marker", "event_id": event_id, "last_read_id": said["message"]["id"]}
+    assert await phone.receive_type("read_marker") == expected
+    assert await laptop.receive_type("read_marker") == expected
+
+
+async def test_the_rest_online_count_is_the_same_on_a_process_without_members_in_the_room(cluster):
+    event_id, members = cluster.event_with_members(attendees=1)
+    (_, organizer_token), (user, token) = members
+    a, _, c = cluster
+    member = await cluster.connect(a, event_id, token)
+    await member.join()
+    assert (await presence_of(member, user))["online_count"] == 1  # counted in Redis by now
+    for server in (a, c):  # c has no socket in the room: it was told of no count
+        status, stats = server.request("GET", f"/api/v1/events/{event_id}/stats", headers=bearer(organizer_token))
+        assert status == 200 and stats["data"]["online_count"] == 1

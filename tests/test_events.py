@@ -322,7 +322,9 @@ async def test_stats_count_rsvps_arrivals_photos_and_messages(api, services):
     await write_history(services.store, created["id"], organizer, [str(n) for n in range(5)])
     assert await services.store.events.add_photo(created["id"], "https://x/1.jpg", organizer["id"], utcnow(),
                                                  MAX_PHOTOS_PER_EVENT)
-    services.events.online_counter = lambda event: 2 if event == created["id"] else 0
+    async def online(event_ids):
+        return {event: 2 if event == created["id"] else 0 for event in event_ids}
+    services.events.online_counter = online
 
     reply = await api.call("GET", f"/api/v1/events/{created['id']}/stats", token=token)
     assert reply.status == 200
