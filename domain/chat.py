@@ -213,7 +213,7 @@ class MessageLog:
             return
         gone = NotFound("The event was deleted.", code="event_not_found")
         for item in room.posts:
-            _settle(item.result, error=gone)
+            settle(item.result, error=gone)
         room.posts = []
 
     async def drain(self):
@@ -263,7 +263,7 @@ class MessageLog:
             # The event was deleted, or cancelled (its chat stays readable but takes no new
             # messages), while the batch waited: nothing to send again.
             for post in posts:
-                _settle(post.result, error=refusal)
+                settle(post.result, error=refusal)
             return
         except Exception as error:
             # The batch was not stored (on MongoDB, perhaps part of it): each sender is told to
@@ -272,7 +272,7 @@ class MessageLog:
             if not isinstance(error, StoreUnavailable):
                 log.error("chat storage failed", exc_info=error)
             for post in posts:
-                _settle(post.result, error=Unavailable(NOT_STORED))
+                settle(post.result, error=Unavailable(NOT_STORED))
             return
         stored, known, refused = [], {}, {}
         for post, result in zip(fresh, results):
@@ -295,13 +295,13 @@ class MessageLog:
         except Exception:
             log.exception("publishing chat messages failed")  # they are stored: history has them
         for post, message in stored:
-            _settle(post.result, (message, False))
+            settle(post.result, (message, False))
         # What is left repeats a client_msg_id: of an earlier message, or of one in this batch.
         for post in posts:
             if post.key in known:
-                _settle(post.result, (known[post.key], True))
+                settle(post.result, (known[post.key], True))
             else:
-                _settle(post.result, error=refused.get(post.key or post, Unavailable(NOT_STORED)))
+                settle(post.result, error=refused.get(post.key or post, Unavailable(NOT_STORED)))
 
     async def _apply(self, event_id, changes):
         drafts = [{"kind": change.kind, "message_id": change.message_id, "user_id": change.author_id,
@@ -310,13 +310,13 @@ class MessageLog:
             results = await self.store.messages.change(event_id, drafts)
         except (NotFound, Conflict) as refusal:
             for change in changes:
-                _settle(change.result, error=refusal)
+                settle(change.result, error=refusal)
             return
         except Exception as error:
             if not isinstance(error, StoreUnavailable):
                 log.error("chat storage failed", exc_info=error)
             for change in changes:
-                _settle(change.result, error=Unavailable("The change was not stored; send it again."))
+                settle(change.result, error=Unavailable("The change was not stored; send it again."))
             return
         frames = [None if isinstance(result, Exception) else (change_json(result[0]), result[1]) for result in results]
         try:
@@ -327,9 +327,9 @@ class MessageLog:
             log.exception("publishing chat changes failed")  # they are stored: replays have them
         for change, result, frame in zip(changes, results, frames):
             if frame is None:
-                _settle(change.result, error=result)
+                settle(change.result, error=result)
             else:
-                _settle(change.result, frame)
+                settle(change.result, frame)
 
 
 def _runs(batch):
@@ -356,7 +356,8 @@ def _first_of_each_key(posts):
     return fresh
 
 
-def _settle(future, value=None, error=None):
+def settle(future, value=None, error=None):
+    """Settles `future` unless it is already done (a caller may have gone)."""
     if future.done():
         return
     if error is not None:

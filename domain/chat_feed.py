@@ -41,7 +41,7 @@ import asyncio
 import dataclasses
 import logging
 
-from domain.chat import MAX_CATCH_UP, RECENT_COUNT, change_json, entry_frame, entry_id, message_json
+from domain.chat import MAX_CATCH_UP, RECENT_COUNT, change_json, entry_frame, entry_id, message_json, settle
 from domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 
 log = logging.getLogger("chat")
@@ -149,7 +149,7 @@ class RoomFeed:
         if room is None:
             return
         for replay in room.replays:
-            _settle(replay.result, error=NotFound("The event was deleted.", code="event_not_found"))
+            settle(replay.result, error=NotFound("The event was deleted.", code="event_not_found"))
         room.replays = []
         if room.task is not None:
             room.task.cancel()
@@ -190,7 +190,7 @@ class RoomFeed:
             # again), batches stay queued and the room tries again shortly.
             log.warning("chat room %s could not be read: %s", event_id, error)
             for replay in room.replays:
-                _settle(replay.result, error=error)
+                settle(replay.result, error=error)
             room.replays = []
             asyncio.get_running_loop().call_later(RETRY_SECONDS, self._retry, event_id, room)
         finally:
@@ -266,7 +266,7 @@ class RoomFeed:
         for replay in replays:
             history = histories[replay.since]
             if isinstance(history, Exception):
-                _settle(replay.result, error=history)
+                settle(replay.result, error=history)
                 continue
             history, end = history
             if _later(room.last_id, end):
@@ -278,9 +278,9 @@ class RoomFeed:
                 replay.subscribe(history)
             except Exception as error:
                 # The subscriber's own failure goes back to it; the room goes on.
-                _settle(replay.result, error=error)
+                settle(replay.result, error=error)
                 continue
-            _settle(replay.result, None)
+            settle(replay.result, None)
 
     async def _newest_entry(self, event_id):
         """The id of the room's newest entry: its newest message, or a change after it."""
@@ -338,13 +338,5 @@ def _replayed(entries, history):
 
 def _settle_all(replays, error):
     for replay in replays:
-        _settle(replay.result, error=error)
+        settle(replay.result, error=error)
 
-
-def _settle(future, value=None, error=None):
-    if future.done():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)

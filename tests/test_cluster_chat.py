@@ -296,13 +296,18 @@ async def eventually_async(check):
     return await eventually(checked)
 
 
-async def test_a_malformed_message_on_the_chat_channels_does_not_stop_a_process_listening(cluster, redis_server):
-    event_id, members = cluster.event_with_members(attendees=1)
-    (_, talker_token), (_, listener_token) = members
+async def joined_pair(cluster):
+    """Two members of a new event, joined: the first on the first process, the second on the second."""
+    event_id, ((_, talker_token), (_, listener_token)) = cluster.event_with_members(attendees=1)
     a, b, _ = cluster
     talker, listener = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, listener_token)
     await talker.join()
     await listener.join()
+    return event_id, talker, listener
+
+
+async def test_a_malformed_message_on_the_chat_channels_does_not_stop_a_process_listening(cluster, redis_server):
+    event_id, talker, listener = await joined_pair(cluster)
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         # Not JSON, and not UTF-8: from a process that is not one of ours.
@@ -317,12 +322,7 @@ async def test_a_malformed_message_on_the_chat_channels_does_not_stop_a_process_
 
 
 async def test_a_batch_whose_publish_failed_reaches_the_other_processes_by_the_next_heartbeat(cluster, redis_server):
-    event_id, members = cluster.event_with_members(attendees=1)
-    (_, talker_token), (_, listener_token) = members
-    a, b, _ = cluster
-    talker, listener = await cluster.connect(a, event_id, talker_token), await cluster.connect(b, event_id, listener_token)
-    await talker.join()
-    await listener.join()
+    event_id, talker, listener = await joined_pair(cluster)
     client = redis.asyncio.Redis.from_url(redis_server.url)
     try:
         # Every process's pooled command connections go, their subscriptions stay: the next
