@@ -126,12 +126,7 @@ def bench_busy_room(name, command, roster, pin):
         load.join_all(server)
         setup_s = time.monotonic() - started
         try:
-            # chat_bench keeps WINDOW messages in flight per room, too few for a busy room.
-            chat_bench.WINDOW, saved = BUSY_WINDOW, chat_bench.WINDOW
-            try:
-                max_rate = load.run_max_rate(server)
-            finally:
-                chat_bench.WINDOW = saved
+            max_rate = busy_max_rate(load, server)
             half_rate = load.run_rate(server, max(1.0, max_rate.published_per_s / 2))
         finally:
             load.close()
@@ -217,6 +212,16 @@ def bench_storm(clients, pin):
         server.stop()
 
 
+def busy_max_rate(load, server):
+    """The busy room's maximum rate: chat_bench keeps WINDOW messages in flight per room, too few
+    for a busy room, so BUSY_WINDOW meanwhile."""
+    chat_bench.WINDOW, saved = BUSY_WINDOW, chat_bench.WINDOW
+    try:
+        return load.run_max_rate(server)
+    finally:
+        chat_bench.WINDOW = saved
+
+
 def bench_login_burst(pin):
     """The busy room at half its maximum rate, alone, then with LOGIN_BURST logins at once
     (bcrypt at cost 12) fired in the measured window. The server may use every core, as in
@@ -236,11 +241,7 @@ def bench_login_burst(pin):
         load.choose_publishers(BUSY_ROOM.publishers_per_room)
         load.join_all(server)
         try:
-            chat_bench.WINDOW, saved = BUSY_WINDOW, chat_bench.WINDOW
-            try:
-                max_rate = load.run_max_rate(server)
-            finally:
-                chat_bench.WINDOW = saved
+            max_rate = busy_max_rate(load, server)
             half = max(1.0, max_rate.published_per_s / 2)
             alone = load.run_rate(server, half)
             logins = []
