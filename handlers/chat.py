@@ -182,19 +182,21 @@ class ChatService:
     def _tell(self, event_id, user_id, payload):
         """The brokers' delivery of a frame to the user's sockets in the event, in this process."""
         frame = None
-        for socket in self.sockets.of_user(user_id):
-            if socket.event_id == event_id:
-                frame = frame or encode_json(payload)
-                socket.write_frame(frame)
+        for socket in self._sockets_in(event_id, user_id):
+            frame = frame or encode_json(payload)
+            socket.write_frame(frame)
+
+    def _sockets_in(self, event_id, user_id):
+        """The user's open sockets in the event's chat, in this process."""
+        return [socket for socket in self.sockets.of_user(user_id) if socket.event_id == event_id]
 
     # --- endings ------------------------------------------------------------------------
 
     def close_member(self, event_id, user_id, reason="RSVP cancelled", refusal=None):
         """Events' RSVP-cancelled listener (and moderation's removal, see `moderated`): the user's
         sockets in that event close (4403), their handshakes in progress are refused (403)."""
-        for socket in self.sockets.of_user(user_id):
-            if socket.event_id == event_id:
-                socket.close(CLOSE_NOT_A_MEMBER, reason)
+        for socket in self._sockets_in(event_id, user_id):
+            socket.close(CLOSE_NOT_A_MEMBER, reason)
         for socket in self.sockets.handshakes:
             if socket.user_id == user_id and socket.event_id == event_id:
                 socket.refuse(refusal or Forbidden(NOT_A_MEMBER, code="not_a_member"))
@@ -206,9 +208,8 @@ class ChatService:
         if action == "remove":
             self.close_member(event_id, user_id, "removed from chat", Forbidden(REMOVED, code="removed_from_chat"))
         elif action in ("mute", "unmute"):
-            for socket in self.sockets.of_user(user_id):
-                if socket.event_id == event_id:
-                    socket.muted_until = until
+            for socket in self._sockets_in(event_id, user_id):
+                socket.muted_until = until
 
     def close_event(self, event_id):
         """Events' deletion listener: drops the room's queued messages and closes its sockets (4404);
@@ -375,11 +376,15 @@ class ChatSocket(UserSocket):
             raise _frame_error("not_joined", "This connection has not joined the chat.")
         self._leave_room()
 
-    def _on_send_message(self, frame):
+    def _check_writing(self, not_joined):
+        """A frame that writes to the room's log needs a join, and a server not shutting down."""
         if self.state == IDLE:
-            raise _frame_error("not_joined", "Send join_chat before send_message.")
+            raise _frame_error("not_joined", not_joined)
         if not self.chat.accepting:
             raise Unavailable("The server is restarting; send it again once reconnected.", code="shutting_down")
+
+    def _on_send_message(self, frame):
+        self._check_writing("Send join_chat before send_message.")
         client_msg_id = frame.get("client_msg_id")
         posted = self.chat.log.post(self.event_id, self.user_id, self.username, frame["text"], client_msg_id)
         self.chat.metrics.chat_messages_in.inc()
@@ -404,10 +409,7 @@ class ChatSocket(UserSocket):
 
     def _change(self, kind, message_id, text=None):
         # Through the message log, like a send: stored, then published in the room's one order.
-        if self.state == IDLE:
-            raise _frame_error("not_joined", "Send join_chat before changing a message.")
-        if not self.chat.accepting:
-            raise Unavailable("The server is restarting; send it again once reconnected.", code="shutting_down")
+        self._check_writing("Send join_chat before changing a message.")
         changed = self.chat.log.change(self.event_id, kind, message_id, self.user_id, text)
         changed.add_done_callback(functools.partial(self._changed, message_id))
 
